@@ -1,0 +1,5 @@
+"""AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) with its original two-tower split."""
+from .model import AlexNet, canonical_shapes, init_weights
+from .towers import TwoTowerAlexNet, merge_towers, split_towers
+
+__all__ = ["AlexNet", "TwoTowerAlexNet", "canonical_shapes", "init_weights", "merge_towers", "split_towers"]

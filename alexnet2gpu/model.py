@@ -1,0 +1,265 @@
+"""The network, stated once: the layer table, initialisation schemes, canonical weights, the merged layout.
+
+Two column towers (Krizhevsky et al. 2012, Fig. 2; shared/PAPER.md §1). `TowerStack` holds the layers of
+one tower (`towers=1`, a tower of the two-device and tower-parallel layouts) or of both towers merged into
+one set of tensors (`towers=2`, grouped convolutions as in caffe's bvlc_alexnet). `AlexNet` is the merged
+layout: the numerical oracle every other layout must match.
+
+Nothing here knows about processes or devices beyond the one a module sits on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lrn import local_response_norm
+
+TOWERS = 2  # the paper's two GPUs
+
+# LRN constants (paper §3.3: k=2, n=5, alpha=1e-4, beta=0.75). The original code divides alpha by n
+# (cuda-convnet2 layer.py `scale /= size`), as torch.nn.LocalResponseNorm does: PAPER.md §2.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+# Input geometry (PAPER.md §3): 224 crops are padded right/bottom by 3 like the original code's rounding,
+# 227 crops (caffe) need nothing; both give 55x55 after conv1.
+INPUT_PAD = {224: 3, 227: 0}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One row of the layer table (PAPER.md §1); widths are per tower."""
+
+    name: str
+    out: int  # maps or units per tower (fc8: the whole layer, held by tower 0)
+    cross: bool  # reads both towers' maps (conv3, fc6, fc7, fc8) rather than its own (conv2, conv4, conv5)
+    kernel: int = 0  # 0 for fully connected layers
+    stride: int = 1
+    pad: int = 0
+    bias: float = 0.0  # the paper's bias init (§5): 1 in conv2, conv4, conv5, fc6, fc7
+    lrn_pool: str = ""  # what follows the ReLU: "lrn+pool", "pool" or ""
+
+
+LAYERS = (
+    Layer("conv1", 48, cross=True, kernel=11, stride=4, lrn_pool="lrn+pool"),  # reads the image
+    Layer("conv2", 128, cross=False, kernel=5, pad=2, bias=1.0, lrn_pool="lrn+pool"),
+    Layer("conv3", 192, cross=True, kernel=3, pad=1),
+    Layer("conv4", 192, cross=False, kernel=3, pad=1, bias=1.0),
+    Layer("conv5", 128, cross=False, kernel=3, pad=1, bias=1.0, lrn_pool="pool"),
+    Layer("fc6", 2048, cross=True, bias=1.0),
+    Layer("fc7", 2048, cross=True, bias=1.0),
+)
+FC8 = "fc8"  # one 4096 -> num_classes layer on GPU 0 (cuda-convnet2 layers-imagenet-2gpu-model.cfg: gpu=0)
+POOL5_SIZE = 6  # 6x6 maps after the last pooling at 224/227 input
+LAYER_NAMES = tuple(layer.name for layer in LAYERS) + (FC8,)
+
+
+def layer_in_features(layer: Layer, in_channels: int) -> int:
+    """Input maps (or units) one tower's slice of `layer` reads, all towers' maps where it is a cross layer."""
+    if layer.name == "conv1":
+        return in_channels
+    prev = LAYERS[[l.name for l in LAYERS].index(layer.name) - 1]
+    per_tower = prev.out * (POOL5_SIZE * POOL5_SIZE if layer.name == "fc6" else 1)
+    return per_tower * (TOWERS if layer.cross else 1)
+
+
+def canonical_shapes(num_classes: int = 1000, in_channels: int = 3) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the canonical state dict: the merged, caffe-shaped tensors."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in LAYERS:
+        rows = layer.out * TOWERS
+        fan_in = layer_in_features(layer, in_channels)
+        kernel = (layer.kernel, layer.kernel) if layer.kernel else ()
+        shapes[f"{layer.name}.weight"] = (rows, fan_in) + kernel
+        shapes[f"{layer.name}.bias"] = (rows,)
+    shapes["fc8.weight"] = (num_classes, LAYERS[-1].out * TOWERS)
+    shapes["fc8.bias"] = (num_classes,)
+    return shapes
+
+
+# Why two schemes: `paper` is §5 of the paper verbatim. Its biases of 1 are known to leave the loss flat at
+# ln(1000) for a long time, so caffe's bvlc_alexnet moved to biases of 0.1 and std 0.005 for fc6/fc7
+# ("initialization to 1 gave flat loss"); `caffe` is that fix, kept as an option, never silently.
+INIT_SCHEMES = {
+    "paper": dict(std=0.01, fc_std=0.01, bias=1.0),
+    "caffe": dict(std=0.01, fc_std=0.005, bias=0.1),
+}
+
+
+def check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}: pass e.g. {name}=1000.")
+
+
+def check_init(init: str) -> None:
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {init!r}: choose one of {', '.join(INIT_SCHEMES)}.")
+
+
+def init_weights(num_classes: int = 1000, in_channels: int = 3, init: str = "paper") -> dict[str, torch.Tensor]:
+    """Canonical weights drawn from the global RNG on the CPU, so every layout starts identical for a seed."""
+    check_init(init)
+    scheme = INIT_SCHEMES[init]
+    weights = {}
+    for name, shape in canonical_shapes(num_classes, in_channels).items():
+        layer, kind = name.split(".")
+        if kind == "weight":
+            std = scheme["fc_std"] if layer in ("fc6", "fc7") else scheme["std"]
+            weights[name] = torch.randn(shape) * std
+        else:
+            paper_bias = next((l.bias for l in LAYERS if l.name == layer), 0.0)
+            weights[name] = torch.full(shape, scheme["bias"] if paper_bias else 0.0)
+    return weights
+
+
+def check_state_dict(state: dict, num_classes: int, in_channels: int) -> None:
+    """Refuse a state dict that is not this architecture's canonical one, in one sentence."""
+    shapes = canonical_shapes(num_classes, in_channels)
+    missing = [k for k in shapes if k not in state]
+    unexpected = [k for k in state if k not in shapes]
+    if missing or unexpected:
+        hint = ""
+        if any(k.startswith("module.") for k in unexpected):
+            hint = " (strip the 'module.' prefix of a DataParallel/DDP state dict)"
+        raise ValueError(
+            "state dict is not a canonical alexnet2gpu one: "
+            f"missing {missing[:4] or 'nothing'}, unexpected {unexpected[:4] or 'nothing'}{hint}; "
+            "load a checkpoint written by alexnet2gpu, or convert it to the names conv1.weight ... fc8.bias."
+        )
+    for key, shape in shapes.items():
+        got = tuple(state[key].shape)
+        if got != shape:
+            raise ValueError(
+                f"state dict entry {key} has shape {got} but this model needs {shape}: "
+                f"build the model with the num_classes and in_channels the checkpoint was trained with."
+            )
+
+
+def check_input(x: torch.Tensor, in_channels: int) -> int:
+    """Return the right/bottom zero padding conv1 needs for `x`, or raise a clear error."""
+    if x.dim() != 4 or x.shape[1] != in_channels or x.shape[2] != x.shape[3] or x.shape[2] not in INPUT_PAD:
+        got = " x ".join(str(s) for s in x.shape)
+        raise ValueError(
+            f"AlexNet expects input N x {in_channels} x 224 x 224 (paper) or N x {in_channels} x 227 x 227 "
+            f"(caffe), got {got}: crop or resize the images to 224 (or 227)."
+        )
+    return INPUT_PAD[x.shape[2]]
+
+
+class TowerStack(nn.Module):
+    """conv1 ... fc7 of `towers` column towers: one tower (towers=1) or both merged (towers=2).
+
+    With towers=2, conv2/conv4/conv5 are grouped convolutions: PyTorch maps input channels [0, C/2) to
+    output channels [0, O/2), and that half is tower 0. LRN runs per tower (PAPER.md §2). The forward is
+    cut into stages at the layers that read both towers; a layout gathers the towers' maps between stages.
+    """
+
+    def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
+        super().__init__()
+        self.towers = towers
+        for layer in LAYERS:
+            fan_in = layer_in_features(layer, in_channels)
+            out = layer.out * towers
+            if layer.kernel:
+                groups = 1 if layer.cross else towers
+                module = nn.Conv2d(fan_in * groups, out, layer.kernel, layer.stride, layer.pad, groups=groups)
+            else:
+                module = nn.Linear(fan_in, out)
+            setattr(self, layer.name, module)
+        self.dropout = nn.Dropout(dropout)
+
+    def _lrn_pool(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
+        h = F.relu(h)
+        if "lrn" in layer.lrn_pool:
+            h = local_response_norm(h, self.towers, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+        if "pool" in layer.lrn_pool:
+            h = F.max_pool2d(h, kernel_size=3, stride=2)  # overlapping pooling, paper §3.4
+        return h
+
+    def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
+        """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
+        h = F.pad(x, (0, pad, 0, pad)) if pad else x
+        h = self._lrn_pool(self.conv1(h), LAYERS[0])
+        return self._lrn_pool(self.conv2(h), LAYERS[1])
+
+    def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
+        """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""
+        for layer in LAYERS[2:5]:
+            h = self._lrn_pool(getattr(self, layer.name)(h), layer)
+        return h
+
+    def fully_connected(self, h: torch.Tensor, name: str) -> torch.Tensor:
+        """fc6 or fc7 (both read both towers), ReLU, dropout on the outputs (paper §4.2). -> N x 2048t"""
+        h = h.flatten(1) if h.dim() > 2 else h  # (C, H, W) order, as the canonical fc6 weight expects
+        return self.dropout(F.relu(getattr(self, name)(h)))
+
+
+class AlexNet(nn.Module):
+    """The merged layout: both towers on one device as halves of one tensor (the numerical oracle).
+
+    Input: N x in_channels x 224 x 224 (or 227), raw 0..255 scale with the mean subtracted. Output: logits.
+    Departures from torchvision's alexnet, all towards the paper: two towers (grouped conv2/4/5), LRN,
+    48/128/192/192/128 maps per tower, dropout on the outputs of fc6 and fc7, the original conv1 rounding.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5):
+        super().__init__()
+        check_positive("num_classes", num_classes)
+        check_positive("in_channels", in_channels)
+        check_init(init)
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.stack = TowerStack(TOWERS, in_channels, dropout)
+        self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
+        self.load_state_dict(init_weights(num_classes, in_channels, init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = check_input(x, self.in_channels)
+        h = self.stack.conv_cross(self.stack.features(x, pad))
+        h = self.stack.fully_connected(h, "fc6")
+        h = self.stack.fully_connected(h, "fc7")
+        return self.fc8(h)
+
+    # Canonical names are `conv1.weight`, not `stack.conv1.weight`: one format for every layout.
+    def to_canonical(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map tensors keyed by this module's parameter names (weights, momentum...) to canonical names."""
+        return {name.removeprefix("stack."): t for name, t in tensors.items()}
+
+    def from_canonical(self, canonical: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inverse of `to_canonical`: canonical tensors keyed by this module's parameter names."""
+        return {("" if k.startswith(FC8) else "stack.") + k: t for k, t in canonical.items()}
+
+    def state_dict(self, *args, **kwargs):
+        return canonical_state_dict(self)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return load_canonical(self, state_dict)
+
+
+def canonical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The canonical state dict of any layout (CPU tensors, detached)."""
+    params = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    return model.to_canonical(params)
+
+
+@torch.no_grad()
+def load_canonical(model: nn.Module, state: dict[str, torch.Tensor]):
+    """Copy a canonical state dict into any layout, after checking it is this architecture's."""
+    check_state_dict(state, model.num_classes, model.in_channels)
+    params = dict(model.named_parameters())
+    for name, tensor in model.from_canonical(state).items():
+        params[name].copy_(tensor)
+    return nn.modules.module._IncompatibleKeys([], [])
+
+
+def multiply_adds(num_classes: int = 1000, in_channels: int = 3) -> dict[str, int]:
+    """Forward multiply-adds per image for each layer at 224/227 input, from the layer table (PAPER.md §1)."""
+    sizes = {"conv1": 55, "conv2": 27, "conv3": 13, "conv4": 13, "conv5": 13}
+    macs = {}
+    for name, shape in canonical_shapes(num_classes, in_channels).items():
+        if name.endswith(".weight"):
+            layer = name.split(".")[0]
+            macs[layer] = math.prod(shape) * sizes.get(layer, 1) ** 2
+    return macs
