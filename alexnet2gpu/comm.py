@@ -145,16 +145,16 @@ def share_from_first_tower(y: torch.Tensor, group, shape: tuple[int, ...]) -> to
 # Weights and optimizer state (no autograd): collectives behind the collective state_dict / to_canonical.
 
 def gather_rows(t: torch.Tensor, group) -> torch.Tensor:
-    """Every tower's `t`, concatenated along dim 0 in tower order, on every tower, on the CPU."""
+    """Every tower's `t`, concatenated along dim 0 in tower order, on every tower: a new CPU tensor."""
     if group_size(group) == 1:
-        return t.detach().cpu()
+        return t.detach().to("cpu", copy=True)
     return torch.cat([p.cpu() for p in _all_gather(t.detach(), group)], dim=0)
 
 
 def broadcast_from_first(t: torch.Tensor | None, group, like: torch.Tensor) -> torch.Tensor:
-    """Tower 0's `t` on every tower, on the CPU; other towers pass None and `like` (shape, dtype)."""
+    """Tower 0's `t` on every tower, a new CPU tensor; other towers pass None and `like` (shape, dtype)."""
     if group_size(group) == 1:
-        return t.detach().cpu()
+        return t.detach().to("cpu", copy=True)
     out = _staged(t.detach(), group) if dist.get_rank(group) == 0 else _staged(torch.empty_like(like), group)
     dist.broadcast(out, group=group, group_src=0)
-    return out.cpu()
+    return out.to("cpu", copy=True)  # never the caller's own tensor: a snapshot, as gather_rows gives

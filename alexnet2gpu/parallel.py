@@ -39,8 +39,10 @@ class TowerParallelAlexNet(nn.Module):
         self.num_classes, self.in_channels = num_classes, in_channels
         self.tower, self.group = ctx.tower, ctx.tower_group
         self.device = check_device(ctx.device if device is None else device)
-        self.stack = TowerStack(1, in_channels, dropout).to(self.device)
-        self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes).to(self.device) if self.tower == 0 else None
+        with torch.device("meta"):  # model.BUILD_ON_META: the same weights as every layout for a seed
+            self.stack = TowerStack(1, in_channels, dropout)
+            self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes) if self.tower == 0 else None
+        self.to_empty(device=self.device)
         self.exchanges: list[tuple[str, int]] = []
         # Every rank draws the whole canonical init (same seed => same weights) and keeps its slice, so all
         # layouts and world sizes start from identical weights.
