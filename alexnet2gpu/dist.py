@@ -180,6 +180,18 @@ def _rank_device(device, local_rank: int, local_world: int, backend: str | None)
     return torch.device("cuda", local_rank % count), backend or ("gloo" if shared else "nccl"), notes
 
 
+def _attempt_store(rank: int, world_size: int, timeout: timedelta):
+    """The env:// store (torchrun's own), with keys private to this restart of the job.
+
+    torchrun keeps one store for all restarts, so a restarted rank can read the address a dead rank of the
+    previous attempt left there, and gloo's connect then fails with "Connection refused" (pytorch#135712).
+    TORCHELASTIC_RESTART_COUNT numbers the restarts of one torchrun agent: every rank of a one-node job
+    agrees on it. Across nodes it can differ; there, export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 too.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
+    return dist.PrefixStore(f"alexnet2gpu/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
+
+
 def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None) -> Context:
     """Join the torchrun world (or stay a single process) and build the pair x tower process groups.
 
@@ -201,7 +213,8 @@ def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | Non
     if local.type == "cuda":
         torch.cuda.set_device(local)
     timeout = timedelta(seconds=timeout_s)
-    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size, timeout=timeout)
+    dist.init_process_group(backend, store=_attempt_store(rank, world_size, timeout), rank=rank,
+                            world_size=world_size, timeout=timeout)
     num_pairs = world_size // TOWERS
     # Every rank creates every group, in the same order (torch.distributed.new_group's contract).
     tower_groups = [dist.new_group([TOWERS * p + t for t in range(TOWERS)], timeout=timeout) for p in range(num_pairs)]
