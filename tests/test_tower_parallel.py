@@ -64,7 +64,8 @@ def train_ranks(rank: int, checkpoint: str | None) -> dict:
     model = build_model("tower-parallel", CLASSES, dropout=0.0, ctx=ctx)
     optimizer = torch.optim.SGD(model.parameters(), **SGD)
     share = BATCH // ctx.num_pairs
-    out = {"losses": [], "pairs": ctx.num_pairs, "describe": ctx.describe()}
+    out = {"losses": [], "pairs": ctx.num_pairs, "describe": ctx.describe(),
+           "pairs_summed": ctx.sum_over_pairs(torch.tensor([1.0, ctx.pair])).tolist()}
     for step, (images, labels) in enumerate(batches()):
         mine = slice(ctx.pair * share, (ctx.pair + 1) * share)
         logits = model(images[mine])
@@ -156,7 +157,10 @@ def test_two_ranks_match_merged(merged):
 
 @pytest.mark.slow
 def test_four_ranks_two_pairs_match_merged(merged, four_ranks):
-    assert_matches_merged(four_ranks[0], merged)
+    ranks = four_ranks[0]
+    assert_matches_merged(ranks, merged)
+    assert "world 4 = 2 tower pair(s)" in ranks[0]["describe"]
+    assert all(seen["pairs_summed"] == [2.0, 1.0] for seen in ranks)  # pairs 0 and 1, once each
 
 
 def load_ranks(rank: int, checkpoint: str) -> dict:
@@ -197,6 +201,8 @@ def test_world_of_one_is_the_single_process_context(monkeypatch):
         resolve_layout("tower-parallel", ctx)
     with pytest.raises(ValueError, match="needs the Context of dist.setup"):
         TowerParallelAlexNet(CLASSES, ctx=ctx)
+    with pytest.raises(ValueError, match="layout is tower-parallel, not 'merged'"):
+        resolve_layout("merged", adist.Context(world_size=2))
 
 
 @pytest.mark.parametrize("device, backend, message", [
