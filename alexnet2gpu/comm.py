@@ -33,7 +33,7 @@ def group_size(group) -> int:
     return 1 if group is None else dist.get_world_size(group)
 
 
-def _staged(t: torch.Tensor, group) -> torch.Tensor:
+def on_backend(t: torch.Tensor, group) -> torch.Tensor:
     """`t` on the device `group`'s backend moves (gloo: CPU, NCCL: this rank's GPU), contiguous."""
     backend = dist.get_backend(group)
     if backend == "gloo" and t.is_cuda:
@@ -44,7 +44,7 @@ def _staged(t: torch.Tensor, group) -> torch.Tensor:
 
 
 def _all_gather(x: torch.Tensor, group) -> list[torch.Tensor]:
-    x = _staged(x, group)
+    x = on_backend(x, group)
     parts = [torch.empty_like(x) for _ in range(group_size(group))]
     dist.all_gather(parts, x, group=group)
     return parts
@@ -52,7 +52,7 @@ def _all_gather(x: torch.Tensor, group) -> list[torch.Tensor]:
 
 def _chunks(grad: torch.Tensor, group) -> list[torch.Tensor]:
     """`grad` cut along channels into one contiguous slice per tower, staged for the backend."""
-    return [c.contiguous() for c in _staged(grad, group).chunk(group_size(group), dim=1)]
+    return [c.contiguous() for c in on_backend(grad, group).chunk(group_size(group), dim=1)]
 
 
 class _GatherFromTowers(torch.autograd.Function):
@@ -94,7 +94,7 @@ class _GatherToFirstTower(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, group):
         ctx.group, ctx.first = group, dist.get_rank(group) == 0
-        staged = _staged(x, group)
+        staged = on_backend(x, group)
         parts = [torch.empty_like(staged) for _ in range(group_size(group))] if ctx.first else None
         dist.gather(staged, parts, group=group, group_dst=0)
         return torch.cat(parts, dim=1).to(x.device) if ctx.first else x
@@ -105,7 +105,7 @@ class _GatherToFirstTower(torch.autograd.Function):
             chunks = _chunks(grad, ctx.group)
             own = torch.empty_like(chunks[0])
         else:
-            chunks, own = None, torch.empty_like(_staged(grad, ctx.group))
+            chunks, own = None, torch.empty_like(on_backend(grad, ctx.group))
         dist.scatter(own, chunks, group=ctx.group, group_src=0)
         return own.to(grad.device), None
 
@@ -128,7 +128,7 @@ class _ShareFromFirstTower(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, group, shape: tuple[int, ...]):
         ctx.group, ctx.first, ctx.input_shape = group, dist.get_rank(group) == 0, y.shape
-        out = _staged(y, group) if ctx.first else _staged(y.new_empty(shape), group)
+        out = on_backend(y, group) if ctx.first else on_backend(y.new_empty(shape), group)
         dist.broadcast(out, group=group, group_src=0)
         return out.to(y.device, copy=ctx.first)  # a fresh tensor on tower 0 too: outputs never alias inputs
 
@@ -155,6 +155,6 @@ def broadcast_from_first(t: torch.Tensor | None, group, like: torch.Tensor) -> t
     """Tower 0's `t` on every tower, a new CPU tensor; other towers pass None and `like` (shape, dtype)."""
     if group_size(group) == 1:
         return t.detach().to("cpu", copy=True)
-    out = _staged(t.detach(), group) if dist.get_rank(group) == 0 else _staged(torch.empty_like(like), group)
+    out = on_backend(t.detach(), group) if dist.get_rank(group) == 0 else on_backend(torch.empty_like(like), group)
     dist.broadcast(out, group=group, group_src=0)
     return out.to("cpu", copy=True)  # never the caller's own tensor: a snapshot, as gather_rows gives

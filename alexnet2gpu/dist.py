@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .comm import on_backend
+
 TOWERS = 2  # processes per pair: the paper's two GPUs
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits on a silent peer before it gives up
 
@@ -76,16 +78,19 @@ class Context:
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, group=self.dp_group)
-        flat.div_(self.num_pairs)
+        flat = self._sum_in_place(torch.cat([g.reshape(-1) for g in grads])).div_(self.num_pairs)
         for g, piece in zip(grads, flat.split([g.numel() for g in grads])):
             g.copy_(piece.view_as(g))
 
     def sum_over_pairs(self, t: torch.Tensor) -> torch.Tensor:
         """`t` summed over the data-parallel group, in place (e.g. correct counts of each pair's samples)."""
-        if self.num_pairs > 1:
-            dist.all_reduce(t, group=self.dp_group)
+        return self._sum_in_place(t) if self.num_pairs > 1 else t
+
+    def _sum_in_place(self, t: torch.Tensor) -> torch.Tensor:
+        staged = on_backend(t, self.dp_group)  # `t` itself unless the backend needs another device
+        dist.all_reduce(staged, group=self.dp_group)
+        if staged is not t:
+            t.copy_(staged)
         return t
 
     def pair_seed(self, seed: int) -> int:
