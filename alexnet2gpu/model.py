@@ -149,6 +149,12 @@ def check_input(x: torch.Tensor, in_channels: int) -> int:
     return INPUT_PAD[x.shape[2]]
 
 
+# BUILD_ON_META: every layout builds its modules on the meta device, then draws `init_weights`. Building on
+# the CPU would run PyTorch's default init, which draws from the global RNG as many numbers as the layout
+# holds (a whole net, or one tower of it), so `init_weights` would start from a different RNG state in each
+# layout; on the meta device nothing is drawn or allocated, and a seed gives the same weights everywhere.
+
+
 class TowerStack(nn.Module):
     """conv1 ... fc7 of `towers` column towers: one tower (towers=1) or both merged (towers=2).
 
@@ -211,8 +217,10 @@ class AlexNet(nn.Module):
         check_positive("in_channels", in_channels)
         check_init(init)
         self.num_classes, self.in_channels = num_classes, in_channels
-        self.stack = TowerStack(TOWERS, in_channels, dropout)
-        self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
+        with torch.device("meta"):  # see BUILD_ON_META
+            self.stack = TowerStack(TOWERS, in_channels, dropout)
+            self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
+        self.to_empty(device="cpu")
         self.load_state_dict(init_weights(num_classes, in_channels, init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

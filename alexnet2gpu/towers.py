@@ -77,8 +77,12 @@ class TwoTowerAlexNet(nn.Module):
         check_init(init)
         self.num_classes, self.in_channels = num_classes, in_channels
         self.devices = resolve_devices(devices)
-        self.towers = nn.ModuleList(TowerStack(1, in_channels, dropout).to(d) for d in self.devices)
-        self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes).to(self.devices[0])
+        with torch.device("meta"):  # model.BUILD_ON_META: the same weights as every layout for a seed
+            self.towers = nn.ModuleList(TowerStack(1, in_channels, dropout) for _ in self.devices)
+            self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
+        for tower, device in zip(self.towers, self.devices):
+            tower.to_empty(device=device)
+        self.fc8.to_empty(device=self.devices[0])
         self.exchanges: list[tuple[str, int]] = []
         self.load_state_dict(init_weights(num_classes, in_channels, init))
 

@@ -1,5 +1,14 @@
+"""Shared test set-up: this checkout's package first, and a fixed RNG state for every test."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# Import this checkout's package, whatever the working directory (an installed copy must not win).
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path[:1]:
+    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(autouse=True)

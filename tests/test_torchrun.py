@@ -1,0 +1,25 @@
+"""The real launcher: torchrun starts the ranks, dist.setup reads its environment, and after a rank dies
+`--max-restarts=1` restarts the job, which then completes. Without per-attempt store keys (dist.py,
+_attempt_store) the restarted ranks often read the dead ranks' addresses and fail with "Connection refused"."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from distributed import ROOT
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_after_a_rank_dies():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "--max-restarts=1", str(ROOT / "tests" / "torchrun_worker.py")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "rank 0 lost contact with another rank" in output  # the first attempt's survivor said why it stopped
+    assert "attempt 1: world 2 = 1 tower pair(s)" in done.stdout
+    assert "gathered [0.0, 1.0], grad [2.0]" in done.stdout  # both towers' cross layers read each map
