@@ -5,6 +5,7 @@
     python bench.py --batch-sizes 32,64,128 --mode train --json bench.json --plot bench.png
     python bench.py --rows merged,torchvision,merged-native-lrn --steps 11
     python bench.py --device cuda --compile           # adds the torch.compile rows (slow to compile)
+    OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
 
 Rows: merged, two-device, torchvision, internal variants (LRN implementations, split vs grouped convs,
 channels-last, torch.compile, bf16 on CUDA), and two-process rows tower-parallel and data-parallel (DDP,

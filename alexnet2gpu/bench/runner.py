@@ -7,6 +7,7 @@ process or tower sends the other per step), note.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -56,11 +57,15 @@ def check_options(opts: Options) -> torch.device:
     return device
 
 
+_kept_freed_memory = False
+
+
 def run(opts: Options) -> list[dict]:
     """Every selected row at every batch size; returns the records."""
     device = check_options(opts)
+    global _kept_freed_memory
     if device.type == "cpu" and opts.keep_freed_memory:
-        keep_freed_memory()
+        _kept_freed_memory = keep_freed_memory()
     cpus = usable_cpus()
     threads = opts.threads or len(cpus)
     torch.set_num_threads(threads)
@@ -80,7 +85,13 @@ def _record(variant, mode, device, batch, seconds, flops, rate, threads, process
             "processes": processes, "threads": threads, "ms_per_step": seconds * 1e3,
             "images_per_s": batch / seconds if mode != "matmul" else 0.0, "gflops": gflops,
             "peak_fraction": gflops / rate if rate else 0.0, "peak_memory_mb": peak,
-            "exchange_mb": exchange / 1e6, "note": note}
+            "exchange_mb": exchange / 1e6, "note": note, "settings": settings()}
+
+
+def settings() -> str:
+    """Process-wide settings that move CPU timings a lot (docs/BENCHMARKS.md), for the record."""
+    return (f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+            f"malloc keeps freed memory={_kept_freed_memory}, torch {torch.__version__}")
 
 
 def _single_process_rows(opts: Options, device: torch.device, batch: int, threads: int) -> list[dict]:
