@@ -214,8 +214,16 @@ class PeakMemory:
 
 
 def process_peak_bytes() -> int:
-    """The peak resident set of this process so far (Linux ru_maxrss is in KiB)."""
-    import resource
+    """The peak resident set of this process so far: VmHWM of /proc/self/status, which starts afresh at
+    exec (ru_maxrss would carry over the parent's peak into a spawned child)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # not Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
