@@ -161,11 +161,19 @@ class TowerStack(nn.Module):
     With towers=2, conv2/conv4/conv5 are grouped convolutions: PyTorch maps input channels [0, C/2) to
     output channels [0, O/2), and that half is tower 0. LRN runs per tower (PAPER.md §2). The forward is
     cut into stages at the layers that read both towers; a layout gathers the towers' maps between stages.
+
+    Two internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
+    ("fast", "native", "compiled"; see lrn.py) and `conv_impl` ("grouped": one grouped convolution for
+    conv2/4/5; "split": one convolution per tower on slices of the same weight, then concatenated).
     """
+
+    CONV_IMPLS = ("grouped", "split")
 
     def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
         super().__init__()
         self.towers = towers
+        self.lrn_impl = "fast"
+        self.conv_impl = "grouped"
         for layer in LAYERS:
             fan_in = layer_in_features(layer, in_channels)
             out = layer.out * towers
@@ -177,10 +185,21 @@ class TowerStack(nn.Module):
             setattr(self, layer.name, module)
         self.dropout = nn.Dropout(dropout)
 
+    def _conv(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
+        conv = getattr(self, layer.name)
+        if conv.groups == 1 or self.conv_impl == "grouped":
+            return conv(h)
+        if self.conv_impl != "split":
+            raise ValueError(f"unknown conv_impl {self.conv_impl!r}: choose one of {', '.join(self.CONV_IMPLS)}.")
+        # One ungrouped convolution per tower on its own maps and its rows of the canonical weight.
+        pieces = zip(h.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0), conv.bias.chunk(conv.groups, 0))
+        return torch.cat([F.conv2d(x, w, b, conv.stride, conv.padding) for x, w, b in pieces], dim=1)
+
     def _lrn_pool(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
-        h = F.relu(h)
+        # In place: a convolution's backward does not need its output, so ReLU may overwrite it.
+        h = F.relu(h, inplace=True)
         if "lrn" in layer.lrn_pool:
-            h = local_response_norm(h, self.towers, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+            h = local_response_norm(h, self.towers, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, self.lrn_impl)
         if "pool" in layer.lrn_pool:
             h = F.max_pool2d(h, kernel_size=3, stride=2)  # overlapping pooling, paper §3.4
         return h
@@ -189,12 +208,12 @@ class TowerStack(nn.Module):
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
         h = F.pad(x, (0, pad, 0, pad)) if pad else x
         h = self._lrn_pool(self.conv1(h), LAYERS[0])
-        return self._lrn_pool(self.conv2(h), LAYERS[1])
+        return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
         """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""
         for layer in LAYERS[2:5]:
-            h = self._lrn_pool(getattr(self, layer.name)(h), layer)
+            h = self._lrn_pool(self._conv(h, layer), layer)
         return h
 
     def fully_connected(self, h: torch.Tensor, name: str) -> torch.Tensor:

@@ -1,0 +1,255 @@
+"""How a benchmark measures: the timed training and inference steps, synchronisation, round-robin timing,
+the matrix-multiply rate, FLOP and exchange counts, and peak memory.
+
+Method (issue 5 §2): warm-up steps, then the median over timed steps, each step bracketed by a device
+synchronisation. Variants in one process are timed round-robin (one step of each in turn, repeated), so a
+neighbour process that slows the machine for a while slows every variant alike and ratios stay fair.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import LAYERS, multiply_adds
+
+INPUT_SIZE = 224
+INPUT_SCALE = 60.0  # synthetic input on the raw 0..255 scale with the mean subtracted (std of ImageNet pixels)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels, so a step's time is its own (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_batch(batch_size: int, num_classes: int, device: torch.device, in_channels: int = 3, seed: int = 0,
+                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch of random images and labels on `device`: the loader is not measured."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, in_channels, INPUT_SIZE, INPUT_SIZE, generator=gen) * INPUT_SCALE
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device), y.to(device)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """bf16 (or fp16) autocast on `device`, or nothing for fp32."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def make_optimizer(model: nn.Module, lr: float = 0.01) -> torch.optim.Optimizer:
+    """The paper's optimiser (§5): SGD, momentum 0.9, weight decay 5e-4."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One training step: forward, cross-entropy loss, backward, SGD update. Returns the (detached) loss."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(x.device, amp_dtype):
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp_dtype=None) -> Callable[[], None]:
+    """A no-argument closure running `train_step` on a fixed batch (what the timers call)."""
+    optimizer = make_optimizer(model)
+
+    def step():
+        model.train()
+        train_step(model, optimizer, x, y, amp_dtype)
+        optimizer.zero_grad(set_to_none=True)  # free the gradients while other variants run
+    return step
+
+
+def make_infer_step(model: nn.Module, x: torch.Tensor, amp_dtype=None) -> Callable[[], None]:
+    """A no-argument closure running one inference forward pass (eval mode, no autograd)."""
+
+    def step():
+        model.eval()
+        with torch.inference_mode(), autocast(x.device, amp_dtype):
+            model(x)
+    return step
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> list[float]:
+    """Seconds per step for `steps` timed steps after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_round_robin(steps: dict[str, tuple[Callable[[], None], torch.device]], warmup: int, repeats: int,
+                     on_round=None) -> dict[str, list[float]]:
+    """Time several steps in turn: warm each up, then `repeats` rounds of one timed step of each."""
+    for step, device in steps.values():
+        time_steps(step, device, warmup, 0)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(repeats):
+        for name, (step, device) in steps.items():
+            times[name] += time_steps(step, device, 0, 1)
+        if on_round:
+            on_round(r + 1, repeats)
+    return times
+
+
+def median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def matmul_step(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None):
+    """A square matrix multiply on `device` (a step to time) and its FLOPs: the rate the hardware reaches
+    on the densest work there is, to which the network's rate is compared."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device, dtype)
+    b = torch.randn(size, size, generator=gen).to(device, dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    return (lambda: torch.mm(a, b, out=out)), 2.0 * size ** 3
+
+
+def count_multiply_adds(model: nn.Module, in_channels: int = 3) -> int:
+    """Forward multiply-adds per image of any model built of Conv2d and Linear layers, counted with hooks
+    (for torchvision's alexnet; ours come from the layer table, `model.multiply_adds`)."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            per_out = module.in_features
+        total += output[0].numel() * per_out
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, INPUT_SIZE, INPUT_SIZE, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def alexnet_multiply_adds(num_classes: int = 1000, in_channels: int = 3) -> int:
+    """Forward multiply-adds per image of this project's AlexNet (724.4 M at 1000 classes)."""
+    return sum(multiply_adds(num_classes, in_channels).values())
+
+
+def step_flops(macs_per_image: int, batch_size: int, mode: str) -> float:
+    """FLOPs of one step: 2 per multiply-add; training counts 3x the forward (forward, two backward products)."""
+    return 2.0 * macs_per_image * batch_size * (3 if mode == "train" else 1)
+
+
+def tower_exchange_bytes(batch_size: int, mode: str, element_size: int = 4) -> int:
+    """Bytes one tower sends the other per step (paper §3.2; the most either tower sends).
+
+    Forward, each tower sends its maps before conv3 (13x13x128), fc6 (6x6x128) and fc7 (2048), and tower 1
+    its fc7 output (2048) to fc8 on tower 0; backward sends the gradients of what it received.
+    """
+    conv2_maps = LAYERS[1].out * 13 * 13
+    conv5_maps = LAYERS[4].out * 6 * 6
+    fc_units = LAYERS[5].out
+    each_way = conv2_maps + conv5_maps + fc_units  # both towers send this much, forward
+    to_fc8 = LAYERS[6].out  # tower 1 -> tower 0 only
+    if mode == "train":  # tower 1 sends its share + fc7 forward, and gradients of what it received backward
+        per_image = 2 * each_way + to_fc8
+    else:
+        per_image = each_way + to_fc8
+    return per_image * batch_size * element_size
+
+
+def allreduce_bytes(num_params: int, processes: int, element_size: int = 4) -> int:
+    """Bytes one process sends to all-reduce `num_params` gradients with a ring over `processes`."""
+    return int(2 * (processes - 1) / processes * num_params * element_size) if processes > 1 else 0
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class PeakMemory:
+    """Peak memory of the steps run inside `with PeakMemory(device) as peak:`, in bytes (`peak.bytes`).
+
+    CUDA: torch.cuda.max_memory_allocated (exact: weights, gradients, optimizer state, activations). CPU:
+    None, since the C allocator keeps freed memory for reuse, so the resident set of a process that ran
+    other rows says nothing about this one; two-process rows report each fresh process's peak resident set
+    instead (`process_peak_bytes`).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.bytes = device, None
+
+    def __enter__(self):
+        sync(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc):
+        sync(self.device)
+        if self.device.type == "cuda":
+            self.bytes = torch.cuda.max_memory_allocated(self.device)
+        return False
+
+
+def process_peak_bytes() -> int:
+    """The peak resident set of this process so far: VmHWM of /proc/self/status, which starts afresh at
+    exec (ru_maxrss would carry over the parent's peak into a spawned child)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # not Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def usable_cpus() -> list[int]:
+    """The CPU cores this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+def cpu_name() -> str:
+    """The processor's model name (lscpu's "Model name"), for the record."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({len(usable_cpus())} cores)"
+

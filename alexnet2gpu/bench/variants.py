@@ -1,0 +1,86 @@
+"""The single-process variants a benchmark compares: our layouts, internal alternatives, torchvision's alexnet.
+
+A variant is a recipe (`Variant`) that builds a model on a device; every one of ours starts from the same
+canonical weights, so they differ only in how the same network is computed.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..layouts import build_model
+from ..model import TowerStack
+from .measure import alexnet_multiply_adds, count_multiply_adds
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    what: str  # one line for the table's legend
+    layout: str = "merged"  # "merged", "two-device" or "torchvision"
+    lrn_impl: str = "fast"
+    conv_impl: str = "grouped"
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the whole model
+    amp: str = ""  # "bf16": autocast to bfloat16 (CUDA rows)
+    needs: tuple[str, ...] = field(default=())  # "cuda", "compile": skipped unless available / asked for
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("merged", "both towers on one device: grouped conv2/4/5, fast per-tower LRN (the default)"),
+    Variant("two-device", "one process, tower 0 and tower 1 as separate modules (both on the same device "
+                          "unless there are two GPUs)", layout="two-device"),
+    Variant("torchvision", "torchvision.models.alexnet(weights=None): one tower, no LRN", layout="torchvision"),
+    Variant("merged-native-lrn", "merged, LRN by torch.nn.functional.local_response_norm", lrn_impl="native"),
+    Variant("merged-split-conv", "merged, conv2/4/5 as one convolution per tower + concatenate", conv_impl="split"),
+    Variant("merged-channels-last", "merged, channels-last memory layout", channels_last=True),
+    Variant("merged-compiled-lrn", "merged, LRN by torch.compile of the native composite", lrn_impl="compiled",
+            needs=("compile",)),
+    Variant("merged-compile", "merged, torch.compile of the whole model", compile=True, needs=("compile",)),
+    Variant("merged-bf16", "merged, bf16 autocast, channels-last", amp="bf16", channels_last=True, needs=("cuda",)),
+    Variant("torchvision-bf16", "torchvision's alexnet, bf16 autocast, channels-last", layout="torchvision",
+            amp="bf16", channels_last=True, needs=("cuda",)),
+)}
+
+AMP_DTYPES = {"": None, "bf16": torch.bfloat16}
+
+
+def build_variant(variant: Variant, device: torch.device, num_classes: int = 1000) -> nn.Module:
+    """The model of `variant` on `device`, from the global RNG's canonical weights (torchvision: its own init)."""
+    if variant.layout == "torchvision":
+        import torchvision
+        model = torchvision.models.alexnet(weights=None, num_classes=num_classes).to(device)
+    elif variant.layout == "two-device":
+        devices = ("cuda:0", "cuda:1") if device.type == "cuda" and torch.cuda.device_count() >= 2 else (device, device)
+        model = build_model("two-device", num_classes, devices=devices)
+    else:
+        model = build_model(variant.layout, num_classes, device=device)
+    for module in model.modules():
+        if isinstance(module, TowerStack):
+            module.lrn_impl, module.conv_impl = variant.lrn_impl, variant.conv_impl
+    if variant.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if variant.compile:
+        model = torch.compile(model)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def variant_multiply_adds(variant: Variant, num_classes: int = 1000) -> int:
+    """Forward multiply-adds per image: ours from the layer table, torchvision's counted with hooks."""
+    if variant.layout == "torchvision":
+        import torchvision
+        return count_multiply_adds(torchvision.models.alexnet(weights=None, num_classes=num_classes))
+    return alexnet_multiply_adds(num_classes)
+
+
+def available(variant: Variant, device: torch.device, allow_compile: bool) -> str:
+    """Why `variant` cannot run here ("" when it can)."""
+    if "cuda" in variant.needs and device.type != "cuda":
+        return "needs a CUDA device"
+    if "compile" in variant.needs and not allow_compile:
+        return "needs --compile (torch.compile takes minutes on a small CPU)"
+    return ""

@@ -1,0 +1,90 @@
+"""Throughput of every way to run AlexNet on this machine, against torchvision's alexnet and the hardware.
+
+    python bench.py                                   # every row, train + infer, batch 128, CUDA if present
+    python bench.py --quick                           # smoke run: small batch, few steps, < 2 min on 2 cores
+    python bench.py --batch-sizes 32,64,128 --mode train --json bench.json --plot bench.png
+    python bench.py --rows merged,torchvision,merged-native-lrn --steps 11
+    python bench.py --device cuda --compile           # adds the torch.compile rows (slow to compile)
+    OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
+
+Rows: merged, two-device, torchvision, internal variants (LRN implementations, split vs grouped convs,
+channels-last, torch.compile, bf16 on CUDA), and two-process rows tower-parallel and data-parallel (DDP,
+half the batch each), which bench starts itself. Synthetic input: the loader is not measured. Single-process
+rows are timed round-robin in one process; the median step over --steps timed steps after --warmup, each
+bracketed by a device synchronisation. GFLOP/s counts 2 x forward multiply-adds (x3 for training) from the
+layer table; %matmul compares it with a square matrix multiply timed in the same run. See docs/BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alexnet2gpu.bench import report, runner
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="rows: " + ", ".join(runner.ALL_ROWS))
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128, the paper's)")
+    p.add_argument("--batch-sizes", default="", help="comma list for a sweep, e.g. 32,64,128 (overrides --batch-size)")
+    p.add_argument("--mode", default="train,infer", help="train, infer or train,infer (default)")
+    p.add_argument("--rows", default="", help="comma list of rows (default: all that can run here)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per row (default 2; --quick 1)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per row; the median is reported (default 7; --quick 3)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads of the one-process rows (default: one per core)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--compile", action="store_true", help="add the torch.compile rows (minutes of compiling)")
+    p.add_argument("--glibc-default-malloc", action="store_true",
+                   help="CPU: leave glibc's malloc thresholds alone (default: keep freed memory, see allocator.py)")
+    p.add_argument("--quick", action="store_true", help="batch 8, 1 warm-up + 3 timed steps, fewer rows")
+    p.add_argument("--json", default=None, metavar="PATH", help="write one JSON record per row")
+    p.add_argument("--plot", default=None, metavar="PATH", help="draw images/s per row (PNG)")
+    return p.parse_args(argv)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{what} must be whole numbers separated by commas, got {text!r}.") from None
+
+
+def options(args: argparse.Namespace) -> runner.Options:
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else (args.batch_size,)
+    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+    opts = runner.Options(device=device, batch_sizes=batches, modes=tuple(m.strip() for m in args.mode.split(",")),
+                          rows=rows or runner.ALL_ROWS, threads=args.threads,
+                          num_classes=args.num_classes, allow_compile=args.compile,
+                          keep_freed_memory=not args.glibc_default_malloc)
+    if args.quick:
+        opts.batch_sizes = batches if args.batch_sizes else (8,)
+        opts.rows = rows or runner.QUICK_ROWS
+        opts.warmup, opts.steps = 1, 3
+    opts.warmup = opts.warmup if args.warmup is None else args.warmup
+    opts.steps = opts.steps if args.steps is None else args.steps
+    return opts
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        opts = options(args)
+        records = runner.run(opts)
+        print(report.table(records))
+        print()
+        print(report.goals_text(report.goals(records)))
+        if args.json:
+            report.write_json(args.json, records)
+        if args.plot:
+            report.write_plot(args.plot, records)
+    except ValueError as error:
+        print(f"bench.py: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

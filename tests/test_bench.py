@@ -1,0 +1,83 @@
+"""bench.py and its counts: well-formed output and honest arithmetic, never a speed."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import importlib.util
+
+import pytest
+import torch
+
+from alexnet2gpu.bench import report
+from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
+from alexnet2gpu.bench.measure import tower_exchange_bytes
+from alexnet2gpu.model import AlexNet
+from alexnet2gpu.towers import TwoTowerAlexNet
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_cli", ROOT / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+KEYS = {"variant", "mode", "device", "batch_size", "images_per_s", "ms_per_step", "gflops", "peak_fraction",
+        "processes", "threads", "peak_memory_mb", "exchange_mb"}
+
+
+def test_flops_come_from_the_layer_table():
+    assert alexnet_multiply_adds() == count_multiply_adds(AlexNet()) == 724_406_816
+    assert step_flops(724_406_816, 128, "train") == pytest.approx(4.35e9 * 128, rel=0.01)  # PAPER.md §1
+
+
+def test_exchange_bytes_match_the_two_device_log():
+    """Forward, tower 0 receives what tower 1 sends (its maps before conv3/fc6/fc7 and its fc7 output)."""
+    model = TwoTowerAlexNet(num_classes=10, devices=("cpu", "cpu"))
+    with torch.no_grad():
+        model(torch.zeros(3, 3, 224, 224))
+    received_by_0 = sum(b for i, (layer, b) in enumerate(model.exchanges) if i % 2 == 0 or layer == "fc8")
+    assert tower_exchange_bytes(3, "infer") == received_by_0
+    assert tower_exchange_bytes(128, "train") == pytest.approx(30.0e6, rel=0.02)  # DESIGN.md: ~31 MB
+    assert allreduce_bytes(60_965_224, 2) == 60_965_224 * 4  # a 2-rank ring sends the gradients once
+
+
+def test_bad_options_are_one_clear_line(capsys):
+    assert bench.main(["--rows", "merged,fastest"]) == 2
+    assert "unknown benchmark row(s) fastest" in capsys.readouterr().err
+    assert bench.main(["--batch-sizes", "8,x"]) == 2
+    assert "--batch-sizes must be whole numbers" in capsys.readouterr().err
+
+
+def test_plot_draws_images_per_second(monkeypatch, tmp_path):
+    calls = []
+    fake = type(sys)("alexnet2gpu.plot")
+    fake.bar_chart = lambda path, labels, values, title="", ylabel="": calls.append((labels, values, ylabel))
+    monkeypatch.setitem(sys.modules, "alexnet2gpu.plot", fake)
+    rows = [{"variant": "merged", "mode": "train", "batch_size": 8, "images_per_s": 3.0, "device": "cpu"},
+            {"variant": "merged", "mode": "infer", "batch_size": 8, "images_per_s": 9.0, "device": "cpu"}]
+    report.write_plot(tmp_path / "p.png", rows)
+    assert calls == [(["merged"], [3.0], "images/s")]
+
+
+@pytest.mark.slow
+def test_quick_json_is_well_formed(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    rows = "merged,two-device,torchvision,tower-parallel,data-parallel"
+    cmd = [sys.executable, str(ROOT / "bench.py"), "--quick", "--batch-sizes", "2", "--warmup", "0", "--steps", "1",
+           "--rows", rows, "--threads", "1", "--num-classes", "10", "--json", str(out)]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "speed goals" in proc.stdout
+    records = json.loads(out.read_text())
+    measured = [r for r in records if r["mode"] != "skipped"]
+    seen = {(r["variant"], r["mode"]) for r in measured}
+    for variant in ("merged", "two-device", "torchvision", "data-parallel"):
+        assert {(variant, "train"), (variant, "infer")} <= seen
+    assert ("matmul-float32", "matmul") in seen
+    assert any(r["variant"] == "tower-parallel" for r in records)  # measured, or skipped with its reason
+    for r in measured:
+        assert KEYS <= r.keys()
+        assert r["batch_size"] == 2 and r["ms_per_step"] > 0 and r["gflops"] > 0 and r["peak_fraction"] > 0
+        assert r["images_per_s"] > 0 or r["mode"] == "matmul"
+    ddp = next(r for r in measured if r["variant"] == "data-parallel" and r["mode"] == "train")
+    assert ddp["processes"] == 2 and len(ddp["peak_memory_mb"]) == 2 and ddp["exchange_mb"] > 200

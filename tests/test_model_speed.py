@@ -1,0 +1,64 @@
+"""The speed switches of TowerStack (fast LRN, split convolutions, in-place ReLU) change nothing computed.
+
+The reference is the network written out with plain torch.nn.functional calls on the canonical weights
+(grouped conv2/4/5, LRN by F.local_response_norm on each tower's half, paper §3.3-3.4): the formulation the
+package started from. A mismatch in the logits or any gradient means a switch altered the network.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet, canonical_shapes
+
+
+def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:
+    def lrn(h):
+        return torch.cat([F.local_response_norm(t, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K) for t in h.chunk(2, 1)], 1)
+
+    h = F.pad(x, (0, 3, 0, 3))
+    h = F.max_pool2d(lrn(F.relu(F.conv2d(h, w["conv1.weight"], w["conv1.bias"], stride=4))), 3, 2)
+    h = F.max_pool2d(lrn(F.relu(F.conv2d(h, w["conv2.weight"], w["conv2.bias"], padding=2, groups=2))), 3, 2)
+    h = F.relu(F.conv2d(h, w["conv3.weight"], w["conv3.bias"], padding=1))
+    h = F.relu(F.conv2d(h, w["conv4.weight"], w["conv4.bias"], padding=1, groups=2))
+    h = F.max_pool2d(F.relu(F.conv2d(h, w["conv5.weight"], w["conv5.bias"], padding=1, groups=2)), 3, 2)
+    h = F.relu(F.linear(h.flatten(1), w["fc6.weight"], w["fc6.bias"]))
+    h = F.relu(F.linear(h, w["fc7.weight"], w["fc7.bias"]))
+    return F.linear(h, w["fc8.weight"], w["fc8.bias"])
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=10, dropout=0.0).double()
+    x = torch.randn(1, 3, 224, 224, dtype=torch.float64) * 60
+    weights = {k: v.double().requires_grad_() for k, v in model.state_dict().items()}
+    ref = reference_logits(weights, x)
+    grads = torch.autograd.grad(ref.square().sum(), list(weights.values()))
+    return model, x, ref.detach(), dict(zip(weights, grads))
+
+
+@pytest.mark.parametrize("lrn_impl,conv_impl", [("fast", "grouped"), ("native", "grouped"), ("fast", "split")])
+def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl):
+    model, x, ref, ref_grads = setup
+    model.stack.lrn_impl, model.stack.conv_impl = lrn_impl, conv_impl
+    model.zero_grad(set_to_none=True)
+    logits = model(x)
+    logits.square().sum().backward()
+    torch.testing.assert_close(logits, ref, rtol=1e-10, atol=1e-10)
+    grads = model.to_canonical({n: p.grad for n, p in model.named_parameters()})
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-9, atol=1e-12, msg=f"gradient of {name} differs")
+
+
+def test_switches_keep_canonical_parameters():
+    model = AlexNet(num_classes=10)
+    model.stack.conv_impl = "split"
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == canonical_shapes(10)
+
+
+def test_unknown_conv_impl_is_a_clear_error():
+    model = AlexNet(num_classes=10)
+    model.stack.conv_impl = "fft"
+    with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
+        model(torch.zeros(1, 3, 224, 224))
