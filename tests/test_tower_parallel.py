@@ -22,6 +22,7 @@ from alexnet2gpu.layouts import build_model, resolve_layout
 from alexnet2gpu.model import AlexNet
 from alexnet2gpu.parallel import TowerParallelAlexNet
 from distributed import run_world, values
+from parity import assert_near
 
 CLASSES, BATCH, STEPS, SEED = 10, 4, 3, 0
 SGD = dict(lr=0.001, momentum=0.9, weight_decay=5e-4)  # the paper's 0.01 diverges on random images
@@ -31,14 +32,6 @@ SGD = dict(lr=0.001, momentum=0.9, weight_decay=5e-4)  # the paper's 0.01 diverg
 # after the first step: later gradients inherit tiny weight differences through max-pooling's near ties,
 # which moves some conv gradients by ~1e-3 even between one process's whole and half batches.
 TOLERANCE = dict(rtol=1e-4, atol=1e-6)
-RELATIVE = 1e-4
-
-
-def assert_near(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
-    """Largest difference at most RELATIVE of the largest value of `want`."""
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    error = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
-    assert error <= RELATIVE, f"{what}: largest difference is {error:.2e} of the largest value"
 
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:

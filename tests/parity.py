@@ -1,0 +1,12 @@
+"""The fp32 parity criterion shared by every layout test."""
+import torch
+
+RELATIVE = 1e-4
+
+
+def assert_near(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Largest difference at most RELATIVE of the largest value of `want`: elements near zero carry the
+    rounding of the large ones, so an element-wise relative tolerance would flag noise."""
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    error = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
+    assert error <= RELATIVE, f"{what}: largest difference is {error:.2e} of the largest value"
