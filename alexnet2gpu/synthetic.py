@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-VERSION = 1  # bump when the drawing changes, so old caches are not reused
+VERSION = 2  # bump when the drawing changes, so old caches are not reused
 SHAPES = ("disc", "square", "triangle", "diamond", "cross", "ring", "hstripes", "vstripes", "checker", "star")
 IMAGE_SIZE = 256  # already the paper's 256x256, so the resize and centre crop are no-ops
 
@@ -88,7 +88,7 @@ def make_image(label: int, num_classes: int, split: str, index: int) -> Image.Im
     # the object: class hue (+-0.03 jitter), saturated, at a random place, size and angle
     hue = (label / num_classes + rng.uniform(-0.03, 0.03)) % 1.0
     fill = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0)))
-    r = rng.uniform(45, 85)
+    r = rng.uniform(70, 105)
     cx, cy = rng.uniform(r + 10, IMAGE_SIZE - r - 10, size=2)
     _draw_shape(ImageDraw.Draw(image), SHAPES[label % len(SHAPES)], cx, cy, r, rng.uniform(0, 2 * math.pi), fill)
     return image
