@@ -326,6 +326,8 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
     ctx = make_context(saved)
     run = Run(saved, ctx, log)
     run.model.load_state_dict(state["model"])
+    run.say(f"evaluating {state['path']} (epoch {state['epoch']}) in layout {run.layout} on {run.spec.device}: "
+            f"{len(run.splits.val)} val images of {run.num_classes} classes in {run.root}")
     results = {}
     for crops in (1, 10):
         run.cfg.val_crops = crops

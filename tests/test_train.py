@@ -51,6 +51,16 @@ def test_the_paper_command_line_and_the_demo_defaults():
     assert (cfg.batch_size, cfg.num_classes) == (7, 3) and given == {"batch_size": 7, "num_classes": 3}
 
 
+def test_effective_batch_and_lr_rule():
+    from alexnet2gpu.dist import Context
+    from alexnet2gpu.trainer import Config, effective_lr
+
+    assert effective_lr(Config(batch_size=256, lr_scaling="linear"), Context())[0] == pytest.approx(0.02)
+    lr, rule = effective_lr(Config(batch_size=128, lr_scaling="linear"), Context(num_pairs=4))
+    assert lr == pytest.approx(0.04) and "effective batch 512" in rule
+    assert effective_lr(Config(batch_size=256), Context())[0] == 0.01  # no scaling unless asked
+
+
 def make_odd_folders(tmp_path, tiny):
     different = tmp_path / "different"
     for split, names in (("train", ["a", "b"]), ("val", ["a", "c"])):
@@ -95,7 +105,7 @@ def test_a_short_run_leaves_every_output_and_skips_a_corrupt_image(tmp_path, tin
     bad = data / "train" / "01_square" / "zz_broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 cut short")
     code, out, err = run_main(["--data", data, "--out", tmp_path / "runs", "--run-name", "r", "--max-steps", "1",
-                               "--init", "caffe"] + TINY, capsys)
+                               "--init", "caffe", "--layout", "two-device", "--devices", "cpu,cpu"] + TINY, capsys)
     assert code == 0, err
     run = tmp_path / "runs" / "r"
     for name in ("config.json", "metrics.csv", "curves.png", "conv1_kernels.png", "checkpoints/epoch_0001.pt",
@@ -107,10 +117,13 @@ def test_a_short_run_leaves_every_output_and_skips_a_corrupt_image(tmp_path, tin
                    "seconds", "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1"):
         assert rows[0][column] != "", column
     assert f"skipped unreadable image {bad}" in out and "epoch 1/" in out and "config:" in out
+    assert "layout two-device" in out
     state = load_checkpoint(run / "checkpoints" / "best.pt")
     assert state["config"]["max_steps"] == 1 and state["epoch"] == 1 and set(state["momentum"]) == set(state["model"])
-    code, out, err = run_main(["--evaluate", run / "checkpoints" / "best.pt", "--workers", "0"], capsys)
+    # evaluated in the merged layout: checkpoints are canonical, whatever layout wrote them
+    code, out, err = run_main(["--evaluate", run / "checkpoints" / "best.pt", "--workers", "0", "--layout", "merged"], capsys)
     assert code == 0, err
+    assert "layout merged" in out
     assert " 1 crop(s): top-1 error" in out and "10 crop(s): top-1 error" in out
 
 
