@@ -25,7 +25,7 @@ import os
 import sys
 
 # Defaults without --data: the built-in set and settings measured to learn within ~10 minutes on 2 CPU cores.
-DEMO = dict(num_classes=10, train_per_class=40, val_per_class=10, epochs=8, batch_size=32, lr=0.01, init="caffe",
+DEMO = dict(num_classes=10, train_per_class=40, val_per_class=10, epochs=11, batch_size=32, lr=0.01, init="caffe",
             schedule="step", lr_steps=[5])
 # Defaults with --data: the paper (§5): batch 128, lr 0.01, 90 epochs, weights N(0, 0.01^2), biases 1.
 PAPER = dict(num_classes=None, train_per_class=0, val_per_class=0, epochs=90, batch_size=128, lr=0.01, init="paper",

@@ -265,8 +265,10 @@ def dataset_mean(root, samples, in_channels: int, max_images: int, workers: int,
     if count == 0:
         raise TrainError(f"none of the {len(subset)} training images sampled for the mean could be read: check {root}.")
     mean = (sums / count).tolist()
-    try:
-        cache.write_text(json.dumps(dict(key, mean=mean), indent=1))
+    try:  # temp file + rename: ranks computing it at once never read a half-written file
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(key, mean=mean), indent=1))
+        os.replace(tmp, cache)
     except OSError as e:
         log(f"note: could not cache the mean in {cache} ({e.strerror}); it will be computed again next time")
     return mean
