@@ -1,0 +1,289 @@
+"""Data as in the paper (§2, §4.1; PAPER.md §5): class folders, decode, 256x256, crops, flips, PCA colour noise.
+
+Workers decode and crop to uint8; the float work (mean subtraction, PCA noise) runs on the training device
+(`to_model_input`), so a GPU gets uint8 batches. Every random choice of an image's augmentation is a
+function of (seed, epoch, sample index) only: the two ranks of a tower pair see bit-identical batches
+whatever their worker count, and a resumed run draws exactly what an uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import TrainError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+RESIZE = 256  # shorter side, then the centre 256x256 (paper §2)
+MEAN_FILE = "alexnet2gpu_mean.json"
+
+# PCA colour noise (paper §4.1): add V @ (alpha * s) to every pixel, alpha ~ N(0, 0.1^2) once per image.
+# `paper`: ImageNet eigenvalues on 0..1 pixels (fb.resnet.torch) times 255, eigenvectors as columns (rows R, G, B).
+# `original`: cuda-convnet2 make-data/input_meta, standard deviations on 0..255, about 2.2x stronger.
+PCA_NOISE = {
+    "paper": (torch.tensor([0.2175, 0.0188, 0.0045]) * 255,
+              torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])),
+    "original": (torch.tensor([19.7208, 37.0939, 121.7801]),
+                 torch.tensor([[0.41796, -0.71258, -0.56351], [-0.81698, -0.02354, -0.57618],
+                               [0.39731, 0.70120, -0.59200]])),
+}
+PCA_ALPHA_STD = 0.1
+
+
+# ---------------------------------------------------------------- folders
+
+def find_classes(folder: Path) -> list[str]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrainError(f"data folder {folder} does not exist: pass --data DIR holding train/ and val/ "
+                         "folders of class folders (the ILSVRC-2012 layout), or leave --data out for the built-in set.")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise TrainError(f"{folder} has no class folders: put each class's images in {folder}/<class name>/.")
+    return classes
+
+
+def list_samples(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+    samples = []
+    for label, name in enumerate(classes):
+        for root, _, files in sorted(os.walk(Path(folder) / name, followlinks=True)):
+            samples += [(os.path.join(root, f), label) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not samples:
+        raise TrainError(f"{folder} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)}): "
+                         "check the path points at the extracted images.")
+    return samples
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+
+
+def open_folders(root, num_classes: int | None) -> Splits:
+    """Read root/train and root/val; check both have the same classes and that num_classes agrees."""
+    root = Path(root)
+    if not root.is_dir():
+        find_classes(root)  # raises the missing-folder message
+    train_classes, val_classes = find_classes(root / "train"), find_classes(root / "val")
+    if train_classes != val_classes:
+        only_train = sorted(set(train_classes) - set(val_classes))[:3]
+        only_val = sorted(set(val_classes) - set(train_classes))[:3]
+        raise TrainError(f"train/ and val/ under {root} have different classes ({len(train_classes)} vs "
+                         f"{len(val_classes)}; only in train: {only_train or 'none'}, only in val: {only_val or 'none'}): "
+                         "give both splits the same class folders (sort ILSVRC val images into class folders first).")
+    if num_classes is not None and num_classes != len(train_classes):
+        raise TrainError(f"--num-classes is {num_classes} but {root / 'train'} has {len(train_classes)} class folders: "
+                         f"pass --num-classes {len(train_classes)} or point --data at the right folder.")
+    return Splits(train_classes, list_samples(root / "train", train_classes), list_samples(root / "val", val_classes))
+
+
+# ---------------------------------------------------------------- one image
+
+def load_image(path: str, in_channels: int) -> np.ndarray:
+    """Decode, rescale the shorter side to 256, take the centre 256x256 -> 256 x 256 x C uint8."""
+    with Image.open(path) as im:
+        im.draft("RGB" if in_channels == 3 else "L", (RESIZE, RESIZE))  # JPEG: decode at a reduced scale >= 256
+        im = im.convert("RGB" if in_channels == 3 else "L")
+        w, h = im.size
+        scale = RESIZE / min(w, h)
+        if (w, h) != (RESIZE, RESIZE):
+            im = im.resize((max(RESIZE, round(w * scale)), max(RESIZE, round(h * scale))), Image.BILINEAR)
+            w, h = im.size
+            left, top = (w - RESIZE) // 2, (h - RESIZE) // 2
+            im = im.crop((left, top, left + RESIZE, top + RESIZE))
+        a = np.asarray(im, dtype=np.uint8)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def augmentation(seed: int, epoch: int, index: int, crop: int) -> tuple[int, int, bool, np.ndarray]:
+    """(x offset, y offset, flip, PCA alphas) of one presentation: a function of (seed, epoch, index) only."""
+    rng = np.random.default_rng([seed, epoch, index])
+    ox, oy = rng.integers(0, RESIZE - crop + 1, size=2)
+    flip = bool(rng.random() < 0.5)
+    alphas = rng.normal(0.0, PCA_ALPHA_STD, size=3).astype(np.float32)
+    return int(ox), int(oy), flip, alphas
+
+
+def ten_crops(a: np.ndarray, crop: int) -> np.ndarray:
+    """Four corners, centre, then the mirror image of each (paper §4.1): 10 x crop x crop x C."""
+    far = RESIZE - crop
+    c = far // 2
+    crops = [a[y:y + crop, x:x + crop] for x, y in ((0, 0), (far, 0), (0, far), (far, far), (c, c))]
+    return np.stack(crops + [k[:, ::-1] for k in crops])
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """Samples (path, label) in one of three modes: `train` (random crop, flip, PCA alphas), `center`
+    (the centre crop) or `ten` (ten crops). Items are indexed by (epoch, index) pairs from `EpochSampler`;
+    an unreadable image gives None and is skipped by `collate`."""
+
+    def __init__(self, samples: list[tuple[str, int]], mode: str, in_channels: int = 3, seed: int = 0, crop: int = 224):
+        if mode not in ("train", "center", "ten"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.samples, self.mode, self.in_channels, self.seed, self.crop = samples, mode, in_channels, seed, crop
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        start = time.perf_counter()
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        path, label = self.samples[index]
+        try:
+            a = load_image(path, self.in_channels)
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files; never stop a run for one
+            return None, path, time.perf_counter() - start
+        alphas = np.zeros(3, np.float32)
+        if self.mode == "train":
+            ox, oy, flip, alphas = augmentation(self.seed, epoch, index, self.crop)
+            a = a[oy:oy + self.crop, ox:ox + self.crop]
+            a = a[:, ::-1] if flip else a
+            x = torch.from_numpy(a.copy()).permute(2, 0, 1)
+        elif self.mode == "center":
+            o = (RESIZE - self.crop) // 2
+            x = torch.from_numpy(a[o:o + self.crop, o:o + self.crop].copy()).permute(2, 0, 1)
+        else:
+            x = torch.from_numpy(ten_crops(a, self.crop)).permute(0, 3, 1, 2)
+        return (x, torch.from_numpy(alphas), label), path, time.perf_counter() - start
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # N x C x crop x crop (ten crops: N x 10 x C x crop x crop), uint8
+    alphas: torch.Tensor  # N x 3 PCA noise coefficients (zeros outside training)
+    targets: torch.Tensor  # N
+    corrupt: list[str]  # paths skipped in this batch because they could not be read
+    seconds: float = 0.0  # time the loader spent decoding and cropping this batch
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def pin_memory(self):
+        return Batch(self.images.pin_memory(), self.alphas.pin_memory(), self.targets.pin_memory(), self.corrupt,
+                     self.seconds)
+
+
+def collate(items) -> Batch:
+    good = [item for item, _, _ in items if item is not None]
+    corrupt = [path for item, path, _ in items if item is None]
+    seconds = sum(s for _, _, s in items)
+    if not good:
+        empty = torch.zeros(0, dtype=torch.uint8)
+        return Batch(empty, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), corrupt, seconds)
+    images, alphas, targets = zip(*good)
+    return Batch(torch.stack(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds)
+
+
+# ---------------------------------------------------------------- order and sharding
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) for this tower pair's share of one epoch.
+
+    Training: a permutation drawn from (seed, epoch), padded by wrapping around to a multiple of
+    num_pairs (so every pair takes the same number of steps), then pair p takes positions p, p+R, ...
+    Evaluation (shuffle=False): the samples in order, sharded the same way without padding.
+    """
+
+    def __init__(self, size: int, epoch: int, seed: int = 0, pair: int = 0, num_pairs: int = 1, shuffle: bool = True):
+        self.size, self.epoch, self.seed, self.pair, self.num_pairs, self.shuffle = size, epoch, seed, pair, num_pairs, shuffle
+
+    def indices(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.pair, self.size, self.num_pairs))
+        order = np.random.default_rng([self.seed, self.epoch, 2**31]).permutation(self.size).tolist()
+        total = math.ceil(self.size / self.num_pairs) * self.num_pairs
+        order += order[: total - self.size]
+        return order[self.pair::self.num_pairs]
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self.indices()])
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+def make_loader(dataset: FolderDataset, sampler: EpochSampler, batch_size: int, workers: int, pin: bool = False):
+    # Own generator: the loader draws its worker seed from it, never from the global RNG (dropout's), and
+    # nothing random happens in workers anyway.
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       collate_fn=collate, pin_memory=pin, generator=torch.Generator(),
+                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+class CorruptLog:
+    """Counts unreadable images, logs each path once, stops past `limit` with a message."""
+
+    def __init__(self, limit: int, log=print):
+        self.limit, self.log, self.paths = limit, log, set()
+
+    def add(self, paths: list[str]) -> None:
+        for path in paths:
+            if path not in self.paths:
+                self.paths.add(path)
+                self.log(f"skipped unreadable image {path} ({len(self.paths)} so far)")
+        if len(self.paths) > self.limit:
+            raise TrainError(f"{len(self.paths)} images could not be read (more than --max-corrupt {self.limit}); "
+                             f"the first was {sorted(self.paths)[0]}: repair or remove them, or raise --max-corrupt.")
+
+
+# ---------------------------------------------------------------- mean and the float work
+
+def dataset_mean(root, samples, in_channels: int, max_images: int, workers: int, corrupt: CorruptLog, log=print) -> list[float]:
+    """Per-channel mean of the training images (256x256, 0..255), computed once and cached in root/MEAN_FILE.
+
+    Over all images, or an evenly spaced subset of `max_images` of them (ILSVRC: 10,000 of 1.28 M pins the
+    mean to well under one grey level, at a hundredth of the decoding time).
+    """
+    cache = Path(root) / MEAN_FILE
+    key = dict(in_channels=in_channels, images=len(samples), max_images=max_images)
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text())
+            if all(saved.get(k) == v for k, v in key.items()):
+                return saved["mean"]
+        except (OSError, ValueError, KeyError):
+            pass
+    step = max(1, math.ceil(len(samples) / max_images))
+    subset = samples[::step]
+    log(f"computing the per-channel training mean over {len(subset)} images (once; cached in {cache})")
+    dataset = FolderDataset(subset, "center", in_channels, crop=RESIZE)
+    sums, count = torch.zeros(in_channels, dtype=torch.float64), 0
+    for batch in make_loader(dataset, EpochSampler(len(subset), 0, shuffle=False), 64, workers):
+        corrupt.add(batch.corrupt)
+        if len(batch):
+            sums += batch.images.double().mean(dim=(2, 3)).sum(0)
+            count += len(batch)
+    if count == 0:
+        raise TrainError(f"none of the {len(subset)} training images sampled for the mean could be read: check {root}.")
+    mean = (sums / count).tolist()
+    try:  # temp file + rename: ranks computing it at once never read a half-written file
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(dict(key, mean=mean), indent=1))
+        os.replace(tmp, cache)
+    except OSError as e:
+        log(f"note: could not cache the mean in {cache} ({e.strerror}); it will be computed again next time")
+    return mean
+
+
+def to_model_input(images: torch.Tensor, alphas: torch.Tensor, mean: torch.Tensor, pca: str | None,
+                   device, channels_last: bool = False) -> torch.Tensor:
+    """uint8 crops -> float on `device`, mean subtracted on the 0..255 scale, plus PCA colour noise."""
+    x = images.to(device, non_blocking=True).float()
+    shape = (1,) * (x.dim() - 3) + (-1, 1, 1)  # broadcast over N (and ten crops)
+    x = x - mean.to(device).view(shape)
+    if pca and pca != "none":
+        strength, vectors = PCA_NOISE[pca]
+        shift = (alphas.to(device) * strength.to(device)) @ vectors.to(device).T  # N x 3 in R, G, B
+        x = x + shift.view(len(shift), 3, 1, 1)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,0 +1,144 @@
+"""One training step, one training epoch, one evaluation pass; any layout, any dist.Context.
+
+`train_step` is the real step (bench.py reuses it): forward, cross-entropy, backward, gradient average
+over tower pairs, SGD step. Errors are the paper's: top-1 and top-5 error in percent; with ten crops the
+softmax probabilities (not the logits) of the crops are averaged (paper §4.1).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .data import to_model_input
+from .errors import TrainError
+from .progress import Progress
+
+
+class NonFiniteLoss(TrainError):
+    pass
+
+
+@dataclass
+class InputSpec:
+    """How uint8 batches become model input: where, minus which mean, with which colour noise."""
+
+    device: torch.device
+    mean: torch.Tensor
+    pca: str | None = None
+    channels_last: bool = False
+    amp: str | None = None  # "bf16" on CUDA
+
+    def __call__(self, batch, train: bool) -> torch.Tensor:
+        return to_model_input(batch.images, batch.alphas, self.mean, self.pca if train else None,
+                              self.device, self.channels_last)
+
+    def autocast(self):
+        if self.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, ctx=None, autocast=None,
+               check_finite: bool = False, step: int = 0) -> torch.Tensor:
+    """One SGD step on one batch; returns the (detached) loss. With check_finite, a NaN or infinite loss
+    raises NonFiniteLoss before any weight changes (costs one device sync per step)."""
+    with autocast or contextlib.nullcontext():
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), targets.to(logits.device, non_blocking=True))
+    if check_finite and not math.isfinite(loss.item()):
+        raise NonFiniteLoss(f"the training loss became {loss.item()} at step {step}; weights were not updated "
+                            "and the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if ctx is not None:
+        ctx.average_gradients(model.parameters())
+    optimizer.step()
+    return loss.detach()
+
+
+@dataclass
+class EpochStats:
+    loss: float = 0.0
+    images: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    step_seconds: float = 0.0
+    decode_seconds: float = 0.0  # summed over the loader's workers
+    extra: dict = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, total_images: int, desc: str,
+                    first_step: int = 0, max_steps: int | None = None, show: bool = True) -> EpochStats:
+    """Train over `loader`; stop early once the run's step count reaches max_steps."""
+    model.train()
+    stats = EpochStats()
+    bar = Progress(total_images, desc, enabled=None if show else False)
+    start = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for batch in loader:
+        corrupt.add(batch.corrupt)
+        stats.decode_seconds += batch.seconds
+        if len(batch) == 0:
+            continue
+        if max_steps is not None and first_step + stats.steps >= max_steps:
+            break
+        t = time.perf_counter()
+        images = spec(batch, train=True)
+        loss = train_step(model, optimizer, images, batch.targets, ctx, spec.autocast(), check_finite=True,
+                          step=first_step + stats.steps + 1)
+        _sync(spec.device)
+        stats.step_seconds += time.perf_counter() - t
+        loss_sum += loss.double().cpu() * len(batch)
+        stats.images += len(batch)
+        stats.steps += 1
+        bar.update(len(batch), f"loss {loss.item():.3f}")
+    bar.close()
+    stats.seconds = time.perf_counter() - start
+    stats.loss = float(loss_sum) / max(1, stats.images)
+    return stats
+
+
+@torch.no_grad()
+def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, total_images: int = 0,
+             desc: str = "val", show: bool = True) -> dict:
+    """Loss and top-1/top-5 error (percent). Ten-crop batches (N x 10 x C x H x W) average the crops'
+    softmax probabilities. Sums are added up over tower pairs when there are several."""
+    model.eval()
+    k = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 wrong, top-k wrong, images
+    bar = Progress(total_images, desc, enabled=None if show else False)
+    for batch in loader:
+        corrupt.add(batch.corrupt)
+        if len(batch) == 0:
+            continue
+        x = spec(batch, train=False)
+        crops = x.shape[1] if x.dim() == 5 else 1
+        with spec.autocast():
+            logits = model(x.flatten(0, 1) if crops > 1 else x).float()
+        probs = logits.softmax(dim=1).view(len(batch), crops, -1).mean(dim=1)
+        targets = batch.targets.to(probs.device)
+        topk = probs.topk(k, dim=1).indices
+        sums += torch.tensor([
+            float(F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum")),
+            float((topk[:, 0] != targets).sum()),
+            float((topk != targets[:, None]).all(dim=1).sum()),
+            len(batch)], dtype=torch.float64)
+        bar.update(len(batch))
+    bar.close()
+    if ctx is not None and ctx.num_pairs > 1:
+        reduced = sums.to(spec.device)  # each pair holds a shard of the val set
+        torch.distributed.all_reduce(reduced, group=ctx.dp_group)
+        sums = reduced.cpu()
+    n = max(1.0, float(sums[3]))
+    return dict(loss=float(sums[0]) / n, top1_error=100 * float(sums[1]) / n, top5_error=100 * float(sums[2]) / n,
+                images=int(sums[3]))

@@ -1,0 +1,92 @@
+"""What a run leaves to look at: RUN/metrics.csv (one row per epoch), RUN/curves.png, RUN/conv1_kernels.png.
+
+conv1_kernels.png shows the 96 conv1 kernels as two tower grids of 48, like the paper's Figure 3, where
+tower 0's kernels came out largely colour-agnostic and tower 1's colour-specific (§6.1). `colourfulness`
+puts a number on that per tower so the split can be followed epoch by epoch in metrics.csv.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .plot import line_chart
+
+COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s", "seconds",
+           "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1", "steps", "corrupt_images")
+
+
+def colourfulness(conv1_weight: torch.Tensor, towers: int = 2) -> list[float]:
+    """Per tower: mean over its kernels of |w - grey(w)| / |w|, where grey(w) repeats the kernel's mean over
+    colour channels. 0 for a kernel that weighs R, G and B alike (colour-agnostic), up to ~0.8 for one that
+    sees a single channel. One value per tower; empty for a grey (1-channel) network."""
+    w = conv1_weight.detach().float().cpu()
+    if w.shape[1] < 2:
+        return []
+    grey = w.mean(dim=1, keepdim=True)
+    ratio = (w - grey).flatten(1).norm(dim=1) / w.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return [float(chunk.mean()) for chunk in ratio.chunk(towers)]
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Rewrite the whole file from the run's history (it lives in the checkpoint), so a resumed run's
+    metrics.csv is exactly that of an uninterrupted one."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k, "")) for k in COLUMNS})
+    Path(tmp).replace(path)
+
+
+def _cell(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def save_curves(path: Path, rows: list[dict]) -> None:
+    """Loss (left) and error rates (right) by epoch, side by side in one PNG."""
+    epochs = [r["epoch"] for r in rows]
+    left, right = Path(path).with_suffix(".loss.tmp.png"), Path(path).with_suffix(".err.tmp.png")
+    line_chart(left, {"train loss": (epochs, [r["train_loss"] for r in rows]),
+                      "val loss": (epochs, [r["val_loss"] for r in rows])}, "loss", "epoch", "cross-entropy")
+    line_chart(right, {"val top-1 error": (epochs, [r["val_top1_error"] for r in rows]),
+                       "val top-5 error": (epochs, [r["val_top5_error"] for r in rows])}, "validation error", "epoch", "%")
+    a, b = Image.open(left), Image.open(right)
+    both = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
+    both.paste(a, (0, 0))
+    both.paste(b, (a.width, 0))
+    a.close(), b.close()
+    both.save(path)
+    left.unlink(), right.unlink()
+
+
+def save_conv1_kernels(path: Path, conv1_weight: torch.Tensor, towers: int = 2, scale: int = 4) -> None:
+    """The conv1 kernels as one grid per tower (8 columns), each kernel stretched to 0..255 on its own."""
+    w = conv1_weight.detach().float().cpu()
+    if w.shape[1] not in (1, 3):
+        return
+    w = w.expand(-1, 3, -1, -1) if w.shape[1] == 1 else w
+    k = w.shape[-1] * scale
+    gap, cols = 2, 8
+    per_tower = w.shape[0] // towers
+    rows = math.ceil(per_tower / cols)
+    grid_w, grid_h = cols * (k + gap) + gap, rows * (k + gap) + gap
+    colours = colourfulness(conv1_weight, towers) or [0.0] * towers
+    img = Image.new("RGB", (towers * grid_w + (towers - 1) * 16, grid_h + 18), "white")
+    draw = ImageDraw.Draw(img)
+    for t in range(towers):
+        x0 = t * (grid_w + 16)
+        draw.text((x0 + 2, 2), f"tower {t}  colourfulness {colours[t]:.2f}", fill="black", font=ImageFont.load_default())
+        for i in range(per_tower):
+            kern = w[t * per_tower + i]
+            lo, hi = kern.min(), kern.max()
+            pix = ((kern - lo) / (hi - lo).clamp_min(1e-12) * 255).permute(1, 2, 0).numpy().astype(np.uint8)
+            tile = Image.fromarray(pix, "RGB").resize((k, k), Image.NEAREST)
+            r, c = divmod(i, cols)
+            img.paste(tile, (x0 + gap + c * (k + gap), 18 + gap + r * (k + gap)))
+    img.save(path)

@@ -1,0 +1,340 @@
+"""A whole training run: config, data, model, schedule, epochs, checkpoints, reports, resume.
+
+train.py turns the command line into a `Config` and calls `fit` (or `evaluate_checkpoint`). Every rank
+runs everything here; only `ctx.is_main` prints and writes files. Collective calls (model.state_dict,
+model.to_canonical for the tower-parallel layout) are made on every rank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
+from .dist import Context
+from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
+from .errors import TrainError
+from .layouts import build_model
+from .optim import get_lr, load_momentum_buffers, make_optimizer, make_schedule, momentum_buffers, set_lr
+from .report import colourfulness, save_conv1_kernels, save_curves, write_metrics
+from .synthetic import ensure_synthetic
+
+PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
+
+
+@dataclass
+class Config:
+    data: str | None = None  # None: the built-in synthetic set
+    epochs: int = 90
+    batch_size: int = 128  # per tower pair; the effective batch is batch_size * num_pairs
+    lr: float = 0.01
+    lr_scaling: str = "none"  # "linear": lr * effective_batch / 128 (Krizhevsky 2014); "none": lr as given
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    bias_decay: bool = False
+    schedule: str = "plateau"
+    patience: int = 5
+    lr_steps: list = field(default_factory=list)
+    num_classes: int | None = None  # None: the number of class folders
+    in_channels: int = 3
+    layout: str = "auto"
+    init: str = "paper"
+    dropout: float = 0.5
+    seed: int = 0
+    workers: int = 1
+    out: str = "runs"
+    run_name: str | None = None
+    resume: str | None = None
+    max_steps: int | None = None
+    amp: str | None = None
+    channels_last: bool = False
+    device: str = "auto"
+    devices: list | None = None
+    pca: str = "paper"
+    crop: int = 224
+    mean: list | None = None
+    mean_images: int = 10000
+    val_crops: int = 1
+    max_corrupt: int = 100
+    keep: int = 2
+    train_per_class: int = 0  # built-in set only
+    val_per_class: int = 0
+
+    def describe(self) -> str:
+        return "\n".join(f"  {f.name:16s} {getattr(self, f.name)!r}" for f in fields(self))
+
+
+# Flags a resumed run may change; everything else comes from the checkpoint so the run continues as it began.
+RESUMABLE = ("epochs", "workers", "max_steps", "out", "layout", "device", "devices", "amp", "channels_last", "keep",
+             "max_corrupt")
+
+
+def resume_config(saved: dict, given: dict) -> Config:
+    known = {f.name for f in fields(Config)}
+    cfg = Config(**{k: v for k, v in saved.items() if k in known})
+    for k in RESUMABLE:
+        if k in given:
+            setattr(cfg, k, given[k])
+    return cfg
+
+
+def make_context(cfg: Config) -> Context:
+    """The process's place in the world. A single process for now; torchrun support replaces this function."""
+    return Context()
+
+
+def resolve_layout(layout: str) -> str:
+    if layout != "auto":
+        return layout
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "tower-parallel"
+    return "two-device" if torch.cuda.device_count() >= 2 else "merged"
+
+
+def resolve_device(name: str, ctx: Context) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def effective_lr(cfg: Config, ctx: Context) -> tuple[float, str]:
+    batch = cfg.batch_size * ctx.num_pairs
+    if cfg.lr_scaling == "linear":
+        lr = cfg.lr * batch / PAPER_BATCH
+        return lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {lr:g} = {cfg.lr:g} x {batch}/{PAPER_BATCH} (linear scaling)"
+    return cfg.lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {cfg.lr:g} as given (no scaling)"
+
+
+def check_config(cfg: Config) -> None:
+    for name in ("epochs", "batch_size", "in_channels", "crop"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {getattr(cfg, name)!r}.")
+    if cfg.num_classes is not None and cfg.num_classes < 1:
+        raise TrainError(f"--num-classes must be at least 1, got {cfg.num_classes}.")
+    if cfg.in_channels not in (1, 3):
+        raise TrainError(f"--in-channels {cfg.in_channels}: image folders give 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
+    if cfg.pca not in ("none", *PCA_NOISE):
+        raise TrainError(f"--pca {cfg.pca!r}: choose paper, original or none.")
+    if cfg.pca != "none" and cfg.in_channels != 3:
+        raise TrainError("PCA colour noise needs RGB input: pass --pca none with --in-channels 1.")
+    if cfg.crop not in (224, 227):
+        raise TrainError(f"--crop {cfg.crop}: AlexNet takes 224 (paper) or 227 (caffe) crops.")
+    if cfg.lr <= 0 or cfg.workers < 0:
+        raise TrainError("--lr must be positive and --workers zero or more.")
+    if cfg.mean is not None and len(cfg.mean) != cfg.in_channels:
+        raise TrainError(f"--mean needs {cfg.in_channels} comma-separated values (one per channel), got {cfg.mean}.")
+
+
+def new_run_dir(cfg: Config) -> Path:
+    name = cfg.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    path, n = Path(cfg.out) / name, 1
+    while cfg.run_name is None and path.exists():
+        n += 1
+        path = Path(cfg.out) / f"{name}-{n}"
+    return path
+
+
+class Run:
+    """Everything one run holds; built by `setup`, advanced by `fit`."""
+
+    def __init__(self, cfg: Config, ctx: Context, log=print, given: dict | None = None):
+        self.ctx = ctx
+        self.say = log if ctx.is_main else (lambda *a, **k: None)
+        state = self._find_resume(cfg)
+        self.cfg = cfg = resume_config(state["config"], given or {}) if state else cfg
+        check_config(cfg)
+        self.corrupt = CorruptLog(cfg.max_corrupt, self.say)
+        self._data(cfg)
+        self._model(cfg, ctx)
+        self.history, self.epoch, self.step, self.best = [], 0, 0, float("inf")
+        if state:
+            self._restore(state)
+        else:
+            self.run_dir = new_run_dir(cfg)
+        self.show = ctx.is_main
+
+    def _find_resume(self, cfg: Config) -> dict | None:
+        if cfg.resume is None:
+            return None
+        path = ckpt.latest_checkpoint(cfg.out) if cfg.resume == "auto" else Path(cfg.resume)
+        if path is None:
+            self.say(f"--resume auto: no checkpoint under {cfg.out}/, starting a new run")
+            return None
+        state = ckpt.load_checkpoint(path)
+        self.say(f"resuming from {state['path']} (epoch {state['epoch']} done)")
+        return state
+
+    def _data(self, cfg: Config) -> None:
+        root = cfg.data
+        if root is None:
+            root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=self.say)
+        self.root = Path(root)
+        self.splits = open_folders(root, cfg.num_classes)
+        self.num_classes = len(self.splits.classes)
+        self.mean = cfg.mean or dataset_mean(root, self.splits.train, cfg.in_channels, cfg.mean_images,
+                                             cfg.workers, self.corrupt, self.say)
+
+    def _model(self, cfg: Config, ctx: Context) -> None:
+        self.layout = resolve_layout(cfg.layout)
+        self.device = resolve_device(cfg.device, ctx)
+        if cfg.amp not in (None, "bf16"):
+            raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")
+        if cfg.amp and self.device.type != "cuda":
+            raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
+        torch.manual_seed(cfg.seed)  # same seed, same initial weights in every layout (model.init_weights)
+        self.model = build_model(self.layout, self.num_classes, cfg.in_channels, cfg.init, cfg.dropout,
+                                 device=self.device, devices=cfg.devices, ctx=ctx)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.lr, self.lr_rule = effective_lr(cfg, ctx)
+        self.optimizer = make_optimizer(self.model, self.lr, cfg.momentum, cfg.weight_decay, cfg.bias_decay)
+        self.schedule = make_schedule(cfg.schedule, self.lr, cfg.patience, cfg.lr_steps)
+        first = next(self.model.parameters()).device  # the layout protocol: input and logits on the first device
+        self.spec = InputSpec(first, torch.tensor(self.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp)
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.schedule.load_state_dict(state["schedule"])
+        set_lr(self.optimizer, self.schedule.lr)  # no buffers yet: only sets lr
+        load_momentum_buffers(self.model, self.optimizer, self.model.from_canonical(state["momentum"]))
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.history, self.epoch, self.step = list(state["metrics"]), state["epoch"], state["step"]
+        self.best = min((r["val_top1_error"] for r in self.history), default=float("inf"))
+        self.run_dir = ckpt.run_dir_of(state["path"])
+        self.last_checkpoint = state["path"]
+
+    last_checkpoint: str | None = None
+
+    def banner(self) -> str:
+        cfg = self.cfg
+        data = f"{self.root} (built-in synthetic set)" if cfg.data is None else str(self.root)
+        return (f"config:\n{cfg.describe()}\n"
+                f"data {data}: {self.num_classes} classes, {len(self.splits.train)} train / {len(self.splits.val)} val "
+                f"images; mean {[round(m, 2) for m in self.mean]}\n"
+                f"layout {self.layout} on {self.spec.device}; {self.lr_rule}; schedule {cfg.schedule}\n"
+                f"run folder {self.run_dir}")
+
+    def loaders(self, epoch: int):
+        cfg, ctx = self.cfg, self.ctx
+        pin = self.spec.device.type == "cuda"
+        train = FolderDataset(self.splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop)
+        val = FolderDataset(self.splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop)
+        train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
+        val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
+        val_batch = max(1, cfg.batch_size // cfg.val_crops)
+        return (make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin), len(train_sampler),
+                make_loader(val, val_sampler, val_batch, cfg.workers, pin), len(val_sampler))
+
+    def snapshot(self) -> dict:
+        """Checkpoint contents; collective for the tower-parallel layout, so every rank calls it."""
+        rng = dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+        return dict(model=self.model.state_dict(),
+                    momentum=self.model.to_canonical(momentum_buffers(self.model, self.optimizer)),
+                    schedule=self.schedule.state_dict(), step=self.step, rng=rng, config=asdict(self.cfg),
+                    metrics=self.history, classes=self.splits.classes, mean=list(self.mean))
+
+    def write_reports(self, weights: dict) -> None:
+        try:
+            write_metrics(self.run_dir / "metrics.csv", self.history)
+            save_curves(self.run_dir / "curves.png", self.history)
+            save_conv1_kernels(self.run_dir / "conv1_kernels.png", weights["conv1.weight"])
+        except OSError as e:
+            raise TrainError(f"could not write the reports in {self.run_dir} ({e.strerror or e}): free disk space "
+                             f"and resume with --resume {self.run_dir}.") from None
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        train_loader, n_train, val_loader, n_val = self.loaders(epoch)
+        lr = get_lr(self.optimizer)
+        try:
+            stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, self.ctx, self.corrupt,
+                                    n_train, f"epoch {epoch}/{cfg.epochs}", self.step, cfg.max_steps, self.show)
+        except NonFiniteLoss as e:
+            kept = self.last_checkpoint or "none (no epoch finished yet)"
+            raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
+        self.step += stats.steps
+        val = evaluate(self.model, val_loader, self.spec, self.ctx, self.corrupt, self.num_classes, n_val,
+                       "val", self.show)
+        workers = max(1, cfg.workers)
+        row = dict(epoch=epoch, train_loss=stats.loss, val_loss=val["loss"], val_top1_error=val["top1_error"],
+                   val_top5_error=val["top5_error"], lr=lr, images_per_s=stats.images / max(stats.seconds, 1e-9),
+                   seconds=stats.seconds, loader_images_per_s=stats.images * workers / max(stats.decode_seconds, 1e-9),
+                   step_images_per_s=stats.images / max(stats.step_seconds, 1e-9), steps=self.step,
+                   corrupt_images=len(self.corrupt.paths))
+        set_lr(self.optimizer, self.schedule.step(epoch, val["top1_error"]))
+        return row
+
+    def fit(self) -> list[dict]:
+        cfg = self.cfg
+        self.say(self.banner())
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        for epoch in range(self.epoch + 1, cfg.epochs + 1):
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                break
+            row = self.train_epoch(epoch)
+            weights = self.model.state_dict()  # collective in the tower-parallel layout
+            colours = colourfulness(weights["conv1.weight"])
+            row.update({f"colour_tower{t}": c for t, c in enumerate(colours)})
+            self.history.append(row)
+            is_best = row["val_top1_error"] < self.best
+            self.best = min(self.best, row["val_top1_error"])
+            state = self.snapshot()
+            if self.ctx.is_main:
+                self.write_reports(weights)
+                self.last_checkpoint = str(ckpt.write_checkpoint(self.run_dir, state, epoch, is_best, cfg.keep))
+            self.say(epoch_line(row, cfg.epochs))
+        if self.history:
+            best = min(self.history, key=lambda r: r["val_top1_error"])
+            self.say(f"done: best val top-1 error {best['val_top1_error']:.1f} % (top-5 {best['val_top5_error']:.1f} %) "
+                     f"at epoch {best['epoch']}; outputs in {self.run_dir}")
+        return self.history
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    colour = ""
+    if "colour_tower0" in row:
+        colour = f" | colour t0 {row['colour_tower0']:.2f} t1 {row['colour_tower1']:.2f}"
+    return (f"epoch {row['epoch']}/{epochs} | train loss {row['train_loss']:.3f} | val loss {row['val_loss']:.3f} | "
+            f"top-1 err {row['val_top1_error']:.1f} % | top-5 err {row['val_top5_error']:.1f} % | lr {row['lr']:.3g} | "
+            f"{row['images_per_s']:.1f} img/s (loader {row['loader_images_per_s']:.0f}, step {row['step_images_per_s']:.1f})"
+            f"{colour} | {row['seconds']:.0f} s")
+
+
+def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None, log=print) -> list[dict]:
+    """Train as `cfg` says; `given` holds the flags set explicitly (they override a resumed run's config)."""
+    ctx = ctx or make_context(cfg)
+    return Run(cfg, ctx, log, given).fit()
+
+
+def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
+    """Centre-crop and ten-crop errors of a checkpoint on the validation set (the paper's test protocol)."""
+    state = ckpt.load_checkpoint(path)
+    saved = Config(**{k: v for k, v in state["config"].items() if k in {f.name for f in fields(Config)}})
+    for k in ("data", "workers", "layout", "device", "devices", "batch_size", "amp", "channels_last"):
+        if getattr(cfg, k) is not None and (k != "data" or cfg.data):
+            setattr(saved, k, getattr(cfg, k))
+    saved.mean, saved.resume = state["mean"], None
+    ctx = make_context(saved)
+    run = Run(saved, ctx, log)
+    run.model.load_state_dict(state["model"])
+    run.say(f"evaluating {state['path']} (epoch {state['epoch']}) in layout {run.layout} on {run.spec.device}: "
+            f"{len(run.splits.val)} val images of {run.num_classes} classes in {run.root}")
+    results = {}
+    for crops in (1, 10):
+        run.cfg.val_crops = crops
+        _, _, loader, n_val = run.loaders(0)
+        results[crops] = evaluate(run.model, loader, run.spec, ctx, run.corrupt, run.num_classes, n_val,
+                                  f"val {crops} crop(s)", run.show)
+        r = results[crops]
+        run.say(f"{state['path']}: {crops:2d} crop(s): top-1 error {r['top1_error']:.2f} %, top-5 error "
+                f"{r['top5_error']:.2f} %, loss {r['loss']:.4f} on {r['images']} images")
+    return results

@@ -1,0 +1,174 @@
+"""The paper's data pipeline: folders, 256x256, crops within bounds, flips, ten crops, mean on 0..255,
+PCA colour noise, deterministic augmentation, sharding over tower pairs, corrupt images, the built-in set."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet2gpu import data
+from alexnet2gpu.data import (CorruptLog, EpochSampler, FolderDataset, augmentation, collate, dataset_mean, load_image,
+                              open_folders, ten_crops, to_model_input)
+from alexnet2gpu.engine import InputSpec, evaluate
+from alexnet2gpu.errors import TrainError
+from alexnet2gpu.synthetic import ensure_synthetic, make_image
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return ensure_synthetic(3, 2, 1, cache_dir=tmp_path_factory.mktemp("cache"), log=lambda *a: None)
+
+
+def test_load_image_rescales_shorter_side_and_takes_the_centre(tmp_path):
+    a = np.zeros((300, 600, 3), np.uint8)
+    a[:, 150:450] = 200  # a centred band 300 wide: 256 wide after the resize
+    Image.fromarray(a).save(tmp_path / "wide.png")
+    out = load_image(str(tmp_path / "wide.png"), 3)
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert out[:, 2:-2].min() > 190  # the centre crop is the band: shorter side 300 -> 256, width 600 -> 512
+    assert load_image(str(tmp_path / "wide.png"), 1).shape == (256, 256, 1)
+
+
+def test_training_crops_stay_inside_and_flip_half_the_time():
+    offsets, flips = [], []
+    for i in range(400):
+        ox, oy, flip, alphas = augmentation(seed=1, epoch=2, index=i, crop=224)
+        offsets += [ox, oy]
+        flips.append(flip)
+        assert alphas.shape == (3,)
+    assert min(offsets) == 0 and max(offsets) == 32  # uniform over 0..32 (paper: 224 of 256)
+    assert 0.4 < np.mean(flips) < 0.6
+    assert max(augmentation(0, 0, i, 227)[0] for i in range(200)) == 29  # caffe's 227 crops: 0..29
+
+
+def test_augmentation_is_a_function_of_seed_epoch_index(folders):
+    splits = open_folders(folders, None)
+    a = FolderDataset(splits.train, "train", seed=5)
+    b = FolderDataset(splits.train, "train", seed=5)
+    (x1, al1, y1), _, _ = a[(3, 4)]
+    (x2, al2, y2), _, _ = b[(3, 4)]
+    assert torch.equal(x1, x2) and torch.equal(al1, al2) and y1 == y2
+    assert x1.shape == (3, 224, 224) and x1.dtype == torch.uint8
+    assert any(not torch.equal(x1, a[(e, 4)][0][0]) for e in range(4, 8))  # another epoch, another crop
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+    a = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    crops = ten_crops(a, 224)
+    assert crops.shape == (10, 224, 224, 3)
+    expect = [a[:224, :224], a[:224, 32:], a[32:, :224], a[32:, 32:], a[16:240, 16:240]]
+    for i, e in enumerate(expect):
+        np.testing.assert_array_equal(crops[i], e)
+        np.testing.assert_array_equal(crops[5 + i], e[:, ::-1])
+
+
+def test_mean_subtraction_on_the_raw_scale_and_pca_noise():
+    images = torch.full((2, 3, 4, 4), 200, dtype=torch.uint8)
+    mean = torch.tensor([100.0, 110.0, 120.0])
+    x = to_model_input(images, torch.zeros(2, 3), mean, "paper", "cpu")
+    assert torch.equal(x[0, :, 0, 0], torch.tensor([100.0, 90.0, 80.0]))  # 0..255, no division by std
+    alphas = torch.tensor([[1.0, 0, 0], [0, 0, 0]])
+    shift = to_model_input(images, alphas, mean, "paper", "cpu") - x
+    strength, vectors = data.PCA_NOISE["paper"]
+    torch.testing.assert_close(shift[0, :, 1, 2], strength[0] * vectors[:, 0])  # alpha_1 lambda_1 p_1 on every pixel
+    assert (shift[1] == 0).all()
+    assert to_model_input(images, alphas, mean, None, "cpu").equal(x)  # evaluation: no noise
+
+
+@pytest.mark.parametrize("kind", ["paper", "original"])
+def test_pca_noise_statistics(kind):
+    """alpha ~ N(0, 0.1^2): the shift's projection on eigenvector i has std 0.1 * s_i."""
+    n = 4000
+    alphas = torch.from_numpy(np.stack([augmentation(0, 0, i, 224)[3] for i in range(n)]))
+    shifts = to_model_input(torch.zeros(n, 3, 1, 1, dtype=torch.uint8), alphas, torch.zeros(3), kind, "cpu")
+    strength, vectors = data.PCA_NOISE[kind]
+    proj = shifts.view(n, 3) @ vectors  # back onto the eigenvectors (orthonormal columns)
+    torch.testing.assert_close(proj.std(0), 0.1 * strength, rtol=0.06, atol=0)
+    assert proj.mean(0).abs().max() < 0.1 * strength.max() * 0.1
+
+
+def test_ten_crop_evaluation_averages_probabilities_not_logits():
+    """Crop logits chosen so averaging logits picks class 0 but averaging softmax picks class 1."""
+    logits = torch.zeros(10, 2)
+    logits[0] = torch.tensor([40.0, 0.0])  # one crop very sure of class 0
+    logits[1:] = torch.tensor([0.0, 1.0])  # nine crops mildly for class 1
+    assert logits.mean(0).argmax() == 0 and logits.softmax(1).mean(0).argmax() == 1
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            assert x.shape == (10, 3, 2, 2)
+            return logits
+
+    batch = data.Batch(torch.zeros(1, 10, 3, 2, 2, dtype=torch.uint8), torch.zeros(1, 3), torch.tensor([1]), [])
+    spec = InputSpec(torch.device("cpu"), torch.zeros(3))
+    out = evaluate(Fixed(), [batch], spec, None, CorruptLog(0), num_classes=2, show=False)
+    assert out["top1_error"] == 0.0
+    assert out["loss"] == pytest.approx(-float(logits.softmax(1).mean(0)[1].log()))
+
+
+def test_pairs_see_disjoint_shards_covering_the_epoch():
+    shards = [EpochSampler(10, epoch=3, seed=1, pair=p, num_pairs=3).indices() for p in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]  # padded to a multiple of the pairs: equal step counts
+    assert sorted(set(sum(shards, []))) == list(range(10))
+    assert shards[0] == EpochSampler(10, epoch=3, seed=1, pair=0, num_pairs=3).indices()  # both ranks of a pair
+    assert shards[0] != EpochSampler(10, epoch=4, seed=1, pair=0, num_pairs=3).indices()
+    assert list(EpochSampler(5, 0, shuffle=False)) == [(0, i) for i in range(5)]
+
+
+def test_corrupt_images_are_skipped_counted_and_stop_past_the_limit(tmp_path, folders):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    splits = open_folders(folders, None)
+    ds = FolderDataset(splits.train[:2] + [(str(bad), 0)], "center")
+    batch = collate([ds[i] for i in range(3)])
+    assert len(batch) == 2 and batch.corrupt == [str(bad)]
+    logged = []
+    log = CorruptLog(limit=1, log=logged.append)
+    log.add(batch.corrupt)
+    log.add(batch.corrupt)  # the same file in a later epoch counts once
+    assert len(logged) == 1 and str(bad) in logged[0]
+    with pytest.raises(TrainError, match="more than --max-corrupt 1"):
+        log.add([str(tmp_path / "other.jpg")])
+
+
+def test_folder_mistakes_get_one_clear_sentence(tmp_path, folders):
+    with pytest.raises(TrainError, match="does not exist"):
+        open_folders(tmp_path / "nowhere", None)
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "val").mkdir()
+    with pytest.raises(TrainError, match="no class folders"):
+        open_folders(tmp_path / "empty", None)
+    with pytest.raises(TrainError, match="--num-classes is 7 but .* has 3 class folders"):
+        open_folders(folders, 7)
+    odd = tmp_path / "odd"
+    for split, names in (("train", ["a", "b"]), ("val", ["a", "c"])):
+        for n in names:
+            (odd / split / n).mkdir(parents=True)
+            make_image(0, 1, split, 0).save(odd / split / n / "x.jpg")
+    with pytest.raises(TrainError, match="different classes.*only in train: \\['b'\\], only in val: \\['c'\\]"):
+        open_folders(odd, None)
+
+
+def test_mean_is_computed_once_and_cached_beside_the_data(folders, monkeypatch):
+    splits = open_folders(folders, None)
+    mean = dataset_mean(folders, splits.train, 3, 10000, 0, CorruptLog(0), log=lambda *a: None)
+    stack = np.stack([load_image(p, 3) for p, _ in splits.train]).astype(np.float64)
+    np.testing.assert_allclose(mean, stack.mean(axis=(0, 1, 2)), rtol=1e-9)
+    assert json.loads((folders / data.MEAN_FILE).read_text())["mean"] == mean
+    monkeypatch.setattr(data, "make_loader", lambda *a, **k: pytest.fail("recomputed the cached mean"))
+    assert dataset_mean(folders, splits.train, 3, 10000, 0, CorruptLog(0), log=lambda *a: None) == mean
+
+
+def test_the_built_in_set_is_deterministic_and_reused(tmp_path):
+    assert np.array_equal(np.asarray(make_image(2, 10, "train", 7)), np.asarray(make_image(2, 10, "train", 7)))
+    assert not np.array_equal(np.asarray(make_image(2, 10, "train", 7)), np.asarray(make_image(2, 10, "val", 7)))
+    root = ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=lambda *a: None)
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["00_disc", "01_square"]
+    assert len(list((root / "train").rglob("*.jpg"))) == 6 and len(list((root / "val").rglob("*.jpg"))) == 2
+    stamp = (root / "train" / "00_disc").stat().st_mtime_ns
+    logs = []
+    assert ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=logs.append) == root and not logs
+    assert (root / "train" / "00_disc").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="1 to 10 classes"):
+        ensure_synthetic(11, 1, 1, cache_dir=tmp_path)

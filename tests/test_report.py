@@ -1,0 +1,53 @@
+"""Reports: colourfulness per tower, metrics.csv, the PIL charts (bench.py calls bar_chart), the progress bar."""
+import csv
+import io
+
+import torch
+from PIL import Image
+
+from alexnet2gpu.plot import bar_chart, line_chart
+from alexnet2gpu.progress import Progress
+from alexnet2gpu.report import COLUMNS, colourfulness, save_conv1_kernels, save_curves, write_metrics
+
+
+def test_colourfulness_tells_grey_towers_from_colour_towers():
+    w = torch.randn(96, 3, 11, 11)
+    w[:48] = w[:48, :1].expand(-1, 3, -1, -1)  # tower 0: the same kernel in R, G and B
+    w[48:, 1:] = 0  # tower 1: red only
+    grey, colour = colourfulness(w)
+    assert grey < 1e-6 and colour > 0.8
+    assert colourfulness(torch.randn(96, 1, 11, 11)) == []
+
+
+def test_metrics_and_pictures(tmp_path):
+    rows = [dict(epoch=e, train_loss=2.0 / e, val_loss=2.1 / e, val_top1_error=90.0 / e, val_top5_error=50.0 / e,
+                 lr=0.01, images_per_s=10.0, seconds=1.5) for e in (1, 2, 3)]
+    write_metrics(tmp_path / "metrics.csv", rows)
+    with open(tmp_path / "metrics.csv") as f:
+        read = list(csv.DictReader(f))
+    assert tuple(read[0]) == COLUMNS and [r["epoch"] for r in read] == ["1", "2", "3"]
+    assert float(read[2]["val_top1_error"]) == 30.0
+    save_curves(tmp_path / "curves.png", rows)
+    save_conv1_kernels(tmp_path / "k.png", torch.randn(96, 3, 11, 11))
+    assert Image.open(tmp_path / "curves.png").size == (1280, 400)
+    assert Image.open(tmp_path / "k.png").width > 2 * Image.open(tmp_path / "k.png").height  # two tower grids
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "k.png", "metrics.csv"]
+
+
+def test_charts_take_bench_py_arguments(tmp_path):
+    bar_chart(tmp_path / "bar.png", ["merged", "two-device", "torchvision"], [10.0, 12.5, float("nan")],
+              "images/s by layout", "images/s")
+    line_chart(tmp_path / "line.png", {"a": ([1, 2, 3], [3.0, 1.0, 2.0])}, "t", "x", "y")
+    assert Image.open(tmp_path / "bar.png").size == Image.open(tmp_path / "line.png").size == (640, 400)
+
+
+def test_progress_is_quiet_off_a_terminal_and_shows_rate_and_eta_on_one():
+    quiet = io.StringIO()
+    p = Progress(100, "epoch 1", stream=quiet)
+    p.update(50)
+    p.close()
+    assert quiet.getvalue() == ""
+    loud = io.StringIO()
+    p = Progress(100, "epoch 1", enabled=True, stream=loud)
+    p.update(100, "loss 1.0")
+    assert "100/100" in loud.getvalue() and "img/s" in loud.getvalue() and "ETA" in loud.getvalue()

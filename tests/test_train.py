@@ -1,0 +1,183 @@
+"""train.py end to end: the command lines people type, each bad input's one-sentence message, a NaN stop
+that keeps the last good checkpoint, and a run killed with SIGKILL that resumes to the same metrics."""
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet2gpu.checkpoint import load_checkpoint
+from alexnet2gpu.synthetic import ensure_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+
+TINY = ["--batch-size", "2", "--workers", "0", "--keep", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """2 classes x 2 training images, 1 validation image each: real JPEG folders."""
+    return ensure_synthetic(2, 2, 1, cache_dir=tmp_path_factory.mktemp("data"), log=lambda *a: None)
+
+
+def run_main(argv, capsys):
+    code = train.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_paper_command_line_and_the_demo_defaults():
+    cfg, _ = train.build_config(train.parser().parse_args(
+        ["--epochs", "90", "--in_channels", "3", "--num_classes", "1000", "--data", "/x"]))
+    assert (cfg.epochs, cfg.in_channels, cfg.num_classes, cfg.batch_size, cfg.lr, cfg.init) == (90, 3, 1000, 128, 0.01, "paper")
+    assert (cfg.momentum, cfg.weight_decay, cfg.pca, cfg.crop, cfg.schedule) == (0.9, 5e-4, "paper", 224, "plateau")
+    demo, given = train.build_config(train.parser().parse_args([]))
+    assert demo.data is None and demo.num_classes == train.DEMO["num_classes"] and given == {}
+    cfg, given = train.build_config(train.parser().parse_args(["--batch_size", "7", "--num-classes", "3"]))
+    assert (cfg.batch_size, cfg.num_classes) == (7, 3) and given == {"batch_size": 7, "num_classes": 3}
+
+
+def test_effective_batch_and_lr_rule():
+    from alexnet2gpu.dist import Context
+    from alexnet2gpu.trainer import Config, effective_lr
+
+    assert effective_lr(Config(batch_size=256, lr_scaling="linear"), Context())[0] == pytest.approx(0.02)
+    lr, rule = effective_lr(Config(batch_size=128, lr_scaling="linear"), Context(num_pairs=4))
+    assert lr == pytest.approx(0.04) and "effective batch 512" in rule
+    assert effective_lr(Config(batch_size=256), Context())[0] == 0.01  # no scaling unless asked
+
+
+def make_odd_folders(tmp_path, tiny):
+    different = tmp_path / "different"
+    for split, names in (("train", ["a", "b"]), ("val", ["a", "c"])):
+        for n in names:
+            (different / split / n).mkdir(parents=True)
+            (different / split / n / "x.jpg").write_bytes((tiny / "val" / "00_disc" / "val_00_00000.jpg").read_bytes())
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "val").mkdir()
+    broken = tmp_path / "broken"
+    for split in ("train", "val"):
+        (broken / split / "a").mkdir(parents=True)
+        (broken / split / "a" / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    return dict(different=different, empty=tmp_path / "empty", broken=broken, junk=tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("missing", ["--data", "{tmp}/nowhere"], "does not exist: pass --data DIR"),
+    ("empty", ["--data", "{empty}"], "has no class folders"),
+    ("classes", ["--data", "{different}"], "train/ and val/ under .* have different classes"),
+    ("count", ["--data", "{tiny}", "--num-classes", "1000"], "--num-classes is 1000 but .* has 2 class folders"),
+    ("channels", ["--data", "{tiny}", "--in-channels", "2"], "--in-channels 2: image folders give 1"),
+    ("amp", ["--data", "{tiny}", "--amp", "bf16", "--device", "cpu"], "--amp bf16 needs a CUDA device"),
+    ("corrupt", ["--data", "{broken}", "--max-corrupt", "0"], "could not be read \\(more than --max-corrupt 0\\).*bad.jpg"),
+    ("resume", ["--data", "{tiny}", "--resume", "{junk}"], "checkpoint .*junk.pt could not be read"),
+    ("layout", ["--data", "{tiny}", "--layout", "two-device"], "the two-device layout needs two devices"),
+])
+def test_bad_input_gets_one_sentence_and_a_non_zero_exit(case, args, message, tmp_path, tiny, capsys):
+    paths = dict(make_odd_folders(tmp_path, tiny), tmp=tmp_path, tiny=tiny)
+    code, out, err = run_main([a.format(**paths) for a in args] + ["--out", tmp_path / "runs"] + TINY, capsys)
+    assert code == 1
+    assert "Traceback" not in err and err.startswith("train.py: error: ")
+    import re
+    assert re.search(message, err), err
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_a_short_run_leaves_every_output_and_skips_a_corrupt_image(tmp_path, tiny, capsys):
+    data = tmp_path / "data"
+    subprocess.run(["cp", "-r", str(tiny), str(data)], check=True)
+    bad = data / "train" / "01_square" / "zz_broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    code, out, err = run_main(["--data", data, "--out", tmp_path / "runs", "--run-name", "r", "--max-steps", "1",
+                               "--init", "caffe", "--layout", "two-device", "--devices", "cpu,cpu"] + TINY, capsys)
+    assert code == 0, err
+    run = tmp_path / "runs" / "r"
+    for name in ("config.json", "metrics.csv", "curves.png", "conv1_kernels.png", "checkpoints/epoch_0001.pt",
+                 "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run)
+    assert len(rows) == 1 and rows[0]["steps"] == "1" and rows[0]["corrupt_images"] == "1"
+    for column in ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s",
+                   "seconds", "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1"):
+        assert rows[0][column] != "", column
+    assert f"skipped unreadable image {bad}" in out and "epoch 1/" in out and "config:" in out
+    assert "layout two-device" in out
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert state["config"]["max_steps"] == 1 and state["epoch"] == 1 and set(state["momentum"]) == set(state["model"])
+    # evaluated in the merged layout: checkpoints are canonical, whatever layout wrote them
+    code, out, err = run_main(["--evaluate", run / "checkpoints" / "best.pt", "--workers", "0", "--layout", "merged"], capsys)
+    assert code == 0, err
+    assert "layout merged" in out
+    assert " 1 crop(s): top-1 error" in out and "10 crop(s): top-1 error" in out
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny, capsys, monkeypatch):
+    real = torch.nn.functional.cross_entropy
+    calls = []
+
+    def poisoned(logits, targets, *a, **k):  # the training loss of step 2 (epoch 2) turns NaN
+        calls.append(1)
+        return real(logits, targets, *a, **k) * (float("nan") if len(calls) == 2 else 1.0)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
+    code, out, err = run_main(["--data", tiny, "--out", tmp_path, "--run-name", "r", "--epochs", "3",
+                               "--batch-size", "4", "--workers", "0"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert "the training loss became nan at step 2" in err and "epoch_0001.pt" in err, err
+    assert len(read_metrics(tmp_path / "r")) == 1
+    assert load_checkpoint(tmp_path / "r")["epoch"] == 1
+
+
+def train_subprocess(args, **kw):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py")] + [str(a) for a in args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny):
+    """Kill a run with SIGKILL right after epoch 1's checkpoint, resume it with --resume auto (and another
+    worker count): its per-epoch losses, errors, lrs and conv1 colourfulness equal those of a run never stopped.
+    A mismatch means some randomness (dropout RNG, crops, flips, PCA alphas, batch order) was not restored."""
+    common = ["--data", tiny, "--epochs", "2", "--batch-size", "2", "--keep", "3", "--init", "caffe"]
+    whole = train_subprocess(common + ["--out", tmp_path / "whole", "--workers", "0"])
+    out, _ = whole.communicate(timeout=600)
+    assert whole.returncode == 0, out
+
+    killed = train_subprocess(common + ["--out", tmp_path / "killed", "--workers", "0"])
+    deadline = time.time() + 600
+    while not list((tmp_path / "killed").rglob("epoch_0001.pt")) and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    resumed = train_subprocess(common + ["--out", tmp_path / "killed", "--workers", "1", "--resume", "auto"])
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert "resuming from" in out and "epoch_0001.pt" in out
+
+    def comparable(path):
+        rows = read_metrics(next(Path(path).iterdir()))
+        keep = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "steps",
+                "colour_tower0", "colour_tower1")
+        return [{k: r[k] for k in keep} for r in rows]
+
+    assert comparable(tmp_path / "whole") == comparable(tmp_path / "killed")
+    assert len(comparable(tmp_path / "whole")) == 2
