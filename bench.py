@@ -20,6 +20,7 @@ import argparse
 import sys
 
 from alexnet2gpu.bench import report, runner
+from alexnet2gpu.errors import TrainError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add the torch.compile rows (minutes of compiling)")
     p.add_argument("--glibc-default-malloc", action="store_true",
                    help="CPU: leave glibc's malloc thresholds alone (default: keep freed memory, see allocator.py)")
+    p.add_argument("--data", default=None, metavar="DIR", help="input-pipeline row: train.py's data folder "
+                   "(default: the built-in set)")
+    p.add_argument("--workers", type=int, default=None, help="input-pipeline row: loader processes (default: train.py's)")
     p.add_argument("--quick", action="store_true", help="batch 8, 1 warm-up + 3 timed steps, fewer rows")
     p.add_argument("--json", default=None, metavar="PATH", help="write one JSON record per row")
     p.add_argument("--plot", default=None, metavar="PATH", help="draw images/s per row (PNG)")
@@ -58,7 +62,7 @@ def options(args: argparse.Namespace) -> runner.Options:
     opts = runner.Options(device=device, batch_sizes=batches, modes=tuple(m.strip() for m in args.mode.split(",")),
                           rows=rows or runner.ALL_ROWS, threads=args.threads,
                           num_classes=args.num_classes, allow_compile=args.compile,
-                          keep_freed_memory=not args.glibc_default_malloc)
+                          keep_freed_memory=not args.glibc_default_malloc, data=args.data, workers=args.workers)
     if args.quick:
         opts.batch_sizes = batches if args.batch_sizes else (8,)
         opts.rows = rows or runner.QUICK_ROWS
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
             report.write_json(args.json, records)
         if args.plot:
             report.write_plot(args.plot, records)
-    except ValueError as error:
+    except (ValueError, TrainError) as error:
         print(f"bench.py: {error}", file=sys.stderr)
         return 2
     return 0

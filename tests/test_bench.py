@@ -14,6 +14,7 @@ from alexnet2gpu.bench import report
 from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
 from alexnet2gpu.bench.measure import tower_exchange_bytes
 from alexnet2gpu.model import AlexNet
+from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.towers import TwoTowerAlexNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,21 +63,26 @@ def test_plot_draws_images_per_second(monkeypatch, tmp_path):
 def test_quick_json_is_well_formed(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    rows = "merged,two-device,torchvision,tower-parallel,data-parallel"
+    rows = "merged,two-device,torchvision,tower-parallel,data-parallel,input-pipeline"
+    data = ensure_synthetic(num_classes=2, train_per_class=4, val_per_class=1, cache_dir=tmp_path, log=lambda *a: None)
     cmd = [sys.executable, str(ROOT / "bench.py"), "--quick", "--batch-sizes", "2", "--warmup", "0", "--steps", "1",
-           "--rows", rows, "--threads", "1", "--num-classes", "10", "--json", str(out)]
+           "--rows", rows, "--threads", "1", "--num-classes", "10", "--json", str(out), "--data", str(data),
+           "--workers", "0"]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "speed goals" in proc.stdout
     records = json.loads(out.read_text())
     measured = [r for r in records if r["mode"] != "skipped"]
     seen = {(r["variant"], r["mode"]) for r in measured}
-    for variant in ("merged", "two-device", "torchvision", "data-parallel"):
+    for variant in ("merged", "two-device", "torchvision", "tower-parallel", "data-parallel"):
         assert {(variant, "train"), (variant, "infer")} <= seen
     assert ("matmul-float32", "matmul") in seen
-    assert any(r["variant"] == "tower-parallel" for r in records)  # measured, or skipped with its reason
+    loader = next(r for r in measured if r["mode"] == "load")
+    assert loader["variant"] == "input-pipeline" and loader["images_per_s"] > 0 and loader["processes"] == 0
     for r in measured:
         assert KEYS <= r.keys()
+        if r["mode"] == "load":
+            continue
         assert r["batch_size"] == 2 and r["ms_per_step"] > 0 and r["gflops"] > 0 and r["peak_fraction"] > 0
         assert r["images_per_s"] > 0 or r["mode"] == "matmul"
     ddp = next(r for r in measured if r["variant"] == "data-parallel" and r["mode"] == "train")

@@ -14,10 +14,11 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..engine import train_step
 from ..model import LAYERS, multiply_adds
+from ..optim import make_optimizer
 
 INPUT_SIZE = 224
 INPUT_SCALE = 60.0  # synthetic input on the raw 0..255 scale with the mean subtracted (std of ImageNet pixels)
@@ -47,29 +48,14 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
-def make_optimizer(model: nn.Module, lr: float = 0.01) -> torch.optim.Optimizer:
-    """The paper's optimiser (§5): SGD, momentum 0.9, weight decay 5e-4."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """One training step: forward, cross-entropy loss, backward, SGD update. Returns the (detached) loss."""
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(x.device, amp_dtype):
-        loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp_dtype=None) -> Callable[[], None]:
-    """A no-argument closure running `train_step` on a fixed batch (what the timers call)."""
-    optimizer = make_optimizer(model)
+    """A no-argument closure running train.py's own `engine.train_step` with the paper's optimiser (SGD,
+    momentum 0.9, weight decay 5e-4 on weights) on a fixed batch: what the timers call."""
+    optimizer = make_optimizer(model, lr=0.01)
 
     def step():
         model.train()
-        train_step(model, optimizer, x, y, amp_dtype)
+        train_step(model, optimizer, x, y, autocast=autocast(x.device, amp_dtype))
         optimizer.zero_grad(set_to_none=True)  # free the gradients while other variants run
     return step
 

@@ -32,7 +32,8 @@ def table(records: list[dict]) -> str:
         if r["mode"] == "skipped":
             lines.append(f"{r['variant']:22s} {'-':6s} {r['batch_size']:5d} {'':>5s} skipped: {r['note']}")
             continue
-        ref = base.get((r["batch_size"], r["mode"]))
+        # The loader row is compared with the training step it has to feed.
+        ref = base.get((r["batch_size"], "train" if r["mode"] == "load" else r["mode"]))
         vs = f"{r['images_per_s'] / ref:.3f}x" if ref and r["mode"] != "matmul" else ""
         img = f"{r['images_per_s']:.1f}" if r["mode"] != "matmul" else ""
         procs = f"{r['processes']}x{r['threads']}"

@@ -16,12 +16,15 @@ import torch
 from ..allocator import keep_freed_memory
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
+from .pipeline import ROW as PIPELINE_ROW
+from .pipeline import measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import AMP_DTYPES, VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
-ALL_ROWS = tuple(VARIANTS) + KINDS
-QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel")
+ALL_ROWS = tuple(VARIANTS) + KINDS + (PIPELINE_ROW,)
+QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel",
+              PIPELINE_ROW)
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Options:
     threads: int = 0  # 0: one per usable core
     num_classes: int = 1000
     allow_compile: bool = False
+    data: str | None = None  # the input-pipeline row's data folder (default: the built-in set)
+    workers: int | None = None  # the input-pipeline row's loader processes (default: train.py's)
     keep_freed_memory: bool = True  # allocator.keep_freed_memory on the CPU (also in the two-process rows)
     log: object = field(default=lambda *a: print(*a, file=sys.stderr, flush=True))
 
@@ -75,7 +80,17 @@ def run(opts: Options) -> list[dict]:
         rate = next((r["gflops"] for r in records if r["variant"] == "matmul-float32" and r["batch_size"] == batch), 0.0)
         for kind in (k for k in KINDS if k in opts.rows):
             records += _two_process_row(opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device))
+        if PIPELINE_ROW in opts.rows:
+            records.append(_pipeline_row(opts, device, batch))
     return records
+
+
+def _pipeline_row(opts: Options, device: torch.device, batch: int) -> dict:
+    """train.py's loader alone: what it can feed the model per second (issue 4 §8: it must keep up)."""
+    opts.log(f"batch {batch}: {PIPELINE_ROW}")
+    r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log)
+    return _record(PIPELINE_ROW, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
+                   processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}")
 
 
 def _record(variant, mode, device, batch, seconds, flops, rate, threads, processes=1, peak=None, exchange=0,

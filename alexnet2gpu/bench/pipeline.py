@@ -1,0 +1,49 @@
+"""The input-pipeline row: how many images/s train.py's real loader delivers (JPEG decode, random crop,
+flip in worker processes; mean and PCA noise on the device), to set beside the model's step rate.
+
+It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from ..data import EpochSampler, FolderDataset, make_loader, open_folders, to_model_input
+from ..synthetic import ensure_synthetic
+
+ROW = "input-pipeline"
+
+
+def default_workers() -> int:
+    """train.py's default: half the CPU cores, at most 8, at least 1."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def measure_input_pipeline(batch: int, device: torch.device, data: str | None = None, workers: int | None = None,
+                           max_batches: int = 20, log=print) -> dict:
+    """Seconds per batch, averaged over up to `max_batches` batches after the first (which pays for starting
+    the workers), and the worker count."""
+    root = data or ensure_synthetic(log=log)
+    splits = open_folders(root, None)
+    dataset = FolderDataset(splits.train, "train")
+    workers = default_workers() if workers is None else workers
+    loader = make_loader(dataset, EpochSampler(len(dataset), epoch=0), batch, workers, pin=device.type == "cuda")
+    mean = torch.tensor([127.3, 119.7, 104.9])  # the original code's ImageNet means (PAPER.md §5): no pass needed
+    images, start = 0, None
+    for i, b in enumerate(loader):
+        to_model_input(b.images, b.alphas, mean, "paper", device)
+        if i == 0:
+            start = time.perf_counter()  # the first batch pays for starting the workers
+            continue
+        images += len(b)
+        if i == max_batches:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start if start is not None else 0.0
+    if images == 0:
+        raise ValueError(f"the input-pipeline row needs at least 2 batches of {batch} training images in {root}: "
+                         "pass a smaller --batch-size or a larger --data.")
+    return {"seconds_per_batch": seconds * batch / images, "workers": workers, "root": str(root)}
