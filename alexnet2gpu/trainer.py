@@ -76,9 +76,16 @@ RESUMABLE = ("epochs", "workers", "max_steps", "out", "layout", "device", "devic
              "max_corrupt", "dist_timeout")
 
 
+# Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
+# run begun under torchrun continues in one process, or the other way round, without flags to undo.
+PLACEMENT = ("layout", "device", "devices")
+
+
 def resume_config(saved: dict, given: dict) -> Config:
     known = {f.name for f in fields(Config)}
     cfg = Config(**{k: v for k, v in saved.items() if k in known})
+    for k in PLACEMENT:
+        setattr(cfg, k, getattr(Config(), k))
     for k in RESUMABLE:
         if k in given:
             setattr(cfg, k, given[k])

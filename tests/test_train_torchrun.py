@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from alexnet2gpu.checkpoint import load_checkpoint
 from alexnet2gpu.data import open_folders
 from alexnet2gpu.dist import Context
 from alexnet2gpu.synthetic import ensure_synthetic
-from alexnet2gpu.trainer import Config, epoch_loaders
+from alexnet2gpu.trainer import Config, epoch_loaders, resume_config
 from parity import assert_near
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,3 +187,12 @@ def test_the_ranks_of_a_pair_see_identical_batches_and_the_pairs_split_each_epoc
         for k, batch in enumerate(merged_batches):
             crops = torch.cat([pair0[k].images, tower0[k].images]).flatten(1).numpy()
             assert sorted(map(bytes, crops)) == sorted(map(bytes, batch.images.flatten(1).numpy()))
+
+
+def test_a_resumed_run_chooses_its_placement_afresh():
+    """A checkpoint loads into any layout, so resuming under torchrun needs no flag to undo `--layout
+    two-device` (and a torchrun run resumes in one process): placement is not inherited, the recipe is."""
+    saved = asdict(Config(layout="two-device", device="cuda:1", devices=["cuda:0", "cuda:1"], epochs=5, lr=0.02))
+    cfg = resume_config(saved, {"epochs": 9})
+    assert (cfg.layout, cfg.device, cfg.devices, cfg.epochs, cfg.lr) == ("auto", "auto", None, 9, 0.02)
+    assert resume_config(saved, {"layout": "merged"}).layout == "merged"
