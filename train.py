@@ -15,6 +15,9 @@ Ten-crop and centre-crop error of a checkpoint (the paper's test protocol):
     python train.py --evaluate runs/run-20250101-120000/checkpoints/best.pt --data /data/ilsvrc2012
 A quick smoke test (2 steps, then validate and checkpoint):
     python train.py --max-steps 2 --out /tmp/runs
+One tower per process (the paper's two GPUs as two ranks; 4 processes = 2 tower pairs, data-parallel):
+    torchrun --standalone --nproc_per_node=2 train.py --data /data/ilsvrc2012
+    torchrun --standalone --nproc_per_node=4 --max-restarts=3 train.py --data /data/ilsvrc2012 --resume auto
 Outputs in RUN/ = OUT/run-YYYYmmdd-HHMMSS: config.json, metrics.csv, curves.png, conv1_kernels.png,
 checkpoints/epoch_NNNN.pt (the last --keep) and checkpoints/best.pt.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 # Defaults without --data: the built-in set and settings measured to learn within ~10 minutes on 2 CPU cores.
@@ -78,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
     add("--max-steps", type=int, help="stop after this many training steps in all (the epoch then validates)")
     add("--amp", choices=("bf16",), help="bf16 autocast (CUDA)")
     add("--channels-last", action="store_true", help="channels-last memory format (pays with bf16 on GPUs)")
-    add("--device", help="merged layout: cpu, cuda, cuda:1 (default: cuda when there is one)")
+    add("--device", help="merged layout: cpu, cuda, cuda:1; torchrun: cpu or cuda, each rank on cuda:LOCAL_RANK "
+                         "(default: cuda when there is one)")
     add("--devices", type=_strs, help="two-device layout: the towers' devices, e.g. cuda:0,cuda:1 or cpu,cpu")
     add("--pca", choices=("paper", "original", "none"), help="PCA colour noise strength (default paper)")
     add("--crop", type=int, choices=(224, 227), help="crop size: 224 (paper, default) or 227 (caffe)")
@@ -87,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     add("--val-crops", type=int, choices=(1, 10), help="per-epoch validation: 1 (centre, default) or 10 crops")
     add("--max-corrupt", type=int, help="unreadable images skipped before giving up (default 100)")
     add("--keep", type=int, help="epoch checkpoints kept besides best.pt (default 2)")
+    add("--dist-timeout", type=float, help="torchrun: seconds a rank waits on a silent peer before it stops (default 300)")
     add("--train-per-class", type=int, help=f"built-in set: training images per class (demo {DEMO['train_per_class']})")
     add("--val-per-class", type=int, help=f"built-in set: validation images per class (demo {DEMO['val_per_class']})")
     return p
@@ -102,23 +108,55 @@ def build_config(args: argparse.Namespace):
     return Config(**values), given
 
 
+class Terminated(Exception):
+    """SIGTERM: torchrun stops the other ranks this way when one fails; so do job schedulers."""
+
+
+_RUNNING = []  # non-empty while the run may be interrupted; afterwards its own outcome is what is reported
+
+
+def _terminate(signum, frame):
+    if _RUNNING:
+        _RUNNING.clear()
+        raise Terminated  # unwind: temporary files are removed, the process group is left
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from alexnet2gpu.dist import PeerLost, Stopped
     from alexnet2gpu.errors import TrainError
     from alexnet2gpu.trainer import evaluate_checkpoint, fit
 
     try:
-        cfg, given = build_config(args)
-        if args.evaluate:
-            evaluate_checkpoint(args.evaluate, cfg)
-        else:
-            fit(cfg, given)
-    except (TrainError, ValueError, NotImplementedError) as e:  # ValueError: the model package's input checks
+        _RUNNING.append(True)
+        try:
+            cfg, given = build_config(args)
+            if args.evaluate:
+                evaluate_checkpoint(args.evaluate, cfg)
+            else:
+                fit(cfg, given)
+        finally:
+            _RUNNING.clear()
+    except (TrainError, ValueError, NotImplementedError, PeerLost) as e:  # ValueError: the model package's checks
         print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
+    except Stopped:  # under torchrun: rank 0 failed and printed why
         return 1
     except KeyboardInterrupt:
         print("train.py: interrupted; finished epochs are checkpointed: continue with --resume auto", file=sys.stderr)
         return 130
+    except Terminated:
+        print("train.py: stopped by SIGTERM (under torchrun: another rank failed, see its output); finished epochs "
+              "are checkpointed: continue with --resume auto", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -32,6 +32,10 @@ class PeerLost(RuntimeError):
     """Another rank died, hung or was stopped: this rank cannot go on."""
 
 
+class Stopped(RuntimeError):
+    """This rank stops because the main rank failed and reports why itself (so the cause is printed once)."""
+
+
 @dataclass
 class Context:
     """Where this process stands. The defaults describe a single process holding both towers."""
@@ -97,9 +101,35 @@ class Context:
         """A seed the two towers of a pair share and other pairs do not: data order and augmentation."""
         return seed + 1_000_003 * self.pair
 
-    def rank_seed(self, seed: int) -> int:
-        """A seed of this rank alone: dropout, once every rank has drawn the same initial weights."""
-        return seed + 1_000_003 * self.rank
+    def rank_seed(self, seed: int, epoch: int = 0) -> int:
+        """A seed of this rank and epoch alone: dropout, once every rank has drawn the same initial weights.
+        Reseeding each epoch from it makes a resumed run draw what an uninterrupted one would have."""
+        return ((seed * 1_000_003 + epoch) * 1_000_003 + self.rank) % 2**63
+
+    def on_main(self, fn):
+        """fn() on the main rank while the others wait for it (e.g. for a checkpoint to be on disk). If it
+        fails, the main rank raises the error and the others raise Stopped, so the cause is said once.
+        Returns fn's result on the main rank, None on the others."""
+        if not self.distributed:
+            return fn()
+        failure, result = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as error:  # noqa: BLE001 - re-raised below, after telling the others
+                failure = error
+        news = [None if failure is None else first_line(failure)]
+        dist.broadcast_object_list(news, src=0)
+        if failure is not None:
+            raise failure
+        if news[0] is not None:
+            raise Stopped(f"rank {self.rank} stops: rank 0 failed ({news[0]})")
+        return result
+
+    def main_first(self, fn):
+        """fn() on the main rank, then on the others: they find what it made (a data set, a cache)."""
+        result = self.on_main(fn)
+        return result if self.is_main else fn()
 
     @contextmanager
     def guard(self):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -46,13 +48,20 @@ class InputSpec:
 def train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, ctx=None, autocast=None,
                check_finite: bool = False, step: int = 0) -> torch.Tensor:
     """One SGD step on one batch; returns the (detached) loss. With check_finite, a NaN or infinite loss
-    raises NonFiniteLoss before any weight changes (costs one device sync per step)."""
+    raises NonFiniteLoss on every rank before any weight changes (one device sync per step, and with several
+    tower pairs one tiny all-reduce)."""
     with autocast or contextlib.nullcontext():
         logits = model(images)
     loss = F.cross_entropy(logits.float(), targets.to(logits.device, non_blocking=True))
-    if check_finite and not math.isfinite(loss.item()):
-        raise NonFiniteLoss(f"the training loss became {loss.item()} at step {step}; weights were not updated "
-                            "and the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
+    if check_finite:
+        value = loss.item()
+        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
+        if ctx is not None:
+            ctx.sum_over_pairs(bad)  # every pair stops together, whichever pair's loss went bad
+        if bad.item():
+            what = value if not math.isfinite(value) else "non-finite on another tower pair"
+            raise NonFiniteLoss(f"the training loss became {what} at step {step}; weights were not updated and "
+                                "the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if ctx is not None:
@@ -64,12 +73,24 @@ def train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, ct
 @dataclass
 class EpochStats:
     loss: float = 0.0
-    images: int = 0
+    images: int = 0  # over all tower pairs
     steps: int = 0
     seconds: float = 0.0
     step_seconds: float = 0.0
-    decode_seconds: float = 0.0  # summed over the loader's workers
+    decode_seconds: float = 0.0  # summed over the loader's workers (and over the pairs)
     extra: dict = field(default_factory=dict)
+
+
+KILL_SWITCH = "ALEXNET2GPU_TEST_KILL"  # test hook, "RANK:STEP"
+
+
+def _test_kill_switch(ctx, step: int) -> None:
+    """For the fault tests only (tests/test_train_torchrun.py): with ALEXNET2GPU_TEST_KILL="RANK:STEP", rank
+    RANK kills itself with SIGKILL just before training step STEP, in torchrun's first attempt only."""
+    wanted = os.environ.get(KILL_SWITCH)
+    if wanted and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and \
+            wanted == f"{ctx.rank if ctx is not None else 0}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _sync(device: torch.device) -> None:
@@ -92,6 +113,7 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
             continue
         if max_steps is not None and first_step + stats.steps >= max_steps:
             break
+        _test_kill_switch(ctx, first_step + stats.steps + 1)
         t = time.perf_counter()
         images = spec(batch, train=True)
         loss = train_step(model, optimizer, images, batch.targets, ctx, spec.autocast(), check_finite=True,
@@ -104,7 +126,12 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
         bar.update(len(batch), f"loss {loss.item():.3f}")
     bar.close()
     stats.seconds = time.perf_counter() - start
-    stats.loss = float(loss_sum) / max(1, stats.images)
+    # Each pair trained on its own share of the epoch: the epoch's figures are the sums over the pairs.
+    totals = torch.tensor([float(loss_sum), stats.images, stats.decode_seconds], dtype=torch.float64)
+    if ctx is not None:
+        ctx.sum_over_pairs(totals)
+    stats.images, stats.decode_seconds = int(totals[1]), float(totals[2])
+    stats.loss = float(totals[0]) / max(1, stats.images)
     return stats
 
 
@@ -135,10 +162,8 @@ def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, tot
             len(batch)], dtype=torch.float64)
         bar.update(len(batch))
     bar.close()
-    if ctx is not None and ctx.num_pairs > 1:
-        reduced = sums.to(spec.device)  # each pair holds a shard of the val set
-        torch.distributed.all_reduce(reduced, group=ctx.dp_group)
-        sums = reduced.cpu()
+    if ctx is not None:
+        ctx.sum_over_pairs(sums)  # each pair holds a shard of the val set
     n = max(1.0, float(sums[3]))
     return dict(loss=float(sums[0]) / n, top1_error=100 * float(sums[1]) / n, top5_error=100 * float(sums[2]) / n,
                 images=int(sums[3]))

@@ -1,8 +1,8 @@
 """A whole training run: config, data, model, schedule, epochs, checkpoints, reports, resume.
 
-train.py turns the command line into a `Config` and calls `fit` (or `evaluate_checkpoint`). Every rank
-runs everything here; only `ctx.is_main` prints and writes files. Collective calls (model.state_dict,
-model.to_canonical for the tower-parallel layout) are made on every rank.
+train.py turns the command line into a `Config` and calls `fit` (or `evaluate_checkpoint`). Under torchrun
+every rank runs everything here (`make_context` joins the world); only `ctx.is_main` prints and writes
+files. Collective calls (model.state_dict, model.to_canonical, evaluation) are made on every rank.
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import dist as adist
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
 from .dist import Context
 from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
-from .layouts import build_model
+from .layouts import build_model, resolve_layout as resolve_process_layout
 from .optim import get_lr, load_momentum_buffers, make_optimizer, make_schedule, momentum_buffers, set_lr
 from .report import colourfulness, save_conv1_kernels, save_curves, write_metrics
 from .synthetic import ensure_synthetic
@@ -64,6 +65,7 @@ class Config:
     keep: int = 2
     train_per_class: int = 0  # built-in set only
     val_per_class: int = 0
+    dist_timeout: float = adist.DEFAULT_TIMEOUT_S  # seconds a rank waits on a silent peer (torchrun)
 
     def describe(self) -> str:
         return "\n".join(f"  {f.name:16s} {getattr(self, f.name)!r}" for f in fields(self))
@@ -71,12 +73,19 @@ class Config:
 
 # Flags a resumed run may change; everything else comes from the checkpoint so the run continues as it began.
 RESUMABLE = ("epochs", "workers", "max_steps", "out", "layout", "device", "devices", "amp", "channels_last", "keep",
-             "max_corrupt")
+             "max_corrupt", "dist_timeout")
+
+
+# Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
+# run begun under torchrun continues in one process, or the other way round, without flags to undo.
+PLACEMENT = ("layout", "device", "devices")
 
 
 def resume_config(saved: dict, given: dict) -> Config:
     known = {f.name for f in fields(Config)}
     cfg = Config(**{k: v for k, v in saved.items() if k in known})
+    for k in PLACEMENT:
+        setattr(cfg, k, getattr(Config(), k))
     for k in RESUMABLE:
         if k in given:
             setattr(cfg, k, given[k])
@@ -84,21 +93,30 @@ def resume_config(saved: dict, given: dict) -> Config:
 
 
 def make_context(cfg: Config) -> Context:
-    """The process's place in the world. A single process for now; torchrun support replaces this function."""
-    return Context()
+    """The process's place in the world: under torchrun one tower of one tower pair (dist.setup), otherwise
+    a single process. Setup mistakes (odd world size, a device naming one GPU) are the same on every rank,
+    so rank 0 reports them and the others stop quietly."""
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return adist.setup(device=device, timeout_s=cfg.dist_timeout)
+    except ValueError as error:
+        if os.environ.get("RANK", "0") != "0":
+            raise adist.Stopped(str(error)) from None
+        raise TrainError(str(error)) from None
 
 
-def resolve_layout(layout: str) -> str:
-    if layout != "auto":
-        return layout
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return "tower-parallel"
-    return "two-device" if torch.cuda.device_count() >= 2 else "merged"
+def resolve_layout(layout: str, ctx: Context) -> str:
+    """auto: tower-parallel under torchrun, two-device on a machine with 2+ GPUs, merged otherwise."""
+    if layout == "auto" and not ctx.distributed:
+        return "two-device" if torch.cuda.device_count() >= 2 else "merged"
+    return resolve_process_layout(None if layout == "auto" else layout, ctx)
 
 
 def resolve_device(name: str, ctx: Context) -> torch.device:
+    if ctx.distributed:
+        return ctx.device  # each rank's own: cuda:LOCAL_RANK or the CPU (dist.setup)
     if name == "auto":
-        return torch.device(f"cuda:{ctx.local_rank}" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -130,6 +148,22 @@ def check_config(cfg: Config) -> None:
         raise TrainError(f"--mean needs {cfg.in_channels} comma-separated values (one per channel), got {cfg.mean}.")
 
 
+def epoch_loaders(cfg: Config, splits, ctx: Context, epoch: int, pin: bool = False):
+    """(train loader, its images, val loader, its images) of this rank's tower pair for one epoch.
+
+    Sharded by pair, never by rank: both ranks of a pair build the same batches, augmentation included.
+    Pair p takes every R-th sample of the epoch's permutation, so the pairs' k-th batches of B together are
+    the merged layout's k-th batch of R x B (what the gradient average over the pairs then reproduces).
+    """
+    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop)
+    val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop)
+    train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
+    val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
+    val_batch = max(1, cfg.batch_size // cfg.val_crops)
+    return (make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin), len(train_sampler),
+            make_loader(val, val_sampler, val_batch, cfg.workers, pin), len(val_sampler))
+
+
 def new_run_dir(cfg: Config) -> Path:
     name = cfg.run_name or time.strftime("run-%Y%m%d-%H%M%S")
     path, n = Path(cfg.out) / name, 1
@@ -143,20 +177,34 @@ class Run:
     """Everything one run holds; built by `setup`, advanced by `fit`."""
 
     def __init__(self, cfg: Config, ctx: Context, log=print, given: dict | None = None):
-        self.ctx = ctx
+        self.ctx, self.log = ctx, log
         self.say = log if ctx.is_main else (lambda *a, **k: None)
-        state = self._find_resume(cfg)
-        self.cfg = cfg = resume_config(state["config"], given or {}) if state else cfg
-        check_config(cfg)
-        self.corrupt = CorruptLog(cfg.max_corrupt, self.say)
-        self._data(cfg)
-        self._model(cfg, ctx)
+        # The main rank goes first: it generates the built-in set and caches the mean, which the others then
+        # find; a mistake (a bad flag, a missing folder) is reported once, by the main rank.
+        state = ctx.main_first(lambda: self._prepare(cfg, given or {}))
+        self._model(self.cfg, ctx)
         self.history, self.epoch, self.step, self.best = [], 0, 0, float("inf")
         if state:
             self._restore(state)
         else:
             self.run_dir = new_run_dir(cfg)
         self.show = ctx.is_main
+
+    def _prepare(self, cfg: Config, given: dict) -> dict | None:
+        """Config, data and placement: everything checked before the model is built. Returns the resumed state."""
+        state = self._find_resume(cfg)
+        self.cfg = cfg = resume_config(state["config"], given) if state else cfg
+        check_config(cfg)
+        # Each pair reads its own shard: the first rank of each pair names the unreadable images it meets.
+        self.corrupt = CorruptLog(cfg.max_corrupt, self.log if self.ctx.tower in (None, 0) else self.say)
+        self._data(cfg)
+        self.layout = resolve_layout(cfg.layout, self.ctx)
+        self.device = resolve_device(cfg.device, self.ctx)
+        if cfg.amp not in (None, "bf16"):
+            raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")
+        if cfg.amp and self.device.type != "cuda":
+            raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
+        return state
 
     def _find_resume(self, cfg: Config) -> dict | None:
         if cfg.resume is None:
@@ -180,13 +228,7 @@ class Run:
                                              cfg.workers, self.corrupt, self.say)
 
     def _model(self, cfg: Config, ctx: Context) -> None:
-        self.layout = resolve_layout(cfg.layout)
-        self.device = resolve_device(cfg.device, ctx)
-        if cfg.amp not in (None, "bf16"):
-            raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")
-        if cfg.amp and self.device.type != "cuda":
-            raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
-        torch.manual_seed(cfg.seed)  # same seed, same initial weights in every layout (model.init_weights)
+        adist.seed_all(cfg.seed)  # the same seed on every rank: the same initial weights in every layout
         self.model = build_model(self.layout, self.num_classes, cfg.in_channels, cfg.init, cfg.dropout,
                                  device=self.device, devices=cfg.devices, ctx=ctx)
         if cfg.channels_last:
@@ -202,9 +244,11 @@ class Run:
         self.schedule.load_state_dict(state["schedule"])
         set_lr(self.optimizer, self.schedule.lr)  # no buffers yet: only sets lr
         load_momentum_buffers(self.model, self.optimizer, self.model.from_canonical(state["momentum"]))
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        pairs = state.get("num_pairs", 1)
+        if pairs != self.ctx.num_pairs:
+            self.say(f"note: this checkpoint was written by {pairs} tower pair(s), now {self.ctx.num_pairs}: the "
+                     f"effective batch becomes {self.cfg.batch_size * self.ctx.num_pairs} and the lr continues "
+                     f"from the checkpoint ({self.schedule.lr:g})")
         self.history, self.epoch, self.step = list(state["metrics"]), state["epoch"], state["step"]
         self.best = min((r["val_top1_error"] for r in self.history), default=float("inf"))
         self.run_dir = ckpt.run_dir_of(state["path"])
@@ -218,27 +262,21 @@ class Run:
         return (f"config:\n{cfg.describe()}\n"
                 f"data {data}: {self.num_classes} classes, {len(self.splits.train)} train / {len(self.splits.val)} val "
                 f"images; mean {[round(m, 2) for m in self.mean]}\n"
-                f"layout {self.layout} on {self.spec.device}; {self.lr_rule}; schedule {cfg.schedule}\n"
+                f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}\n"
+                f"{self.lr_rule}; schedule {cfg.schedule}\n"
                 f"run folder {self.run_dir}")
 
     def loaders(self, epoch: int):
-        cfg, ctx = self.cfg, self.ctx
-        pin = self.spec.device.type == "cuda"
-        train = FolderDataset(self.splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop)
-        val = FolderDataset(self.splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop)
-        train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
-        val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
-        val_batch = max(1, cfg.batch_size // cfg.val_crops)
-        return (make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin), len(train_sampler),
-                make_loader(val, val_sampler, val_batch, cfg.workers, pin), len(val_sampler))
+        return epoch_loaders(self.cfg, self.splits, self.ctx, epoch, pin=self.spec.device.type == "cuda")
 
-    def snapshot(self) -> dict:
-        """Checkpoint contents; collective for the tower-parallel layout, so every rank calls it."""
-        rng = dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-        return dict(model=self.model.state_dict(),
-                    momentum=self.model.to_canonical(momentum_buffers(self.model, self.optimizer)),
-                    schedule=self.schedule.state_dict(), step=self.step, rng=rng, config=asdict(self.cfg),
-                    metrics=self.history, classes=self.splits.classes, mean=list(self.mean))
+    def snapshot(self, weights: dict) -> dict:
+        """Checkpoint contents; collective for the tower-parallel layout, so every rank calls it. No RNG
+        state: dropout is reseeded every epoch (train_epoch) and the data's randomness is a function of
+        (seed, epoch, sample), so a resumed run continues as an uninterrupted one would."""
+        return dict(model=weights, momentum=self.model.to_canonical(momentum_buffers(self.model, self.optimizer)),
+                    schedule=self.schedule.state_dict(), step=self.step, config=asdict(self.cfg),
+                    metrics=self.history, classes=self.splits.classes, mean=list(self.mean),
+                    world_size=self.ctx.world_size, num_pairs=self.ctx.num_pairs)
 
     def write_reports(self, weights: dict) -> None:
         try:
@@ -249,14 +287,23 @@ class Run:
             raise TrainError(f"could not write the reports in {self.run_dir} ({e.strerror or e}): free disk space "
                              f"and resume with --resume {self.run_dir}.") from None
 
+    def write_outputs(self, weights: dict, state: dict, epoch: int, is_best: bool) -> str:
+        """Reports and the epoch's checkpoint (main rank only); returns the checkpoint's path."""
+        self.write_reports(weights)
+        return str(ckpt.write_checkpoint(self.run_dir, state, epoch, is_best, self.cfg.keep))
+
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
         train_loader, n_train, val_loader, n_val = self.loaders(epoch)
         lr = get_lr(self.optimizer)
+        # Dropout masks: per rank (each tower its own) and per epoch, so resuming needs no saved RNG state.
+        torch.manual_seed(self.ctx.rank_seed(cfg.seed, epoch))
         try:
             stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, self.ctx, self.corrupt,
                                     n_train, f"epoch {epoch}/{cfg.epochs}", self.step, cfg.max_steps, self.show)
         except NonFiniteLoss as e:
+            if not self.ctx.is_main:
+                raise adist.Stopped(str(e)) from None  # every rank stops; rank 0 says why
             kept = self.last_checkpoint or "none (no epoch finished yet)"
             raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
         self.step += stats.steps
@@ -287,10 +334,9 @@ class Run:
             self.history.append(row)
             is_best = row["val_top1_error"] < self.best
             self.best = min(self.best, row["val_top1_error"])
-            state = self.snapshot()
-            if self.ctx.is_main:
-                self.write_reports(weights)
-                self.last_checkpoint = str(ckpt.write_checkpoint(self.run_dir, state, epoch, is_best, cfg.keep))
+            state = self.snapshot(weights)
+            # Every rank leaves the epoch once its checkpoint is on disk: a rank lost later resumes from it.
+            self.last_checkpoint = self.ctx.on_main(lambda: self.write_outputs(weights, state, epoch, is_best))
             self.say(epoch_line(row, cfg.epochs))
         if self.history:
             best = min(self.history, key=lambda r: r["val_top1_error"])
@@ -309,10 +355,22 @@ def epoch_line(row: dict, epochs: int) -> str:
             f"{colour} | {row['seconds']:.0f} s")
 
 
+def in_world(cfg: Config, ctx: Context | None, work):
+    """work(ctx) in this process's world: joined here unless `ctx` is given (then left again), with a lost
+    peer turned into dist.PeerLost."""
+    own = ctx is None
+    ctx = ctx or make_context(cfg)
+    try:
+        with ctx.guard():
+            return work(ctx)
+    finally:
+        if own:
+            adist.teardown()
+
+
 def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None, log=print) -> list[dict]:
     """Train as `cfg` says; `given` holds the flags set explicitly (they override a resumed run's config)."""
-    ctx = ctx or make_context(cfg)
-    return Run(cfg, ctx, log, given).fit()
+    return in_world(cfg, ctx, lambda ctx: Run(cfg, ctx, log, given).fit())
 
 
 def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
@@ -323,8 +381,11 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
     saved.mean, saved.resume = state["mean"], None
-    ctx = make_context(saved)
-    run = Run(saved, ctx, log)
+    return in_world(saved, None, lambda ctx: _evaluate(Run(saved, ctx, log), state))
+
+
+def _evaluate(run: Run, state: dict) -> dict:
+    ctx = run.ctx  # every rank evaluates: the forward passes are collective in the tower-parallel layout
     run.model.load_state_dict(state["model"])
     run.say(f"evaluating {state['path']} (epoch {state['epoch']}) in layout {run.layout} on {run.spec.device}: "
             f"{len(run.splits.val)} val images of {run.num_classes} classes in {run.root}")
