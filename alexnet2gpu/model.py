@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import conv2d_chunked_weight_grad
 from .lrn import local_response_norm
 
 TOWERS = 2  # the paper's two GPUs
@@ -229,7 +230,8 @@ class TowerStack(nn.Module):
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
-        h = self._lrn_pool(self.conv1(conv1_input(x, pad, self.conv1.weight)), LAYERS[0])
+        h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
+        h = self._lrn_pool(h, LAYERS[0])
         return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
