@@ -185,7 +185,7 @@ class TowerStack(nn.Module):
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
     map of the stack is channels-last: on the CPU oneDNN then runs the convolutions without reordering, and
-    max pooling and the LRN read channels contiguously (docs/BENCHMARKS.md: ~1.09x a training step
+    max pooling and the LRN read channels contiguously (docs/BENCHMARKS.md: 1.05-1.12x a training step
     over the contiguous layout). `stack.to(memory_format=torch.contiguous_format)` gives the contiguous
     layout back; the input follows it.
     """
