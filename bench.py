@@ -8,7 +8,7 @@
     OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
 
 Rows: merged, two-device, torchvision, internal variants (LRN implementations, split vs grouped convs,
-channels-last, torch.compile, bf16 on CUDA), and two-process rows tower-parallel and data-parallel (DDP,
+contiguous vs channels-last layout, torch.compile, bf16 on CUDA), and two-process rows tower-parallel and data-parallel (DDP,
 half the batch each), which bench starts itself. Synthetic input: the loader is not measured. Single-process
 rows are timed round-robin in one process; the median step over --steps timed steps after --warmup, each
 bracketed by a device synchronisation. GFLOP/s counts 2 x forward multiply-adds (x3 for training) from the

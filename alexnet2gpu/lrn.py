@@ -6,14 +6,18 @@ torch.nn.LocalResponseNorm does, so the paper's printed constants give the netwo
 
 Why a hand-written autograd function: `F.local_response_norm` is a composite of ~8 operations (pad,
 avg_pool3d, pow, div...) that autograd differentiates one by one; on a 2-core CPU it was 40-47 % of a
-training step of the merged net (DESIGN.md, platform facts). `LRNFunction` does the window sum with three
-shifted adds over a zero-padded buffer and applies the closed-form backward
+training step of the merged net (DESIGN.md, platform facts). `LRNFunction` applies the closed-form backward
 
     d_j = k + alpha/n * sum_{i in win(j)} a_i^2,    b_j = a_j d_j^-beta,
     dL/da_i = g_i d_i^-beta - 2 beta alpha/n * a_i * sum_{j in win(i)} g_j b_j / d_j
 
 (the window is symmetric, so the backward's sum is the same window sum), saving only a, b, d and d^-beta.
-`lrn_reference` is the formula written out channel by channel, kept for the tests.
+Every step is elementwise, so what costs is memory traffic, not arithmetic (docs/BENCHMARKS.md): the maps
+are processed in chunks of rows small enough to stay in the CPU's cache (`chunk_elements`), each chunk going
+through the whole chain (square, window sum, power, product) before the next is read. The window sum runs
+over a flat buffer in which every tower's row of channels sits between n//2 pad slots on each side, so all
+its shifted adds are long contiguous runs in either memory layout. `lrn_reference` is the formula written
+out channel by channel, kept for the tests.
 """
 from __future__ import annotations
 
@@ -21,68 +25,129 @@ import torch
 import torch.nn.functional as F
 
 LRN_IMPLS = ("fast", "native", "compiled")
+CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
 
 
-def _window_sum(sq_padded: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum over a window of `size` channels along dim 2 of a buffer padded with size//2 zeros on both sides.
+def chunk_elements() -> int:
+    """Elements of one chunk's padded buffer: scaled with the threads that share each elementwise op."""
+    return CHUNK_ELEMENTS_PER_THREAD * max(1, torch.get_num_threads())
 
-    Repeated doubling: windows of 1 -> 2 -> 4 (-> 5 with one more add) for size 5, one pass per add;
-    any odd size falls back to size-1 plain shifted adds.
+
+def _as_rows(x5: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """An N x T x C x H x W tensor as an A x C x B view: rows of one tower's C channels, B = H*W apart
+    (contiguous maps: A = N*T) or adjacent (channels-last maps: A = N*H*W*T, B = 1). Copies only when x5
+    is in neither layout."""
+    n, t, c, h, w = x5.shape
+    if channels_last:
+        return x5.permute(0, 3, 4, 1, 2).contiguous().view(n * h * w * t, c, 1)
+    return x5.contiguous().view(n * t, c, h * w)
+
+
+def _from_rows(rows: torch.Tensor, like5: torch.Tensor) -> torch.Tensor:
+    """Inverse of `_as_rows`: the N x T x C x H x W view of `rows` in the layout `like5` was read in."""
+    n, t, c, h, w = like5.shape
+    if rows.shape[2] == 1 and (h, w) != (1, 1):
+        return rows.view(n, h, w, t, c).permute(0, 3, 4, 1, 2)
+    return rows.view(n, t, c, h, w)
+
+
+def _is_channels_last(x5: torch.Tensor) -> bool:
+    return x5.permute(0, 3, 4, 1, 2).is_contiguous() and not x5.is_contiguous()
+
+
+class _Windows:
+    """Scratch buffers for window sums over `rows` rows of an A x C x B tensor, reused chunk after chunk.
+
+    `padded` is flat: row r's channel i sits at (r*(C+2p) + p + i)*B, with p = size//2 pad slots before and
+    after each row, and B*2p trailing slots so every window of the last row is in range. The window sum of
+    a slot is then the sum of `size` slots B apart, for every row at once: long contiguous adds.
     """
-    c = sq_padded.shape[2] - (size - 1)
-    if size == 5:
-        pairs = sq_padded[:, :, :-1] + sq_padded[:, :, 1:]  # c + 3 windows of 2
-        fours = pairs[:, :, :-2] + pairs[:, :, 2:]  # c + 1 windows of 4
-        return torch.add(fours[:, :, :c], sq_padded[:, :, 4:])
-    total = sq_padded[:, :, :c].clone()
-    for shift in range(1, size):
-        total += sq_padded[:, :, shift:shift + c]
-    return total
+
+    def __init__(self, like: torch.Tensor, rows: int, size: int, pad_value: float):
+        _, c, b = like.shape
+        self.c, self.b, self.size, self.pad = c, b, size, size // 2
+        self.width = (c + 2 * self.pad) * b
+        self.padded = like.new_full((rows * self.width + 2 * self.pad * b,), pad_value)
+        self.pad_value = pad_value
+        if size == 5:
+            self.pairs = like.new_empty(rows * self.width + 3 * b)
+            self.fours = like.new_empty(rows * self.width + b)
+
+    def interior(self, rows: int) -> torch.Tensor:
+        """The rows x C x B view of the channel slots of the first `rows` rows (to write the summands into)."""
+        return self.padded[:rows * self.width].view(rows, -1, self.b)[:, self.pad:self.pad + self.c]
+
+    def sum_into(self, rows: int, out: torch.Tensor) -> torch.Tensor:
+        """Window sums of the first `rows` rows into `out` (rows x C x B)."""
+        n, b, buf = rows * self.width, self.b, self.padded
+        if rows * self.width < buf.numel() - 2 * self.pad * b:  # a short last chunk: reset its trailing pads
+            buf[n:n + 2 * self.pad * b].fill_(self.pad_value)
+        if self.size == 5:  # windows of 2, then 4, then 5: three passes
+            pairs = torch.add(buf[:n + 3 * b], buf[b:n + 4 * b], out=self.pairs[:n + 3 * b])
+            fours = torch.add(pairs[:n + b], pairs[2 * b:n + 3 * b], out=self.fours[:n + b])
+            return torch.add(self._rows(fours, rows, 0), self._rows(buf, rows, 4 * b), out=out)
+        out.copy_(self._rows(buf, rows, 0))
+        for shift in range(1, self.size):
+            out += self._rows(buf, rows, shift * b)
+        return out
+
+    def _rows(self, flat: torch.Tensor, rows: int, offset: int) -> torch.Tensor:
+        return flat[offset:offset + rows * self.width].view(rows, -1, self.b)[:, :self.c]
 
 
-def _padded_like(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """An empty N x T x (C + 2 pad) x H x W buffer in x's memory layout, its pad channels zeroed."""
-    n, t, c, h, w = x.shape
-    if x.dim() == 5 and x.stride(2) == 1 and c > 1:  # channels-last: channels innermost
-        buf = x.new_empty(n, h, w, t, c + 2 * pad).permute(0, 3, 4, 1, 2)
-    else:
-        buf = x.new_empty(n, t, c + 2 * pad, h, w)
-    buf[:, :, :pad].zero_()
-    buf[:, :, c + pad:].zero_()
-    return buf
+def _neg_pow(d: torch.Tensor, beta: float, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """d^-beta into `out`; for the paper's beta = 3/4 as rsqrt(d) * sqrt(rsqrt(d)), 2x cheaper than pow."""
+    if beta == 0.75:
+        torch.rsqrt(d, out=out)
+        return out.mul_(torch.sqrt(out, out=scratch))
+    return torch.pow(d, -beta, out=out)
 
 
 class LRNFunction(torch.autograd.Function):
     """LRN over dim 2 of an N x towers x C x H x W view: each tower normalises only its own C maps."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    def forward(ctx, x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
         if size % 2 == 0:
             raise ValueError(f"the fast LRN needs an odd window size (the paper's is 5), got {size}: use impl='native'.")
-        pad = size // 2
-        sq = _padded_like(x, pad)
-        # alpha/n folded into the squares: one pass over the maps instead of two.
-        torch.addcmul(x.new_zeros(()), x, x, value=alpha / size, out=sq[:, :, pad:pad + x.shape[2]])
-        d = _window_sum(sq, size).add_(k)
-        del sq
-        p = d.pow(-beta)
-        y = x * p
+        channels_last = _is_channels_last(x5)
+        x = _as_rows(x5, channels_last)
+        step = max(1, min(x.shape[0], chunk_elements() // ((x.shape[1] + size - 1) * x.shape[2])))
+        # k/size in every slot, pads included: each window then sums to k + alpha/n * sum a^2 (one pass less).
+        win = _Windows(x, step, size, k / size)
+        bias = x.new_full((), k / size)
+        y, d, p = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+        scratch = x.new_empty((step,) + x.shape[1:])
+        for r0 in range(0, x.shape[0], step):
+            rows = slice(r0, r0 + step)
+            xs, ds, ps = x[rows], d[rows], p[rows]
+            n = xs.shape[0]
+            torch.addcmul(bias, xs, xs, value=alpha / size, out=win.interior(n))
+            win.sum_into(n, ds)
+            _neg_pow(ds, beta, ps, scratch[:n])
+            torch.mul(xs, ps, out=y[rows])
         ctx.save_for_backward(x, y, d, p)
-        ctx.size, ctx.scale = size, 2.0 * beta * alpha / size
-        return y
+        ctx.size, ctx.scale, ctx.step, ctx.channels_last = size, 2.0 * beta * alpha / size, step, channels_last
+        return _from_rows(y, x5)
 
     @staticmethod
-    def backward(ctx, grad_y: torch.Tensor):
+    def backward(ctx, grad_y5: torch.Tensor):
         x, y, d, p = ctx.saved_tensors
-        pad = ctx.size // 2
-        t = _padded_like(x, pad)
-        inner = t[:, :, pad:pad + x.shape[2]]
-        torch.mul(grad_y, y, out=inner)
-        inner.div_(d)
-        window = _window_sum(t, ctx.size)
-        del t, inner
-        grad_x = torch.addcmul(grad_y * p, x, window, value=-ctx.scale)
-        return grad_x, None, None, None, None
+        g = _as_rows(grad_y5, ctx.channels_last)
+        win = _Windows(x, ctx.step, ctx.size, 0.0)
+        grad_x = torch.empty_like(x)
+        window = x.new_empty((ctx.step,) + x.shape[1:])
+        for r0 in range(0, x.shape[0], ctx.step):
+            rows = slice(r0, r0 + ctx.step)
+            gs, out = g[rows], grad_x[rows]
+            n = gs.shape[0]
+            inner = win.interior(n)
+            torch.mul(gs, y[rows], out=inner)
+            inner.div_(d[rows])
+            ws = win.sum_into(n, window[:n])
+            torch.mul(gs, p[rows], out=out)
+            out.addcmul_(x[rows], ws, value=-ctx.scale)
+        return _from_rows(grad_x, grad_y5), None, None, None, None
 
 
 def _native_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:

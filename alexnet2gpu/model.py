@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv import conv2d_chunked_weight_grad
 from .lrn import local_response_norm
 
 TOWERS = 2  # the paper's two GPUs
@@ -155,6 +156,21 @@ def check_input(x: torch.Tensor, in_channels: int) -> int:
 # layout; on the meta device nothing is drawn or allocated, and a seed gives the same weights everywhere.
 
 
+def conv1_input(x: torch.Tensor, pad: int, weight: torch.Tensor) -> torch.Tensor:
+    """`x` zero-padded by `pad` on the right and bottom (PAPER.md §3), in the memory layout of `weight`,
+    in one pass over the image."""
+    layout = torch.channels_last if not weight.is_contiguous() and weight.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+    if not pad:
+        return x.contiguous(memory_format=layout)
+    n, c, h, w = x.shape
+    out = torch.empty(n, c, h + pad, w + pad, dtype=x.dtype, device=x.device, memory_format=layout)
+    out[:, :, h:].zero_()
+    out[:, :, :h, w:].zero_()
+    out[:, :, :h, :w] = x
+    return out
+
+
 class TowerStack(nn.Module):
     """conv1 ... fc7 of `towers` column towers: one tower (towers=1) or both merged (towers=2).
 
@@ -165,6 +181,13 @@ class TowerStack(nn.Module):
     Two internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
     ("fast", "native", "compiled"; see lrn.py) and `conv_impl` ("grouped": one grouped convolution for
     conv2/4/5; "split": one convolution per tower on slices of the same weight, then concatenated).
+
+    Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
+    canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
+    map of the stack is channels-last: on the CPU oneDNN then runs the convolutions without reordering, and
+    max pooling and the LRN read channels contiguously (docs/BENCHMARKS.md: 1.05-1.12x a training step
+    over the contiguous layout). `stack.to(memory_format=torch.contiguous_format)` gives the contiguous
+    layout back; the input follows it.
     """
 
     CONV_IMPLS = ("grouped", "split")
@@ -184,6 +207,7 @@ class TowerStack(nn.Module):
                 module = nn.Linear(fan_in, out)
             setattr(self, layer.name, module)
         self.dropout = nn.Dropout(dropout)
+        self.to(memory_format=torch.channels_last)  # conv weights only (4-d); works on the meta device too
 
     def _conv(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
         conv = getattr(self, layer.name)
@@ -206,8 +230,8 @@ class TowerStack(nn.Module):
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
-        h = F.pad(x, (0, pad, 0, pad)) if pad else x
-        h = self._lrn_pool(self.conv1(h), LAYERS[0])
+        h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
+        h = self._lrn_pool(h, LAYERS[0])
         return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
@@ -267,7 +291,8 @@ class AlexNet(nn.Module):
 
 def canonical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The canonical state dict of any layout (CPU tensors, detached)."""
-    params = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
+    # contiguous copies: checkpoints do not carry the channels-last layout of the convolution weights
+    params = {n: p.detach().cpu().clone(memory_format=torch.contiguous_format) for n, p in model.named_parameters()}
     return model.to_canonical(params)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from alexnet2gpu import lrn
 from alexnet2gpu.lrn import local_response_norm, lrn_reference
 from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
@@ -74,3 +75,31 @@ def test_clear_errors():
         local_response_norm(x, 3, *PAPER)
     with pytest.raises(ValueError, match="odd window size"):
         local_response_norm(x, 2, 4, 1e-4, 0.75, 2.0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_chunks_and_odd_sizes_change_nothing(monkeypatch, channels_last):
+    """Tiny chunks (several rows each and a short last one) give what one chunk gives, in both layouts;
+    window sizes other than 5 take the plain shifted-add path and still match the formula."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 2 * 7, 5, 3, dtype=torch.float64) * 4
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    whole = local_response_norm(x.requires_grad_(), 2, *STRONG)
+    (grad_whole,) = torch.autograd.grad(whole, x, g)
+    # 4 rows of 11 (channels-last: 90 rows of 7 + 4 pads) or of 11 x 15 (contiguous: 6 rows) per chunk,
+    # so the last chunk is short in both layouts
+    monkeypatch.setattr(lrn, "CHUNK_ELEMENTS_PER_THREAD", 4 * 11 * (1 if channels_last else 15) // torch.get_num_threads())
+    chunked = local_response_norm(x, 2, *STRONG)
+    (grad_chunked,) = torch.autograd.grad(chunked, x, g)
+    assert chunked.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(chunked, whole, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grad_chunked, grad_whole, rtol=1e-14, atol=0)
+    small = x[:1].detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: local_response_norm(a, 2, *STRONG), (small,))
+    for size in (3, 7):
+        consts = (size, 0.5, 0.6, 1.5)
+        ref = per_tower(lambda a: lrn_reference(a, *consts), x.detach(), 2)
+        torch.testing.assert_close(local_response_norm(x.detach(), 2, *consts), ref, rtol=1e-12, atol=1e-12)
+        assert torch.autograd.gradcheck(lambda a: local_response_norm(a, 2, *consts), (small,))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet, canonical_shapes
+from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet, canonical_shapes, conv1_input
 
 
 def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:
@@ -37,10 +37,14 @@ def setup():
     return model, x, ref.detach(), dict(zip(weights, grads))
 
 
-@pytest.mark.parametrize("lrn_impl,conv_impl", [("fast", "grouped"), ("native", "grouped"), ("fast", "split")])
-def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl):
+@pytest.mark.parametrize("lrn_impl,conv_impl,layout", [("fast", "grouped", torch.channels_last),
+                                                         ("native", "grouped", torch.channels_last),
+                                                         ("fast", "split", torch.channels_last),
+                                                         ("fast", "grouped", torch.contiguous_format)])
+def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout):
     model, x, ref, ref_grads = setup
     model.stack.lrn_impl, model.stack.conv_impl = lrn_impl, conv_impl
+    model.stack.to(memory_format=layout)
     model.zero_grad(set_to_none=True)
     logits = model(x)
     logits.square().sum().backward()
@@ -62,3 +66,22 @@ def test_unknown_conv_impl_is_a_clear_error():
     model.stack.conv_impl = "fft"
     with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
         model(torch.zeros(1, 3, 224, 224))
+
+
+def test_channels_last_by_default_and_canonical_state_dict_contiguous():
+    model = AlexNet(num_classes=10)
+    assert model.stack.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.stack.conv2.weight.is_contiguous()
+    state = model.state_dict()
+    assert all(v.is_contiguous() for v in state.values())
+    assert {k: tuple(v.shape) for k, v in state.items()} == canonical_shapes(10)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_conv1_input_pads_right_and_bottom_in_the_weights_layout(layout):
+    weight = torch.randn(96, 3, 11, 11).contiguous(memory_format=layout)
+    x = torch.randn(2, 3, 224, 224)
+    padded = conv1_input(x, 3, weight)
+    assert torch.equal(padded, F.pad(x, (0, 3, 0, 3)))  # zeros right and bottom only (PAPER.md §3)
+    assert padded.is_contiguous(memory_format=layout)
+    assert conv1_input(padded, 0, weight).is_contiguous(memory_format=layout)

@@ -55,10 +55,13 @@ def test_logits_loss_and_gradients_match_merged():
 
 
 def test_three_sgd_steps_keep_weights_equal():
-    merged, towers = pair(init="caffe")
+    # float64: in float32 the two layouts' rounding (grouped vs per-tower conv1 backward) flips a near-tie
+    # in some max-pooling window in about one run in three, which moves that window's gradient elsewhere and
+    # makes the next step differ by ~1e-2 however correct both layouts are (measured with either LRN).
+    merged, towers = (m.double() for m in pair(init="caffe"))
     opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4) for m in (merged, towers)]
     for step in range(3):
-        x, y = torch.randn(4, 3, 227, 227) * 60, torch.randint(0, 20, (4,))
+        x, y = torch.randn(4, 3, 227, 227, dtype=torch.float64) * 60, torch.randint(0, 20, (4,))
         for model, opt in zip((merged, towers), opts):
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()

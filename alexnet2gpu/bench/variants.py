@@ -23,20 +23,23 @@ class Variant:
     layout: str = "merged"  # "merged", "two-device" or "torchvision"
     lrn_impl: str = "fast"
     conv_impl: str = "grouped"
-    channels_last: bool = False
+    channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
+    contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout (the default until 2026-11)
     compile: bool = False  # torch.compile the whole model
     amp: str = ""  # "bf16": autocast to bfloat16 (CUDA rows)
     needs: tuple[str, ...] = field(default=())  # "cuda", "compile": skipped unless available / asked for
 
 
 VARIANTS = {v.name: v for v in (
-    Variant("merged", "both towers on one device: grouped conv2/4/5, fast per-tower LRN (the default)"),
+    Variant("merged", "both towers on one device: grouped conv2/4/5, fast per-tower LRN, channels-last "
+                      "(the default)"),
     Variant("two-device", "one process, tower 0 and tower 1 as separate modules (both on the same device "
                           "unless there are two GPUs)", layout="two-device"),
     Variant("torchvision", "torchvision.models.alexnet(weights=None): one tower, no LRN", layout="torchvision"),
     Variant("merged-native-lrn", "merged, LRN by torch.nn.functional.local_response_norm", lrn_impl="native"),
     Variant("merged-split-conv", "merged, conv2/4/5 as one convolution per tower + concatenate", conv_impl="split"),
-    Variant("merged-channels-last", "merged, channels-last memory layout", channels_last=True),
+    Variant("merged-contiguous", "merged in the contiguous N x C x H x W layout (the previous default)",
+            contiguous=True),
     Variant("merged-compiled-lrn", "merged, LRN by torch.compile of the native composite", lrn_impl="compiled",
             needs=("compile",)),
     Variant("merged-compile", "merged, torch.compile of the whole model", compile=True, needs=("compile",)),
@@ -63,6 +66,8 @@ def build_variant(variant: Variant, device: torch.device, num_classes: int = 100
             module.lrn_impl, module.conv_impl = variant.lrn_impl, variant.conv_impl
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if variant.contiguous:
+        model = model.to(memory_format=torch.contiguous_format)
     if variant.compile:
         model = torch.compile(model)
     return model
