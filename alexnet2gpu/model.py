@@ -100,6 +100,13 @@ def check_init(init: str) -> None:
         raise ValueError(f"unknown init scheme {init!r}: choose one of {', '.join(INIT_SCHEMES)}.")
 
 
+def check_arguments(num_classes: int, in_channels: int, init: str) -> None:
+    """The constructor arguments every layout shares, each refused in one sentence."""
+    check_positive("num_classes", num_classes)
+    check_positive("in_channels", in_channels)
+    check_init(init)
+
+
 def init_weights(num_classes: int = 1000, in_channels: int = 3, init: str = "paper") -> dict[str, torch.Tensor]:
     """Canonical weights drawn from the global RNG on the CPU, so every layout starts identical for a seed."""
     check_init(init)
@@ -256,9 +263,7 @@ class AlexNet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5):
         super().__init__()
-        check_positive("num_classes", num_classes)
-        check_positive("in_channels", in_channels)
-        check_init(init)
+        check_arguments(num_classes, in_channels, init)
         self.num_classes, self.in_channels = num_classes, in_channels
         with torch.device("meta"):  # see BUILD_ON_META
             self.stack = TowerStack(TOWERS, in_channels, dropout)

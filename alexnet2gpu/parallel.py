@@ -13,8 +13,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower, share_from_first_tower
-from .model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, canonical_state_dict, check_init, check_input
-from .model import check_positive, init_weights, load_canonical
+from .model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, canonical_state_dict, check_arguments, check_input
+from .model import init_weights, load_canonical
 from .towers import check_device, split_towers
 
 
@@ -30,9 +30,7 @@ class TowerParallelAlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
                  ctx=None, device=None):
         super().__init__()
-        check_positive("num_classes", num_classes)
-        check_positive("in_channels", in_channels)
-        check_init(init)
+        check_arguments(num_classes, in_channels, init)
         if ctx is None or ctx.tower is None or ctx.tower_group is None:
             raise ValueError("the tower-parallel layout needs the Context of dist.setup() in a world of 2, 4, ... "
                              "processes (torchrun --nproc_per_node=2 ...); a single process uses layout 'merged'.")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .comm import gather_local
-from .model import FC8, LAYERS, TOWERS, TowerStack, check_init, check_input, check_positive, init_weights
+from .model import FC8, LAYERS, TOWERS, TowerStack, check_arguments, check_input, init_weights
 from .model import canonical_state_dict, load_canonical
 
 
@@ -72,9 +72,7 @@ class TwoTowerAlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
                  devices=None):
         super().__init__()
-        check_positive("num_classes", num_classes)
-        check_positive("in_channels", in_channels)
-        check_init(init)
+        check_arguments(num_classes, in_channels, init)
         self.num_classes, self.in_channels = num_classes, in_channels
         self.devices = resolve_devices(devices)
         with torch.device("meta"):  # model.BUILD_ON_META: the same weights as every layout for a seed
