@@ -4,12 +4,14 @@
     python bench.py --quick                           # smoke run: small batch, few steps, < 2 min on 2 cores
     python bench.py --batch-sizes 32,64,128 --mode train --json bench.json --plot bench.png
     python bench.py --rows merged,torchvision,merged-native-lrn --steps 11
-    python bench.py --device cuda --compile           # adds the torch.compile rows (slow to compile)
+    python bench.py --device cuda                     # the GPU comparison, torch.compile rows included
+    python bench.py --compile                         # the torch.compile rows on a CPU too (slow to compile)
     OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
 
 Rows: merged, two-device, torchvision, internal variants (LRN implementations, split vs grouped convs,
-contiguous vs channels-last layout, torch.compile, bf16 on CUDA), and two-process rows tower-parallel and data-parallel (DDP,
-half the batch each), which bench starts itself. Synthetic input: the loader is not measured. Single-process
+contiguous vs channels-last layout, torch.compile, bf16 on CUDA), train.py's epoch loop (train-loop), two-process rows
+tower-parallel and data-parallel (DDP, half the batch each), which bench starts itself, and the loader alone
+(input-pipeline). Synthetic input: the loader is not measured except in its own row. Single-process
 rows are timed round-robin in one process; the median step over --steps timed steps after --warmup, each
 bracketed by a device synchronisation. GFLOP/s counts 2 x forward multiply-adds (x3 for training) from the
 layer table; %matmul compares it with a square matrix multiply timed in the same run. See docs/BENCHMARKS.md.
@@ -31,11 +33,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", default="", help="comma list for a sweep, e.g. 32,64,128 (overrides --batch-size)")
     p.add_argument("--mode", default="train,infer", help="train, infer or train,infer (default)")
     p.add_argument("--rows", default="", help="comma list of rows (default: all that can run here)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps per row (default 2; --quick 1)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per row; the median is reported (default 7; --quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per row (default 2, CUDA 3; --quick 1)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per row; the median is reported (default 7, CUDA 15; --quick 3)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads of the one-process rows (default: one per core)")
     p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--compile", action="store_true", help="add the torch.compile rows (minutes of compiling)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="the torch.compile rows (default: on CUDA only; a minute or more of compiling)")
     p.add_argument("--glibc-default-malloc", action="store_true",
                    help="CPU: leave glibc's malloc thresholds alone (default: keep freed memory, see allocator.py)")
     p.add_argument("--data", default=None, metavar="DIR", help="input-pipeline row: train.py's data folder "
@@ -61,8 +65,11 @@ def options(args: argparse.Namespace) -> runner.Options:
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     opts = runner.Options(device=device, batch_sizes=batches, modes=tuple(m.strip() for m in args.mode.split(",")),
                           rows=rows or runner.ALL_ROWS, threads=args.threads,
-                          num_classes=args.num_classes, allow_compile=args.compile,
+                          num_classes=args.num_classes,
+                          allow_compile=args.compile if args.compile is not None else device.startswith("cuda"),
                           keep_freed_memory=not args.glibc_default_malloc, data=args.data, workers=args.workers)
+    if device.startswith("cuda"):
+        opts.warmup, opts.steps = 3, 15  # a GPU step is milliseconds: more of them for a steady median
     if args.quick:
         opts.batch_sizes = batches if args.batch_sizes else (8,)
         opts.rows = rows or runner.QUICK_ROWS

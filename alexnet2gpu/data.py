@@ -7,6 +7,7 @@ whatever their worker count, and a resumed run draws exactly what an uninterrupt
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -274,15 +275,24 @@ def dataset_mean(root, samples, in_channels: int, max_images: int, workers: int,
     return mean
 
 
+@functools.lru_cache(maxsize=None)
+def pca_noise_on(pca: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA_NOISE[pca] on `device`, copied once: a copy from the host each batch would wait for the GPU."""
+    strength, vectors = PCA_NOISE[pca]
+    return strength.to(device), vectors.T.contiguous().to(device)
+
+
 def to_model_input(images: torch.Tensor, alphas: torch.Tensor, mean: torch.Tensor, pca: str | None,
                    device, channels_last: bool = False) -> torch.Tensor:
-    """uint8 crops -> float on `device`, mean subtracted on the 0..255 scale, plus PCA colour noise."""
+    """uint8 crops -> float on `device`, mean subtracted on the 0..255 scale, plus PCA colour noise.
+    Copies from pinned batches do not wait; `mean` is best already on `device` (a copy otherwise)."""
+    device = torch.device(device)
     x = images.to(device, non_blocking=True).float()
     shape = (1,) * (x.dim() - 3) + (-1, 1, 1)  # broadcast over N (and ten crops)
-    x = x - mean.to(device).view(shape)
+    x = x - mean.to(device, non_blocking=True).view(shape)
     if pca and pca != "none":
-        strength, vectors = PCA_NOISE[pca]
-        shift = (alphas.to(device) * strength.to(device)) @ vectors.to(device).T  # N x 3 in R, G, B
+        strength, vectors_t = pca_noise_on(pca, device)
+        shift = (alphas.to(device, non_blocking=True) * strength) @ vectors_t  # N x 3 in R, G, B
         x = x + shift.view(len(shift), 3, 1, 1)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .data import to_model_input
 from .errors import TrainError
+from .prefetch import device_batches
 from .progress import Progress
 
 
@@ -35,9 +36,19 @@ class InputSpec:
     channels_last: bool = False
     amp: str | None = None  # "bf16" on CUDA
 
+    def __post_init__(self):
+        self.mean = self.mean.to(self.device)  # once: a copy from the host per batch would wait for the GPU
+
     def __call__(self, batch, train: bool) -> torch.Tensor:
         return to_model_input(batch.images, batch.alphas, self.mean, self.pca if train else None,
                               self.device, self.channels_last)
+
+    def batches(self, loader, train: bool):
+        """(batch, model input, targets) on the device for each batch of `loader`; on CUDA the next batch's
+        are made on a side stream while the current step runs (prefetch.py)."""
+        prepare = lambda b: (self(b, train), b.targets.to(self.device, non_blocking=True))
+        for batch, (images, targets) in device_batches(loader, prepare, self.device):
+            yield batch, images, targets
 
     def autocast(self):
         if self.amp == "bf16":
@@ -45,23 +56,69 @@ class InputSpec:
         return contextlib.nullcontext()
 
 
+class FiniteGuard:
+    """Keeps a non-finite training loss from ever updating the weights, and names the step it happened at.
+
+    `immediate` (the CPU): read the loss every step and raise before the update (a CPU has no queue to stall).
+    Deferred (CUDA with a fused optimiser): never wait for the device. A flag on the device turns 1 at the
+    first non-finite loss and stays 1; it is the fused SGD's `found_inf`, so that step's update and every
+    later one are skipped on the device; `check()`, called at the log interval and at the end of an epoch,
+    reads it and raises. With several tower pairs the flag is summed over the pairs on the device, so every
+    pair skips and stops together, whichever pair's loss went bad.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, immediate: bool | None = None):
+        fused = bool(optimizer.defaults.get("fused"))
+        self.immediate = device.type != "cuda" or not fused if immediate is None else immediate
+        if not self.immediate and not fused:
+            raise ValueError("a deferred non-finite check needs a fused optimiser (make_optimizer(..., fused=True)).")
+        self.optimizer = optimizer
+        self.bad = torch.zeros((), device=device)  # 1.0 from the first non-finite loss on
+        self.first = torch.zeros(2, dtype=torch.float64, device=device)  # (step, loss) of that first one
+
+    def observe(self, loss: torch.Tensor, step: int, ctx=None) -> None:
+        """Before the update of `step`: stop it (and every later one) if `loss` is not finite."""
+        if self.immediate:
+            value = loss.item()
+            bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
+            if ctx is not None:
+                ctx.sum_over_pairs(bad)
+            if bad.item():
+                raise _non_finite(step, value if not math.isfinite(value) else None)
+            return
+        bad_now = (~torch.isfinite(loss.detach())).float().reshape(())
+        if ctx is not None:
+            ctx.sum_over_pairs(bad_now)
+        newly = (bad_now > 0) & (self.bad == 0)
+        # torch.full, not torch.tensor: a fill kernel, where a copy from the host would wait for the device
+        here = torch.stack([torch.full((), float(step), dtype=torch.float64, device=loss.device),
+                            loss.detach().double().reshape(())])
+        self.first = torch.where(newly, here, self.first)
+        self.bad = torch.maximum(self.bad, (bad_now > 0).float())
+        self.optimizer.found_inf = self.bad  # fused SGD skips its step while this is 1
+
+    def check(self) -> None:
+        """Raise NonFiniteLoss if a loss went non-finite since the start (one device read when deferred)."""
+        if not self.immediate and self.bad.item():
+            step, value = self.first.tolist()
+            raise _non_finite(int(step), value if not math.isfinite(value) else None)
+
+
+def _non_finite(step: int, value: float | None) -> NonFiniteLoss:
+    what = value if value is not None else "non-finite on another tower pair"
+    return NonFiniteLoss(f"the training loss became {what} at step {step}; weights were not updated and "
+                         "the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
+
+
 def train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, ctx=None, autocast=None,
-               check_finite: bool = False, step: int = 0) -> torch.Tensor:
-    """One SGD step on one batch; returns the (detached) loss. With check_finite, a NaN or infinite loss
-    raises NonFiniteLoss on every rank before any weight changes (one device sync per step, and with several
-    tower pairs one tiny all-reduce)."""
+               guard: FiniteGuard | None = None, step: int = 0) -> torch.Tensor:
+    """One SGD step on one batch; returns the (detached) loss, still on the device: reading it waits for the
+    step. With a `guard`, a NaN or infinite loss never updates the weights (see FiniteGuard)."""
     with autocast or contextlib.nullcontext():
         logits = model(images)
     loss = F.cross_entropy(logits.float(), targets.to(logits.device, non_blocking=True))
-    if check_finite:
-        value = loss.item()
-        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], dtype=torch.float64)
-        if ctx is not None:
-            ctx.sum_over_pairs(bad)  # every pair stops together, whichever pair's loss went bad
-        if bad.item():
-            what = value if not math.isfinite(value) else "non-finite on another tower pair"
-            raise NonFiniteLoss(f"the training loss became {what} at step {step}; weights were not updated and "
-                                "the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
+    if guard is not None:
+        guard.observe(loss, step, ctx)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if ctx is not None:
@@ -78,6 +135,7 @@ class EpochStats:
     seconds: float = 0.0
     step_seconds: float = 0.0
     decode_seconds: float = 0.0  # summed over the loader's workers (and over the pairs)
+    wait_seconds: float = 0.0  # the training loop waiting for the loader (this process)
     extra: dict = field(default_factory=dict)
 
 
@@ -98,34 +156,46 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+READ_SECONDS = 1.0  # how often the training loop reads the device (progress bar loss, non-finite check)
+
+
 def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, total_images: int, desc: str,
                     first_step: int = 0, max_steps: int | None = None, show: bool = True) -> EpochStats:
-    """Train over `loader`; stop early once the run's step count reaches max_steps."""
+    """Train over `loader`; stop early once the run's step count reaches max_steps.
+
+    The loop never waits for the device except every READ_SECONDS (the progress bar's loss and the
+    non-finite check) and at the end of the epoch: losses are summed on the device. `step_seconds` is the
+    epoch's time less the time spent waiting for the loader.
+    """
     model.train()
     stats = EpochStats()
+    guard = FiniteGuard(optimizer, spec.device)
     bar = Progress(total_images, desc, enabled=None if show else False)
-    start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    for batch in loader:
-        corrupt.add(batch.corrupt)
-        stats.decode_seconds += batch.seconds
-        if len(batch) == 0:
-            continue
-        if max_steps is not None and first_step + stats.steps >= max_steps:
+    start = last_read = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=spec.device)
+    batches = spec.batches(_counted(loader, corrupt, stats), train=True)
+    while True:
+        wait = time.perf_counter()
+        batch, images, targets = next(batches, (None, None, None))
+        stats.wait_seconds += time.perf_counter() - wait
+        if batch is None or (max_steps is not None and first_step + stats.steps >= max_steps):
             break
-        _test_kill_switch(ctx, first_step + stats.steps + 1)
-        t = time.perf_counter()
-        images = spec(batch, train=True)
-        loss = train_step(model, optimizer, images, batch.targets, ctx, spec.autocast(), check_finite=True,
-                          step=first_step + stats.steps + 1)
-        _sync(spec.device)
-        stats.step_seconds += time.perf_counter() - t
-        loss_sum += loss.double().cpu() * len(batch)
+        step = first_step + stats.steps + 1
+        _test_kill_switch(ctx, step)
+        loss = train_step(model, optimizer, images, targets, ctx, spec.autocast(), guard, step)
+        loss_sum += loss.double() * len(batch)
         stats.images += len(batch)
         stats.steps += 1
-        bar.update(len(batch), f"loss {loss.item():.3f}")
+        text = ""
+        if time.perf_counter() - last_read >= READ_SECONDS:
+            guard.check()
+            text, last_read = f"loss {loss.item():.3f}", time.perf_counter()
+        bar.update(len(batch), text)
+    guard.check()
+    _sync(spec.device)
     bar.close()
     stats.seconds = time.perf_counter() - start
+    stats.step_seconds = stats.seconds - stats.wait_seconds
     # Each pair trained on its own share of the epoch: the epoch's figures are the sums over the pairs.
     totals = torch.tensor([float(loss_sum), stats.images, stats.decode_seconds], dtype=torch.float64)
     if ctx is not None:
@@ -135,6 +205,16 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
     return stats
 
 
+def _counted(loader, corrupt, stats: EpochStats | None = None):
+    """The loader's batches with images; every batch's unreadable paths (and decode time) are recorded."""
+    for batch in loader:
+        corrupt.add(batch.corrupt)
+        if stats is not None:
+            stats.decode_seconds += batch.seconds
+        if len(batch):
+            yield batch
+
+
 @torch.no_grad()
 def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, total_images: int = 0,
              desc: str = "val", show: bool = True) -> dict:
@@ -142,28 +222,25 @@ def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, tot
     softmax probabilities. Sums are added up over tower pairs when there are several."""
     model.eval()
     k = min(5, num_classes)
-    sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 wrong, top-k wrong, images
+    sums = torch.zeros(3, dtype=torch.float64, device=spec.device)  # loss, top-1 wrong, top-k wrong; read once
+    images = 0
     bar = Progress(total_images, desc, enabled=None if show else False)
-    for batch in loader:
-        corrupt.add(batch.corrupt)
-        if len(batch) == 0:
-            continue
-        x = spec(batch, train=False)
+    for batch, x, targets in spec.batches(_counted(loader, corrupt), train=False):
         crops = x.shape[1] if x.dim() == 5 else 1
         with spec.autocast():
             logits = model(x.flatten(0, 1) if crops > 1 else x).float()
         probs = logits.softmax(dim=1).view(len(batch), crops, -1).mean(dim=1)
-        targets = batch.targets.to(probs.device)
+        targets = targets.to(probs.device)
         topk = probs.topk(k, dim=1).indices
-        sums += torch.tensor([
-            float(F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum")),
-            float((topk[:, 0] != targets).sum()),
-            float((topk != targets[:, None]).all(dim=1).sum()),
-            len(batch)], dtype=torch.float64)
+        sums += torch.stack([F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum").double(),
+                             (topk[:, 0] != targets).sum().double(),
+                             (topk != targets[:, None]).all(dim=1).sum().double()])
+        images += len(batch)
         bar.update(len(batch))
     bar.close()
+    totals = torch.tensor(sums.tolist() + [images], dtype=torch.float64)
     if ctx is not None:
-        ctx.sum_over_pairs(sums)  # each pair holds a shard of the val set
-    n = max(1.0, float(sums[3]))
-    return dict(loss=float(sums[0]) / n, top1_error=100 * float(sums[1]) / n, top5_error=100 * float(sums[2]) / n,
-                images=int(sums[3]))
+        ctx.sum_over_pairs(totals)  # each pair holds a shard of the val set
+    n = max(1.0, float(totals[3]))
+    return dict(loss=float(totals[0]) / n, top1_error=100 * float(totals[1]) / n, top5_error=100 * float(totals[2]) / n,
+                images=int(totals[3]))

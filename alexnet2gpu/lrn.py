@@ -18,13 +18,16 @@ through the whole chain (square, window sum, power, product) before the next is 
 over a flat buffer in which every tower's row of channels sits between n//2 pad slots on each side, so all
 its shifted adds are long contiguous runs in either memory layout. `lrn_reference` is the formula written
 out channel by channel, kept for the tests.
+
+On CUDA the default is another implementation: ReLU and LRN fused in Triton kernels (lrn_op.py), which read
+the conv output once and write the normalised maps once; the chunks above are a CPU cache trick.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-LRN_IMPLS = ("fast", "native", "compiled")
+LRN_IMPLS = ("fast", "chunked", "triton", "native", "compiled")
 CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
 
 
@@ -166,27 +169,58 @@ def _compiled_per_tower(x5, size, alpha, beta, k):
     return _compiled(x5, size, alpha, beta, k)
 
 
+def resolve_impl(impl: str, device: torch.device, size: int, after_relu: bool) -> str:
+    """"fast" is the device's fastest: on CUDA with the paper's window, the Triton kernels, which fuse the
+    ReLU before the LRN (`after_relu`: the caller applies both); elsewhere the chunked LRNFunction."""
+    if impl not in LRN_IMPLS:
+        raise ValueError(f"unknown LRN implementation {impl!r}: choose one of {', '.join(LRN_IMPLS)}.")
+    if impl in ("fast", "triton"):
+        from .lrn_op import WINDOW, triton_available
+        usable = after_relu and size == WINDOW and triton_available()
+        if impl == "fast":
+            return "triton" if usable and device.type == "cuda" else "chunked"
+        if not usable:
+            raise ValueError(f"the Triton LRN computes relu then LRN with the paper's window of {WINDOW} and needs "
+                             f"Triton (size {size} here): call relu_local_response_norm, or use impl='chunked'.")
+    return impl
+
+
 def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float,
                         impl: str = "fast") -> torch.Tensor:
     """LRN over channels of each tower separately: x is N x (towers*C) x H x W, tower t owns channels [tC, (t+1)C).
 
-    impl: "fast" (LRNFunction, the default), "native" (torch's composite) or "compiled" (torch.compile of
-    the composite, for benchmarks). All three give the same numbers to rounding.
+    impl: "fast" or "chunked" (LRNFunction), "native" (torch's composite) or "compiled" (torch.compile of the
+    composite, for benchmarks). All give the same numbers to rounding.
     """
     n, c, h, w = x.shape
-    if c % towers:
-        raise ValueError(f"LRN over {c} channels cannot be split into {towers} towers: the channel count must divide.")
+    _check_towers(c, towers)
+    impl = resolve_impl(impl, x.device, size, after_relu=False)
     # Tower channel blocks are contiguous: the view N x T x C/T x H x W keeps the towers apart in any layout.
     x5 = x.unflatten(1, (towers, c // towers))
-    if impl == "fast":
+    if impl == "chunked":
         y5 = LRNFunction.apply(x5, size, alpha, beta, k)
     elif impl == "native":
         y5 = _native_per_tower(x5, size, alpha, beta, k)
-    elif impl == "compiled":
-        y5 = _compiled_per_tower(x5, size, alpha, beta, k)
     else:
-        raise ValueError(f"unknown LRN implementation {impl!r}: choose one of {', '.join(LRN_IMPLS)}.")
+        y5 = _compiled_per_tower(x5, size, alpha, beta, k)
     return y5.flatten(1, 2)
+
+
+def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float,
+                             impl: str = "fast") -> torch.Tensor:
+    """relu(z) then `local_response_norm`: with impl "triton" (CUDA's "fast") one fused op (lrn_op.py); else an
+    in-place ReLU (a convolution's backward does not need its output, so the ReLU may overwrite it) and the LRN."""
+    _check_towers(z.shape[1], towers)
+    if resolve_impl(impl, z.device, size, after_relu=True) == "triton":
+        from .lrn_op import relu_lrn
+        return relu_lrn(z, towers, alpha, beta, k)
+    return local_response_norm(F.relu(z, inplace=True), towers, size, alpha, beta, k, impl)
+
+
+def _check_towers(channels: int, towers: int) -> None:
+    if channels % towers:
+        raise ValueError(f"LRN over {channels} channels cannot be split into {towers} towers: the channel count "
+                         "must divide.")
 
 
 def lrn_reference(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:

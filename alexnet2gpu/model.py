@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import conv2d_chunked_weight_grad
-from .lrn import local_response_norm
+from .lrn import relu_local_response_norm
 
 TOWERS = 2  # the paper's two GPUs
 
@@ -227,10 +227,10 @@ class TowerStack(nn.Module):
         return torch.cat([F.conv2d(x, w, b, conv.stride, conv.padding) for x, w, b in pieces], dim=1)
 
     def _lrn_pool(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
-        # In place: a convolution's backward does not need its output, so ReLU may overwrite it.
-        h = F.relu(h, inplace=True)
         if "lrn" in layer.lrn_pool:
-            h = local_response_norm(h, self.towers, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, self.lrn_impl)
+            h = relu_local_response_norm(h, self.towers, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, self.lrn_impl)
+        else:  # in place: a convolution's backward does not need its output, so ReLU may overwrite it
+            h = F.relu(h, inplace=True)
         if "pool" in layer.lrn_pool:
             h = F.max_pool2d(h, kernel_size=3, stride=2)  # overlapping pooling, paper §3.4
         return h

@@ -13,13 +13,19 @@ from torch import nn
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-                   bias_decay: bool = False) -> torch.optim.SGD:
-    """SGD over two groups: weights (with weight decay) and biases (decay only with bias_decay)."""
+                   bias_decay: bool = False, fused: bool | None = None) -> torch.optim.SGD:
+    """SGD over two groups: weights (with weight decay) and biases (decay only with bias_decay).
+
+    fused (default: when every parameter is on a GPU): one kernel per device and dtype for the whole update,
+    and it takes a `found_inf` flag on the device, which is how a non-finite loss skips the update without
+    the host waiting for the GPU (engine.FiniteGuard)."""
     weights = [p for n, p in model.named_parameters() if not n.endswith("bias")]
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
     groups = [dict(params=weights, weight_decay=weight_decay),
               dict(params=biases, weight_decay=weight_decay if bias_decay else 0.0)]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0.0, nesterov=False)
+    if fused is None:
+        fused = all(p.device.type == "cuda" for p in weights + biases)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0.0, nesterov=False, fused=fused or None)
 
 
 def get_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -1,17 +1,29 @@
-"""What a benchmark prints and writes: the table, the speed goals (issue 5), JSON records and a bar chart."""
+"""What a benchmark prints and writes: the table, the speed goals, JSON records and a bar chart."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
-# (name, numerator row, denominator row, threshold, what): ratios of images/s of training rows in one run.
-GOALS = (
-    ("merged vs torchvision", "merged", "torchvision", 1.0, "images/s ratio"),
-    ("two-device vs merged", "two-device", "merged", 0.95, "images/s ratio"),
-    ("tower-parallel (2 procs) vs merged (1 proc)", "tower-parallel", "merged", 0.9, "images/s ratio"),
-    ("merged vs matrix-multiply rate", "merged", None, 0.60, "fraction of the matmul GFLOP/s"),
-)
+# (name, numerator row, denominator row, threshold, what): ratios of images/s of training rows in one run,
+# per device type. The GPU goals compare like with like: each precision and compile mode with its own.
+GOALS = {
+    "cpu": (
+        ("merged vs torchvision", "merged", "torchvision", 1.0, "images/s ratio"),
+        ("two-device vs merged", "two-device", "merged", 0.95, "images/s ratio"),
+        ("tower-parallel (2 procs) vs merged (1 proc)", "tower-parallel", "merged", 0.9, "images/s ratio"),
+        ("merged vs matrix-multiply rate", "merged", None, 0.60, "fraction of the matmul GFLOP/s"),
+        ("train.py's loop vs merged's bare step", "train-loop", "merged", 0.95, "images/s ratio"),
+    ),
+    "cuda": (
+        ("merged-bf16 vs torchvision-bf16", "merged-bf16", "torchvision-bf16", 1.0, "images/s ratio"),
+        ("merged vs torchvision (fp32)", "merged", "torchvision", 0.9, "images/s ratio"),
+        ("merged-bf16-compile vs torchvision-bf16-compile", "merged-bf16-compile", "torchvision-bf16-compile", 0.9,
+         "images/s ratio"),
+        ("two-device (one GPU) vs merged", "two-device", "merged", 0.95, "images/s ratio"),
+        ("train.py's loop vs merged-bf16's bare step", "train-loop", "merged-bf16", 0.95, "images/s ratio"),
+    ),
+}
 
 
 def _fmt_mem(value) -> str:
@@ -44,11 +56,12 @@ def table(records: list[dict]) -> str:
 
 
 def goals(records: list[dict]) -> list[dict]:
-    """The speed goals of issue 5 at each batch size where their rows were measured (training rows)."""
+    """The speed goals of the records' device type at each batch size where their rows were measured."""
     out = []
     train = {(r["batch_size"], r["variant"]): r for r in records if r["mode"] == "train"}
+    device_type = next((r.get("device_type") for r in records if r.get("device_type")), "cpu")
     for batch in sorted({b for b, _ in train}):
-        for name, num, den, threshold, what in GOALS:
+        for name, num, den, threshold, what in GOALS.get(device_type, ()):
             if (batch, num) not in train or (den and (batch, den) not in train):
                 continue
             top = train[(batch, num)]
@@ -59,7 +72,7 @@ def goals(records: list[dict]) -> list[dict]:
 
 
 def goals_text(results: list[dict]) -> str:
-    lines = ["speed goals (issue 5; training, ratios within this run):"]
+    lines = ["speed goals (training, ratios within this run):"]
     for g in results:
         lines.append(f"  batch {g['batch_size']:4d}  {g['goal']:45s} {g['value']:6.3f}  (goal >= {g['threshold']:.2f})  "
                      f"{'met' if g['met'] else 'NOT MET'}")
@@ -76,11 +89,7 @@ def write_json(path, records: list[dict]) -> None:
 
 def write_plot(path, records: list[dict]) -> None:
     """Images/s per training row (and inference rows when there are no training rows) as a bar chart."""
-    try:
-        from ..plot import bar_chart
-    except ImportError:
-        raise ValueError("--plot needs alexnet2gpu/plot.py (bar_chart), which this checkout does not have yet: "
-                         "drop --plot, or update to a version with the plotting module.") from None
+    from ..plot import bar_chart
     rows = [r for r in records if r["mode"] == "train"] or [r for r in records if r["mode"] == "infer"]
     batches = {r["batch_size"] for r in rows}
     labels = [r["variant"] + (f" @{r['batch_size']}" if len(batches) > 1 else "") for r in rows]

@@ -16,13 +16,15 @@ import torch
 from ..allocator import keep_freed_memory
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
+from .loop import ROW as LOOP_ROW
+from .loop import measure_train_loop, reference_variant
 from .pipeline import ROW as PIPELINE_ROW
 from .pipeline import measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import AMP_DTYPES, VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
-ALL_ROWS = tuple(VARIANTS) + KINDS + (PIPELINE_ROW,)
+ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW,) + KINDS + (PIPELINE_ROW,)
 QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel",
               PIPELINE_ROW)
 
@@ -74,29 +76,60 @@ def run(opts: Options) -> list[dict]:
     cpus = usable_cpus()
     threads = opts.threads or len(cpus)
     torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: as train.py does, for every row alike
     records = []
     for batch in opts.batch_sizes:
         records += _single_process_rows(opts, device, batch, threads)
         rate = next((r["gflops"] for r in records if r["variant"] == "matmul-float32" and r["batch_size"] == batch), 0.0)
+        if LOOP_ROW in opts.rows:
+            records.append(_or_skip(LOOP_ROW, device, batch, lambda: _loop_row(opts, device, batch, records)))
         for kind in (k for k in KINDS if k in opts.rows):
             records += _two_process_row(opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device))
         if PIPELINE_ROW in opts.rows:
-            records.append(_pipeline_row(opts, device, batch))
+            records.append(_or_skip(PIPELINE_ROW, device, batch, lambda: _pipeline_row(opts, device, batch)))
     return records
 
 
+def _or_skip(name: str, device: torch.device, batch: int, measure) -> dict:
+    """measure()'s record, or a skipped record saying why: one row that cannot run never loses the others."""
+    try:
+        return measure()
+    except Exception as error:  # noqa: BLE001 - whatever stops one row, the measured rows are still printed
+        return _skip_record(name, device, batch, first_line(error))
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def _pipeline_row(opts: Options, device: torch.device, batch: int) -> dict:
-    """train.py's loader alone: what it can feed the model per second (issue 4 §8: it must keep up)."""
+    """train.py's loader alone: what it can feed the model per second (it must keep up with the step)."""
     opts.log(f"batch {batch}: {PIPELINE_ROW}")
     r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log)
     return _record(PIPELINE_ROW, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
                    processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}")
 
 
+def _loop_row(opts: Options, device: torch.device, batch: int, records: list[dict]) -> dict:
+    """train.py's epoch loop on in-memory batches, beside the bare step it wraps."""
+    opts.log(f"batch {batch}: {LOOP_ROW}")
+    seconds = measure_train_loop(batch, device, opts.num_classes, opts.warmup, opts.steps)
+    reference = reference_variant(device)
+    base = next((r for r in records if r["variant"] == reference and r["mode"] == "train"
+                 and r["batch_size"] == batch), None)
+    flops = step_flops(variant_multiply_adds(VARIANTS["merged"], opts.num_classes), batch, "train")
+    rate = base["gflops"] / base["peak_fraction"] if base and base["peak_fraction"] else 0.0  # its dtype's matmul
+    return _record(LOOP_ROW, "train", device, batch, seconds, flops, rate, 1,
+                   note=f"engine.train_one_epoch on in-memory uint8 batches, as {reference}")
+
+
 def _record(variant, mode, device, batch, seconds, flops, rate, threads, processes=1, peak=None, exchange=0,
             note="") -> dict:
     gflops = flops / seconds / 1e9
-    return {"variant": variant, "mode": mode, "device": device_name(device), "batch_size": batch,
+    return {"variant": variant, "mode": mode, "device": device_name(device), "device_type": device.type,
+            "batch_size": batch,
             "processes": processes, "threads": threads, "ms_per_step": seconds * 1e3,
             "images_per_s": batch / seconds if mode != "matmul" else 0.0, "gflops": gflops,
             "peak_fraction": gflops / rate if rate else 0.0, "peak_memory_mb": peak,
@@ -118,7 +151,11 @@ def _single_process_rows(opts: Options, device: torch.device, batch: int, thread
             skipped.append((name, why))
             continue
         torch.manual_seed(0)
-        model = build_variant(variant, device, opts.num_classes)
+        try:
+            model = build_variant(variant, device, opts.num_classes)
+        except Exception as error:  # noqa: BLE001 - any failure of one row becomes its note (see _or_skip)
+            skipped.append((name, f"failed: {first_line(error)}"))
+            continue
         amp = AMP_DTYPES[variant.amp]
         x, y = synthetic_batch(batch, opts.num_classes, device, channels_last=variant.channels_last)
         for mode in opts.modes:
@@ -134,11 +171,16 @@ def _single_process_rows(opts: Options, device: torch.device, batch: int, thread
         steps[("matmul", str(dtype).removeprefix("torch."))] = (step, device)
         matmul_flops[dtype] = flops
     peaks = {}
-    for key, (step, dev) in steps.items():
+    for key, (step, dev) in list(steps.items()):
         opts.log(f"batch {batch}: warming up {key[0]} ({key[1]})")
-        time_steps(step, dev, opts.warmup, 0)
-        with PeakMemory(dev) as peak:
-            step()
+        try:  # compiling happens here, and an out-of-memory: either leaves the other rows running
+            time_steps(step, dev, opts.warmup, 0)
+            with PeakMemory(dev) as peak:
+                step()
+        except Exception as error:  # noqa: BLE001
+            del steps[key]
+            skipped.append((key[0], f"{key[1]} failed: {first_line(error)}"))
+            continue
         peaks[key] = None if peak.bytes is None else round(peak.bytes / 2**20, 1)
     log_round = lambda r, n: opts.log(f"batch {batch}: timed round {r}/{n}")
     times = time_round_robin(steps, 0, opts.steps, on_round=log_round)
@@ -162,7 +204,8 @@ def _single_process_rows(opts: Options, device: torch.device, batch: int, thread
 
 
 def _skip_record(name, device, batch, why) -> dict:
-    return {"variant": name, "mode": "skipped", "device": device_name(device), "batch_size": batch, "note": why}
+    return {"variant": name, "mode": "skipped", "device": device_name(device), "device_type": device.type,
+            "batch_size": batch, "note": why}
 
 
 def _two_process_row(opts: Options, device: torch.device, batch: int, kind: str, cpus, threads, rate) -> list[dict]:

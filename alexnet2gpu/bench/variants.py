@@ -24,28 +24,37 @@ class Variant:
     lrn_impl: str = "fast"
     conv_impl: str = "grouped"
     channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
-    contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout (the default until 2026-11)
+    contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout
     compile: bool = False  # torch.compile the whole model
     amp: str = ""  # "bf16": autocast to bfloat16 (CUDA rows)
     needs: tuple[str, ...] = field(default=())  # "cuda", "compile": skipped unless available / asked for
 
 
 VARIANTS = {v.name: v for v in (
-    Variant("merged", "both towers on one device: grouped conv2/4/5, fast per-tower LRN, channels-last "
-                      "(the default)"),
+    Variant("merged", "both towers on one device: grouped conv2/4/5, fast per-tower LRN (fused Triton ReLU+LRN "
+                      "on CUDA), channels-last (the default)"),
     Variant("two-device", "one process, tower 0 and tower 1 as separate modules (both on the same device "
                           "unless there are two GPUs)", layout="two-device"),
     Variant("torchvision", "torchvision.models.alexnet(weights=None): one tower, no LRN", layout="torchvision"),
     Variant("merged-native-lrn", "merged, LRN by torch.nn.functional.local_response_norm", lrn_impl="native"),
     Variant("merged-split-conv", "merged, conv2/4/5 as one convolution per tower + concatenate", conv_impl="split"),
-    Variant("merged-contiguous", "merged in the contiguous N x C x H x W layout (the previous default)",
-            contiguous=True),
+    Variant("merged-contiguous", "merged in the contiguous N x C x H x W layout", contiguous=True),
     Variant("merged-compiled-lrn", "merged, LRN by torch.compile of the native composite", lrn_impl="compiled",
             needs=("compile",)),
     Variant("merged-compile", "merged, torch.compile of the whole model", compile=True, needs=("compile",)),
+    Variant("torchvision-compile", "torchvision's alexnet, torch.compile", layout="torchvision", compile=True,
+            needs=("compile",)),
     Variant("merged-bf16", "merged, bf16 autocast, channels-last", amp="bf16", channels_last=True, needs=("cuda",)),
+    Variant("merged-bf16-split", "merged-bf16 with conv2/4/5 as one convolution per tower", amp="bf16",
+            channels_last=True, conv_impl="split", needs=("cuda",)),
+    Variant("merged-bf16-chunked-lrn", "merged-bf16 with the CPU's chunked LRN instead of the Triton kernels",
+            amp="bf16", channels_last=True, lrn_impl="chunked", needs=("cuda",)),
     Variant("torchvision-bf16", "torchvision's alexnet, bf16 autocast, channels-last", layout="torchvision",
             amp="bf16", channels_last=True, needs=("cuda",)),
+    Variant("merged-bf16-compile", "merged-bf16, torch.compile", amp="bf16", channels_last=True, compile=True,
+            needs=("cuda", "compile")),
+    Variant("torchvision-bf16-compile", "torchvision-bf16, torch.compile", layout="torchvision", amp="bf16",
+            channels_last=True, compile=True, needs=("cuda", "compile")),
 )}
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16}
@@ -87,5 +96,6 @@ def available(variant: Variant, device: torch.device, allow_compile: bool) -> st
     if "cuda" in variant.needs and device.type != "cuda":
         return "needs a CUDA device"
     if "compile" in variant.needs and not allow_compile:
-        return "needs --compile (torch.compile takes minutes on a small CPU)"
+        return "needs --compile (torch.compile takes minutes on a small CPU)" if device.type == "cpu" else \
+            "left out by --no-compile"
     return ""

@@ -1,0 +1,55 @@
+"""The train-loop row: train.py's own epoch loop (engine.train_one_epoch) on in-memory uint8 batches.
+
+It shows what the loop adds to the bare step of the `merged` row (bf16 on CUDA, as `merged-bf16`): the copy of
+each uint8 batch to the device, the mean and PCA colour noise, the progress and loss book-keeping, and
+any wait for the host. No files are decoded: the loader is the input-pipeline row's business.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data import Batch, CorruptLog
+from ..engine import InputSpec, train_one_epoch
+from ..layouts import build_model
+from ..optim import make_optimizer
+from .measure import INPUT_SIZE
+
+ROW = "train-loop"
+IMAGENET_MEAN = (127.3, 119.7, 104.9)  # the original code's ImageNet means: no pass over data needed
+DISTINCT_BATCHES = 2  # cycled, so each step copies a batch from host memory as a real epoch does
+
+
+def _batches(batch: int, num_classes: int, pin: bool) -> list[Batch]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(DISTINCT_BATCHES):
+        images = torch.randint(0, 256, (batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8, generator=gen)
+        b = Batch(images, torch.randn(batch, 3, generator=gen) * 0.1,
+                  torch.randint(0, num_classes, (batch,), generator=gen), [])
+        out.append(b.pin_memory() if pin else b)
+    return out
+
+
+def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmup: int, steps: int) -> float:
+    """Seconds per step of train_one_epoch over `steps` in-memory batches, after `warmup` steps."""
+    torch.manual_seed(0)
+    model = build_model("merged", num_classes, device=device)
+    optimizer = make_optimizer(model, lr=0.01)
+    cuda = device.type == "cuda"
+    spec = InputSpec(device, torch.tensor(IMAGENET_MEAN), pca="paper", channels_last=cuda,
+                     amp="bf16" if cuda else None)
+    batches = _batches(batch, num_classes, pin=cuda)
+    corrupt = CorruptLog(0, log=lambda *a: None)
+
+    def epoch(n: int):
+        loader = (batches[i % len(batches)] for i in range(n))
+        return train_one_epoch(model, optimizer, loader, spec, None, corrupt, n * batch, ROW, show=False)
+
+    epoch(max(1, warmup))
+    stats = epoch(steps)
+    return stats.seconds / stats.steps
+
+
+def reference_variant(device: torch.device) -> str:
+    """The single-process row whose bare step the loop is compared with."""
+    return "merged-bf16" if device.type == "cuda" else "merged"

@@ -1,0 +1,148 @@
+"""Triton kernels of ReLU + local response normalisation per tower (paper §3.3), forward and backward.
+
+For the conv output z of one tower's C channels, a = relu(z), and the window of n channels around i
+clipped at the tower's edges:
+
+    d_i = k + alpha/n * sum_{j in win(i)} a_j^2,        y_i = a_i * d_i^-beta
+    dL/dz_i = [z_i > 0] * (g_i d_i^-beta - 2 beta alpha/n * a_i * sum_{j in win(i)} g_j a_j d_j^(-beta-1))
+
+(the window is symmetric, so the backward's sum runs over the same window). Each program takes a tile of
+BLOCK_P pixels x one tower's channels; a window sum is the sum of the tile loaded at channel shifts -n/2 ..
+n/2, which are cache hits after the first. The backward recomputes d from z instead of saving it: the
+forward reads z and writes y, the backward reads z and g and writes dz, the least memory traffic there is.
+
+Layouts: a pixel p = (image, h, w) of the maps sits at image * stride_n + (h*W + w) * stride_p, and channel c
+of tower t at + (t*C + c) * stride_c: channels-last maps (stride_c 1) and contiguous maps (stride_p 1) alike.
+Arithmetic runs in fp32 (fp64 for fp64 maps). The window size is the paper's n = 5 (`SIZE`).
+
+Imported lazily (Triton compiles on first use); `TRITON_INTERPRET=1` runs these kernels on CPU tensors,
+which is how the CPU test suite checks them.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
+TILE_ELEMENTS = 1024  # pixels x channels per program: the backward keeps ~20 such tiles in registers
+
+
+@triton.jit
+def _relu_at(z_ptr, offsets, c, shift, channels, stride_c, pixel_mask, COMPUTE: tl.constexpr):
+    """relu(z) at channel c + shift of every pixel row; 0 outside the tower (the window is clipped there)."""
+    cc = c + shift
+    mask = pixel_mask[:, None] & ((cc >= 0) & (cc < channels))[None, :]
+    z = tl.load(z_ptr + offsets[:, None] + (cc * stride_c)[None, :], mask=mask, other=0.0).to(COMPUTE)
+    return tl.maximum(z, 0.0)
+
+
+@triton.jit
+def _tile(pid, tower, pixels, hw, stride_n, stride_p, stride_c, channels, BLOCK_P: tl.constexpr,
+          BLOCK_C: tl.constexpr):
+    """Row offsets (int64) of this program's pixels at its tower's first channel, the channel indices, masks."""
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pixel_mask = p < pixels
+    p64 = p.to(tl.int64)
+    offsets = (p64 // hw) * stride_n + (p64 % hw) * stride_p + (tower * channels).to(tl.int64) * stride_c
+    c = tl.arange(0, BLOCK_C)
+    return offsets, c, pixel_mask
+
+
+@triton.jit
+def relu_lrn_forward_kernel(z_ptr, y_ptr, pixels, hw, stride_n, stride_p, stride_c, channels, alpha_n, beta, k,
+                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
+    offsets, c, pixel_mask = _tile(tl.program_id(0), tl.program_id(1), pixels, hw, stride_n, stride_p, stride_c,
+                                   channels, BLOCK_P, BLOCK_C)
+    a_m2 = _relu_at(z_ptr, offsets, c, -2, channels, stride_c, pixel_mask, COMPUTE)
+    a_m1 = _relu_at(z_ptr, offsets, c, -1, channels, stride_c, pixel_mask, COMPUTE)
+    a_0 = _relu_at(z_ptr, offsets, c, 0, channels, stride_c, pixel_mask, COMPUTE)
+    a_p1 = _relu_at(z_ptr, offsets, c, 1, channels, stride_c, pixel_mask, COMPUTE)
+    a_p2 = _relu_at(z_ptr, offsets, c, 2, channels, stride_c, pixel_mask, COMPUTE)
+    d = k + alpha_n * (a_m2 * a_m2 + a_m1 * a_m1 + a_0 * a_0 + a_p1 * a_p1 + a_p2 * a_p2)
+    y = a_0 * tl.exp(-beta * tl.log(d))
+    mask = pixel_mask[:, None] & (c < channels)[None, :]
+    tl.store(y_ptr + offsets[:, None] + (c * stride_c)[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _window_term(g_ptr, offsets, c, shift, channels, stride_c, pixel_mask, a, d, beta, COMPUTE: tl.constexpr):
+    """g_j a_j d_j^(-beta-1) at channel j = c + shift (0 outside the tower)."""
+    cc = c + shift
+    mask = pixel_mask[:, None] & ((cc >= 0) & (cc < channels))[None, :]
+    g = tl.load(g_ptr + offsets[:, None] + (cc * stride_c)[None, :], mask=mask, other=0.0).to(COMPUTE)
+    return g * a * tl.exp((-beta - 1.0) * tl.log(d))
+
+
+@triton.jit
+def relu_lrn_backward_kernel(z_ptr, g_ptr, dz_ptr, pixels, hw, stride_n, stride_p, stride_c, channels, alpha_n,
+                             beta, k, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
+    offsets, c, pixel_mask = _tile(tl.program_id(0), tl.program_id(1), pixels, hw, stride_n, stride_p, stride_c,
+                                   channels, BLOCK_P, BLOCK_C)
+    # relu(z) at shifts -4 .. 4: d at shifts -2 .. 2 needs each of their windows.
+    a_m4 = _relu_at(z_ptr, offsets, c, -4, channels, stride_c, pixel_mask, COMPUTE)
+    a_m3 = _relu_at(z_ptr, offsets, c, -3, channels, stride_c, pixel_mask, COMPUTE)
+    a_m2 = _relu_at(z_ptr, offsets, c, -2, channels, stride_c, pixel_mask, COMPUTE)
+    a_m1 = _relu_at(z_ptr, offsets, c, -1, channels, stride_c, pixel_mask, COMPUTE)
+    a_0 = _relu_at(z_ptr, offsets, c, 0, channels, stride_c, pixel_mask, COMPUTE)
+    a_p1 = _relu_at(z_ptr, offsets, c, 1, channels, stride_c, pixel_mask, COMPUTE)
+    a_p2 = _relu_at(z_ptr, offsets, c, 2, channels, stride_c, pixel_mask, COMPUTE)
+    a_p3 = _relu_at(z_ptr, offsets, c, 3, channels, stride_c, pixel_mask, COMPUTE)
+    a_p4 = _relu_at(z_ptr, offsets, c, 4, channels, stride_c, pixel_mask, COMPUTE)
+    s_m4, s_m3, s_m2, s_m1, s_0 = a_m4 * a_m4, a_m3 * a_m3, a_m2 * a_m2, a_m1 * a_m1, a_0 * a_0
+    s_p1, s_p2, s_p3, s_p4 = a_p1 * a_p1, a_p2 * a_p2, a_p3 * a_p3, a_p4 * a_p4
+    d_m2 = k + alpha_n * (s_m4 + s_m3 + s_m2 + s_m1 + s_0)
+    d_m1 = k + alpha_n * (s_m3 + s_m2 + s_m1 + s_0 + s_p1)
+    d_0 = k + alpha_n * (s_m2 + s_m1 + s_0 + s_p1 + s_p2)
+    d_p1 = k + alpha_n * (s_m1 + s_0 + s_p1 + s_p2 + s_p3)
+    d_p2 = k + alpha_n * (s_0 + s_p1 + s_p2 + s_p3 + s_p4)
+    w = _window_term(g_ptr, offsets, c, -2, channels, stride_c, pixel_mask, a_m2, d_m2, beta, COMPUTE)
+    w += _window_term(g_ptr, offsets, c, -1, channels, stride_c, pixel_mask, a_m1, d_m1, beta, COMPUTE)
+    w += _window_term(g_ptr, offsets, c, 1, channels, stride_c, pixel_mask, a_p1, d_p1, beta, COMPUTE)
+    w += _window_term(g_ptr, offsets, c, 2, channels, stride_c, pixel_mask, a_p2, d_p2, beta, COMPUTE)
+    mask = pixel_mask[:, None] & (c < channels)[None, :]
+    here = offsets[:, None] + (c * stride_c)[None, :]
+    g_0 = tl.load(g_ptr + here, mask=mask, other=0.0).to(COMPUTE)
+    log_d = tl.log(d_0)
+    w += g_0 * a_0 * tl.exp((-beta - 1.0) * log_d)
+    dz = g_0 * tl.exp(-beta * log_d) - 2.0 * beta * alpha_n * a_0 * w
+    dz = tl.where(a_0 > 0.0, dz, 0.0)
+    tl.store(dz_ptr + here, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+
+
+def _geometry(z: torch.Tensor, towers: int):
+    """Kernel arguments describing N x (towers*C) x H x W maps in either memory layout, and the grid."""
+    n, channels, h, w = z.shape
+    per_tower = channels // towers
+    sn, sc, sh, sw = z.stride()
+    if sh == w * sw:  # pixels evenly spaced: channels-last (sw = channels) or contiguous (sw = 1)
+        stride_p = sw
+    else:
+        raise ValueError("the Triton LRN needs contiguous or channels-last maps.")
+    block_c = triton.next_power_of_2(per_tower)
+    block_p = max(1, TILE_ELEMENTS // block_c)
+    grid = (triton.cdiv(n * h * w, block_p), towers)
+    args = (n * h * w, h * w, sn, stride_p, sc, per_tower)
+    return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c,
+                            COMPUTE=tl.float64 if z.dtype == torch.float64 else tl.float32)
+
+
+def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
+    grid, args, meta = _geometry(z, towers)
+    relu_lrn_forward_kernel[grid](z, y, *args, alpha / SIZE, beta, k, **meta)
+    return y
+
+
+def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, towers: int, alpha: float, beta: float,
+                      k: float) -> torch.Tensor:
+    grad = grad.contiguous(memory_format=_memory_format(z))  # the kernel walks g with z's strides
+    dz = torch.empty_like(z)
+    grid, args, meta = _geometry(z, towers)
+    relu_lrn_backward_kernel[grid](z, grad, dz, *args, alpha / SIZE, beta, k, **meta)
+    return dz
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format

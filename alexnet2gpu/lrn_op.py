@@ -1,0 +1,65 @@
+"""ReLU + per-tower LRN as one `torch.library` custom op with its autograd formula (Triton kernels, lrn_kernels.py).
+
+As a custom op with a fake (shape-only) implementation, torch.compile and CUDA graphs take it whole, with no
+graph break: `torch.ops.alexnet2gpu.relu_lrn(z, towers, alpha, beta, k)`. Its backward is a custom op too.
+The op runs where Triton does: CUDA tensors, or any tensor with TRITON_INTERPRET=1 (the CPU tests).
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+WINDOW = 5  # lrn_kernels.SIZE, without importing Triton
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _kernels():
+    from . import lrn_kernels  # Triton is imported on first use only
+    return lrn_kernels
+
+
+@torch.library.custom_op("alexnet2gpu::relu_lrn", mutates_args=())
+def relu_lrn(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """relu(z) then LRN over each tower's channels (window 5), for N x (towers*C) x H x W maps."""
+    return _kernels().relu_lrn_forward(_dense(z), towers, alpha, beta, k)
+
+
+@relu_lrn.register_fake
+def _(z, towers, alpha, beta, k):
+    return torch.empty_like(_dense(z))
+
+
+@torch.library.custom_op("alexnet2gpu::relu_lrn_backward", mutates_args=())
+def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, towers: int, alpha: float, beta: float,
+                      k: float) -> torch.Tensor:
+    return _kernels().relu_lrn_backward(grad, _dense(z), towers, alpha, beta, k)
+
+
+@relu_lrn_backward.register_fake
+def _(grad, z, towers, alpha, beta, k):
+    return torch.empty_like(_dense(z))
+
+
+def _setup_context(ctx, inputs, output):
+    z, towers, alpha, beta, k = inputs
+    ctx.save_for_backward(z)  # not the output: the backward recomputes the window sums from z
+    ctx.params = (towers, alpha, beta, k)
+
+
+def _backward(ctx, grad):
+    (z,) = ctx.saved_tensors
+    return relu_lrn_backward(grad, z, *ctx.params), None, None, None, None
+
+
+relu_lrn.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _dense(z: torch.Tensor) -> torch.Tensor:
+    """z itself when it is channels-last or contiguous (what the kernels walk), else a contiguous copy."""
+    if z.is_contiguous() or z.is_contiguous(memory_format=torch.channels_last):
+        return z
+    return z.contiguous()
