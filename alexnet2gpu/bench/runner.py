@@ -16,13 +16,14 @@ import torch
 from ..allocator import keep_freed_memory
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
+from .pipeline import GPU_ROW as PIPELINE_GPU_ROW
 from .pipeline import ROW as PIPELINE_ROW
 from .pipeline import measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import AMP_DTYPES, VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
-ALL_ROWS = tuple(VARIANTS) + KINDS + (PIPELINE_ROW,)
+ALL_ROWS = tuple(VARIANTS) + KINDS + (PIPELINE_ROW, PIPELINE_GPU_ROW)
 QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel",
               PIPELINE_ROW)
 
@@ -82,15 +83,21 @@ def run(opts: Options) -> list[dict]:
             records += _two_process_row(opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device))
         if PIPELINE_ROW in opts.rows:
             records.append(_pipeline_row(opts, device, batch))
+        if PIPELINE_GPU_ROW in opts.rows:
+            records.append(_pipeline_row(opts, device, batch, decode="gpu"))
     return records
 
 
-def _pipeline_row(opts: Options, device: torch.device, batch: int) -> dict:
+def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str = "cpu") -> dict:
     """train.py's loader alone: what it can feed the model per second (issue 4 §8: it must keep up)."""
-    opts.log(f"batch {batch}: {PIPELINE_ROW}")
-    r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log)
-    return _record(PIPELINE_ROW, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
-                   processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}")
+    row = PIPELINE_GPU_ROW if decode == "gpu" else PIPELINE_ROW
+    if decode == "gpu" and device.type != "cuda":
+        return _skip_record(row, device, batch, "needs a CUDA device (JPEGs decoded with nvJPEG)")
+    opts.log(f"batch {batch}: {row}")
+    r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log, decode=decode)
+    where = " decoded on the device" if decode == "gpu" else ""
+    return _record(row, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
+                   processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}{where}")
 
 
 def _record(variant, mode, device, batch, seconds, flops, rate, threads, processes=1, peak=None, exchange=0,
