@@ -24,7 +24,6 @@ checkpoints/epoch_NNNN.pt (the last --keep) and checkpoints/best.pt.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -74,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
     add("--init", choices=("paper", "caffe"), help="paper: biases 1 (default with --data); caffe: 0.1 (demo)")
     add("--dropout", type=float, help="default 0.5")
     add("--seed", type=int, help="default 0")
-    add("--workers", "-j", type=int, help="data loader processes (default: half the CPU cores, at most 8)")
+    add("--workers", "-j", type=int, help="data loader processes (default: the usable CPU cores minus one, at least 1; "
+                                          "under torchrun each rank takes its share of the machine's cores)")
+    add("--decode", choices=("auto", "cpu", "gpu"),
+        help="where JPEGs are decoded and cropped: cpu (loader workers, PIL), gpu (nvJPEG on the training GPU; "
+             "workers only read files), auto (default): gpu on a CUDA device when the data folder is prepared "
+             "(all images 256x256), else cpu")
     add("--out", help="parent folder of run folders (default runs)")
     add("--run-name", help="run folder name (default run-YYYYmmdd-HHMMSS)")
     add("--resume", help="auto (latest run under --out), a run folder or a checkpoint file")
@@ -101,11 +105,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace):
+    from alexnet2gpu.data import default_workers
     from alexnet2gpu.trainer import Config
 
     given = {k: v for k, v in vars(args).items() if v is not None and v is not False and k != "evaluate"}
     base = DEMO if args.data is None else PAPER
-    values = dict(base, workers=min(8, max(1, (os.cpu_count() or 2) // 2)))
+    values = dict(base, workers=default_workers())
     values.update(given)
     return Config(**values), given
 

@@ -1,12 +1,15 @@
 """Data as in the paper (§2, §4.1; PAPER.md §5): class folders, decode, 256x256, crops, flips, PCA colour noise.
 
 Workers decode and crop to uint8; the float work (mean subtraction, PCA noise) runs on the training device
-(`to_model_input`), so a GPU gets uint8 batches. Every random choice of an image's augmentation is a
-function of (seed, epoch, sample index) only: the two ranks of a tower pair see bit-identical batches
-whatever their worker count, and a resumed run draws exactly what an uninterrupted one would have.
+(`to_model_input`), so a GPU gets uint8 batches. With `decode="gpu"` workers only read the files' bytes, and
+the JPEG decoding and the same crops and flips run on the device too (gpu_decode.py). Every random choice
+of an image's augmentation is a function of (seed, epoch, sample index) only: the two ranks of a tower pair
+see bit-identical batches whatever their worker count, and a resumed run draws exactly what an
+uninterrupted one would have.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -14,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +28,8 @@ from .errors import TrainError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 RESIZE = 256  # shorter side, then the centre 256x256 (paper §2)
 MEAN_FILE = "alexnet2gpu_mean.json"
+PREPARED_FILE = "alexnet2gpu_prepared.json"  # written by the data preparation step: every image is a 256x256 JPEG
+DECODE_MODES = ("cpu", "gpu")
 
 # PCA colour noise (paper §4.1): add V @ (alpha * s) to every pixel, alpha ~ N(0, 0.1^2) once per image.
 # `paper`: ImageNet eigenvalues on 0..1 pixels (fb.resnet.torch) times 255, eigenvectors as columns (rows R, G, B).
@@ -38,7 +44,26 @@ PCA_NOISE = {
 PCA_ALPHA_STD = 0.1
 
 
-# ---------------------------------------------------------------- folders
+# ---------------------------------------------------------------- folders and workers
+
+def default_workers() -> int:
+    """Loader processes when --workers is not given: the cores this process may use, minus one left to the
+    training process, at least 1. Under torchrun the ranks on one machine share its cores, so each rank takes
+    its share (cores / LOCAL_WORLD_SIZE) minus one. No upper bound: decoding JPEGs with PIL on the CPU needs
+    every core to feed a GPU, and with --decode gpu the workers only read files and mostly sleep."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, cores // ranks_here - 1)
+
+
+def is_prepared(root) -> bool:
+    """Whether the data folder was prepared (every image re-encoded as a 256x256 JPEG), as the marker file
+    the preparation step writes into it says."""
+    return (Path(root) / PREPARED_FILE).is_file()
+
 
 def find_classes(folder: Path) -> list[str]:
     folder = Path(folder)
@@ -125,12 +150,19 @@ def ten_crops(a: np.ndarray, crop: int) -> np.ndarray:
 class FolderDataset(torch.utils.data.Dataset):
     """Samples (path, label) in one of three modes: `train` (random crop, flip, PCA alphas), `center`
     (the centre crop) or `ten` (ten crops). Items are indexed by (epoch, index) pairs from `EpochSampler`;
-    an unreadable image gives None and is skipped by `collate`."""
+    an unreadable image gives None and is skipped by `collate`.
 
-    def __init__(self, samples: list[tuple[str, int]], mode: str, in_channels: int = 3, seed: int = 0, crop: int = 224):
+    decode="cpu" (default): the worker decodes and crops. decode="gpu": the worker reads the file's bytes and
+    computes the same crop offsets and flip, and gpu_decode.decode_images decodes and crops on the device."""
+
+    def __init__(self, samples: list[tuple[str, int]], mode: str, in_channels: int = 3, seed: int = 0, crop: int = 224,
+                 decode: str = "cpu"):
         if mode not in ("train", "center", "ten"):
             raise ValueError(f"unknown mode {mode!r}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"unknown decode {decode!r}: choose cpu or gpu.")
         self.samples, self.mode, self.in_channels, self.seed, self.crop = samples, mode, in_channels, seed, crop
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -139,6 +171,8 @@ class FolderDataset(torch.utils.data.Dataset):
         start = time.perf_counter()
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.samples[index]
+        if self.decode == "gpu":
+            return self._encoded(path, label, epoch, index), path, time.perf_counter() - start
         try:
             a = load_image(path, self.in_channels)
         except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files; never stop a run for one
@@ -156,21 +190,64 @@ class FolderDataset(torch.utils.data.Dataset):
             x = torch.from_numpy(ten_crops(a, self.crop)).permute(0, 3, 1, 2)
         return (x, torch.from_numpy(alphas), label), path, time.perf_counter() - start
 
+    def _encoded(self, path: str, label: int, epoch: int, index: int) -> EncodedImage | None:
+        """The file's bytes and its augmentation, or None when the file cannot be read. Outside training the
+        crop is the centre one (ten crops: fixed windows) and there is no noise."""
+        try:
+            data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+        except (OSError, ValueError):
+            return None
+        if data.numel() == 0:
+            return None  # an empty file is no image
+        centre = (RESIZE - self.crop) // 2
+        ox, oy, flip, alphas = centre, centre, False, np.zeros(3, np.float32)
+        if self.mode == "train":
+            ox, oy, flip, alphas = augmentation(self.seed, epoch, index, self.crop)
+        crop_flip = torch.tensor([ox, oy, int(flip)], dtype=torch.int32)
+        return EncodedImage(data, torch.from_numpy(alphas), label, crop_flip, self.mode, self.in_channels, self.crop)
+
+
+class EncodedImage(NamedTuple):
+    """One FolderDataset(decode="gpu") item: what the device needs to decode and crop it as the CPU would."""
+    data: torch.Tensor  # the file's bytes, 1-D uint8
+    alphas: torch.Tensor
+    label: int
+    crop_flip: torch.Tensor  # (x offset, y offset, flip) int32
+    mode: str
+    in_channels: int
+    crop: int
+
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # N x C x crop x crop (ten crops: N x 10 x C x crop x crop), uint8
+    images: torch.Tensor | None  # N x C x crop x crop (ten crops: N x 10 x C x crop x crop), uint8; None while encoded
     alphas: torch.Tensor  # N x 3 PCA noise coefficients (zeros outside training)
     targets: torch.Tensor  # N
     corrupt: list[str]  # paths skipped in this batch because they could not be read
-    seconds: float = 0.0  # time the loader spent decoding and cropping this batch
+    seconds: float = 0.0  # time the loader spent decoding and cropping this batch (reading only, when encoded)
+    # FolderDataset(decode="gpu") batches: still-encoded files, decoded on the device by gpu_decode. The bytes
+    # travel as one tensor: a worker hands each tensor over with its own file descriptor, and N per batch
+    # times the prefetched batches would pass the usual limit of 1024 open files.
+    encoded: torch.Tensor | None = None  # the N files' bytes end to end, 1-D uint8
+    encoded_sizes: list[int] | None = None  # each file's length in bytes
+    crop_flip: torch.Tensor | None = None  # N x 3 int32: x offset, y offset, flip (0/1) of each image's crop
+    paths: list[str] | None = None  # N file paths, to name the images the device cannot decode
+    mode: str | None = None  # the dataset's mode: train, center or ten
+    in_channels: int = 0
+    crop: int = 0
 
     def __len__(self) -> int:
         return len(self.targets)
 
+    def files(self) -> list[torch.Tensor]:
+        """Each encoded file's bytes (views of `encoded`)."""
+        return list(self.encoded.split(self.encoded_sizes))
+
     def pin_memory(self):
-        return Batch(self.images.pin_memory(), self.alphas.pin_memory(), self.targets.pin_memory(), self.corrupt,
-                     self.seconds)
+        # The encoded bytes stay in pageable memory: the JPEG decoder reads them on the host.
+        pin = lambda t: None if t is None else t.pin_memory()
+        return dataclasses.replace(self, images=pin(self.images), alphas=pin(self.alphas),
+                                   targets=pin(self.targets), crop_flip=pin(self.crop_flip))
 
 
 def collate(items) -> Batch:
@@ -180,6 +257,12 @@ def collate(items) -> Batch:
     if not good:
         empty = torch.zeros(0, dtype=torch.uint8)
         return Batch(empty, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), corrupt, seconds)
+    if isinstance(good[0], EncodedImage):
+        first = good[0]
+        paths = [path for item, path, _ in items if item is not None]
+        return Batch(None, torch.stack([g.alphas for g in good]), torch.tensor([g.label for g in good]), corrupt,
+                     seconds, torch.cat([g.data for g in good]), [len(g.data) for g in good],
+                     torch.stack([g.crop_flip for g in good]), paths, first.mode, first.in_channels, first.crop)
     images, alphas, targets = zip(*good)
     return Batch(torch.stack(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds)
 

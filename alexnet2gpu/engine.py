@@ -40,6 +40,8 @@ class InputSpec:
         self.mean = self.mean.to(self.device)  # once: a copy from the host per batch would wait for the GPU
 
     def __call__(self, batch, train: bool) -> torch.Tensor:
+        if batch.images is None:
+            raise ValueError("this batch still holds JPEG bytes: pass it through InputSpec.decode first.")
         return to_model_input(batch.images, batch.alphas, self.mean, self.pca if train else None,
                               self.device, self.channels_last)
 
@@ -49,6 +51,14 @@ class InputSpec:
         prepare = lambda b: (self(b, train), b.targets.to(self.device, non_blocking=True))
         for batch, (images, targets) in device_batches(loader, prepare, self.device):
             yield batch, images, targets
+
+    def decode(self, batch):
+        """A batch of JPEG bytes (FolderDataset(decode="gpu")) decoded and cropped on `device`, images no
+        decoder can read dropped and named in batch.corrupt; any other batch as it is."""
+        if getattr(batch, "encoded", None) is None:
+            return batch
+        from .gpu_decode import decode_batch  # imports torchvision's decoders only for the GPU data path
+        return decode_batch(batch, self.device)
 
     def autocast(self):
         if self.amp == "bf16":

@@ -2,8 +2,9 @@
 
 A batch of 256 uint8 224x224 crops is 38 MB: copied to a GPU on the compute stream, it would hold every
 step up by the copy (and the mean, PCA noise and layout conversion after it). `device_batches` issues that
-work for batch k+1 on a second CUDA stream as soon as step k is queued, so the copy overlaps step k's
-kernels; the compute stream waits for it only when it needs batch k+1. On the CPU it is a plain loop.
+work for batch k+1 (and the JPEG decoding, when the loader decodes on the GPU) on a second CUDA stream as
+soon as step k is queued, so it overlaps step k's kernels; the compute stream waits for it only when it
+needs batch k+1. On the CPU it is a plain loop.
 """
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ def device_batches(loader: Iterable, prepare: Callable, device: torch.device) ->
     side = torch.cuda.Stream(device)
     compute = torch.cuda.current_stream(device)
     pending = None
-    for batch in loader:
-        with torch.cuda.stream(side):
+    batches = iter(loader)
+    while True:
+        with torch.cuda.stream(side):  # a loader that decodes on the GPU (gpu_decode.py) decodes here too
+            batch = next(batches, None)
+            if batch is None:
+                break
             made = prepare(batch)
         ready = torch.cuda.Event()
         ready.record(side)

@@ -20,6 +20,7 @@ from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_m
 from .dist import Context
 from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
+from .gpu_decode import DecodedLoader, resolve_decode
 from .layouts import build_model, resolve_layout as resolve_process_layout
 from .optim import get_lr, load_momentum_buffers, make_optimizer, make_schedule, momentum_buffers, set_lr
 from .report import colourfulness, save_conv1_kernels, save_curves, write_metrics
@@ -67,6 +68,7 @@ class Config:
     train_per_class: int = 0  # built-in set only
     val_per_class: int = 0
     dist_timeout: float = adist.DEFAULT_TIMEOUT_S  # seconds a rank waits on a silent peer (torchrun)
+    decode: str = "auto"  # where JPEGs are decoded: cpu (loader workers), gpu (the device), auto (gpu_decode.py)
 
     def describe(self) -> str:
         return "\n".join(f"  {f.name:16s} {getattr(self, f.name)!r}" for f in fields(self))
@@ -74,12 +76,12 @@ class Config:
 
 # Flags a resumed run may change; everything else comes from the checkpoint so the run continues as it began.
 RESUMABLE = ("epochs", "workers", "max_steps", "out", "layout", "device", "devices", "amp", "channels_last", "compile",
-             "keep", "max_corrupt", "dist_timeout")
+             "keep", "max_corrupt", "dist_timeout", "decode")
 
 
 # Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
 # run begun under torchrun continues in one process, or the other way round, without flags to undo.
-PLACEMENT = ("layout", "device", "devices")
+PLACEMENT = ("layout", "device", "devices", "decode")
 
 
 def resume_config(saved: dict, given: dict) -> Config:
@@ -149,15 +151,16 @@ def check_config(cfg: Config) -> None:
         raise TrainError(f"--mean needs {cfg.in_channels} comma-separated values (one per channel), got {cfg.mean}.")
 
 
-def epoch_loaders(cfg: Config, splits, ctx: Context, epoch: int, pin: bool = False):
+def epoch_loaders(cfg: Config, splits, ctx: Context, epoch: int, pin: bool = False, decode: str = "cpu"):
     """(train loader, its images, val loader, its images) of this rank's tower pair for one epoch.
 
     Sharded by pair, never by rank: both ranks of a pair build the same batches, augmentation included.
     Pair p takes every R-th sample of the epoch's permutation, so the pairs' k-th batches of B together are
     the merged layout's k-th batch of R x B (what the gradient average over the pairs then reproduces).
     """
-    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop)
-    val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop)
+    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop, decode)
+    val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop,
+                        decode)
     train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
     val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
     val_batch = max(1, cfg.batch_size // cfg.val_crops)
@@ -205,6 +208,7 @@ class Run:
             raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")
         if cfg.amp and self.device.type != "cuda":
             raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
+        self.decode = resolve_decode(cfg.decode, self.device, self.root)
         return state
 
     def _find_resume(self, cfg: Config) -> dict | None:
@@ -267,12 +271,16 @@ class Run:
         return (f"config:\n{cfg.describe()}\n"
                 f"data {data}: {self.num_classes} classes, {len(self.splits.train)} train / {len(self.splits.val)} val "
                 f"images; mean {[round(m, 2) for m in self.mean]}\n"
-                f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}\n"
+                f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}; JPEG decode: {self.decode}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
                 f"run folder {self.run_dir}")
 
     def loaders(self, epoch: int):
-        return epoch_loaders(self.cfg, self.splits, self.ctx, epoch, pin=self.spec.device.type == "cuda")
+        train, n_train, val, n_val = epoch_loaders(self.cfg, self.splits, self.ctx, epoch,
+                                                   pin=self.spec.device.type == "cuda", decode=self.decode)
+        if self.decode == "gpu":  # the loops then see decoded batches
+            train, val = DecodedLoader(train, self.spec.decode), DecodedLoader(val, self.spec.decode)
+        return train, n_train, val, n_val
 
     def snapshot(self, weights: dict) -> dict:
         """Checkpoint contents; collective for the tower-parallel layout, so every rank calls it. No RNG
@@ -382,7 +390,8 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
     """Centre-crop and ten-crop errors of a checkpoint on the validation set (the paper's test protocol)."""
     state = ckpt.load_checkpoint(path)
     saved = Config(**{k: v for k, v in state["config"].items() if k in {f.name for f in fields(Config)}})
-    for k in ("data", "workers", "layout", "device", "devices", "batch_size", "amp", "channels_last", "compile"):
+    for k in ("data", "workers", "layout", "device", "devices", "batch_size", "amp", "channels_last", "compile",
+              "decode"):
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
     saved.mean, saved.resume = state["mean"], None

@@ -1,40 +1,43 @@
-"""The input-pipeline row: how many images/s train.py's real loader delivers (JPEG decode, random crop,
-flip in worker processes; mean and PCA noise on the device), to set beside the model's step rate.
+"""The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
+rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
+read the files and the device decodes and crops them (gpu_decode.py). Mean and PCA noise on the device in both.
 
 It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import torch
 
-from ..data import EpochSampler, FolderDataset, make_loader, open_folders, to_model_input
+from ..data import EpochSampler, FolderDataset, default_workers, make_loader, open_folders, to_model_input
 from ..synthetic import ensure_synthetic
 
 ROW = "input-pipeline"
-
-
-def default_workers() -> int:
-    """train.py's default: half the CPU cores, at most 8, at least 1."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+GPU_ROW = "input-pipeline-gpu"
 
 
 def measure_input_pipeline(batch: int, device: torch.device, data: str | None = None, workers: int | None = None,
-                           max_batches: int = 20, log=print) -> dict:
+                           max_batches: int = 20, log=print, decode: str = "cpu") -> dict:
     """Seconds per batch, averaged over up to `max_batches` batches after the first (which pays for starting
-    the workers), and the worker count."""
+    the workers), and the worker count. decode="gpu": the batches are decoded and cropped on `device`
+    (any device: on the CPU decode_jpeg runs libjpeg, which is how the tests run it)."""
+    device = torch.device(device)
     root = data or ensure_synthetic(log=log)
     splits = open_folders(root, None)
-    dataset = FolderDataset(splits.train, "train")
+    dataset = FolderDataset(splits.train, "train", decode=decode)
     workers = default_workers() if workers is None else workers
     loader = make_loader(dataset, EpochSampler(len(dataset), epoch=0), batch, workers, pin=device.type == "cuda")
     mean = torch.tensor([127.3, 119.7, 104.9])  # the original code's ImageNet means (PAPER.md §5): no pass needed
     images, start = 0, None
     for i, b in enumerate(loader):
+        if decode == "gpu":
+            from ..gpu_decode import decode_batch
+            b = decode_batch(b, device)
         to_model_input(b.images, b.alphas, mean, "paper", device)
         if i == 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             start = time.perf_counter()  # the first batch pays for starting the workers
             continue
         images += len(b)

@@ -18,13 +18,14 @@ from .measure import PeakMemory, device_name, make_infer_step, make_train_step, 
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
 from .loop import ROW as LOOP_ROW
 from .loop import measure_train_loop, reference_variant
+from .pipeline import GPU_ROW as PIPELINE_GPU_ROW
 from .pipeline import ROW as PIPELINE_ROW
 from .pipeline import measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import AMP_DTYPES, VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
-ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW,) + KINDS + (PIPELINE_ROW,)
+ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW,) + KINDS + (PIPELINE_ROW, PIPELINE_GPU_ROW)
 QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel",
               PIPELINE_ROW)
 
@@ -88,6 +89,9 @@ def run(opts: Options) -> list[dict]:
             records += _two_process_row(opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device))
         if PIPELINE_ROW in opts.rows:
             records.append(_or_skip(PIPELINE_ROW, device, batch, lambda: _pipeline_row(opts, device, batch)))
+        if PIPELINE_GPU_ROW in opts.rows:
+            records.append(_or_skip(PIPELINE_GPU_ROW, device, batch,
+                                    lambda: _pipeline_row(opts, device, batch, decode="gpu")))
     return records
 
 
@@ -104,12 +108,16 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 
-def _pipeline_row(opts: Options, device: torch.device, batch: int) -> dict:
+def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str = "cpu") -> dict:
     """train.py's loader alone: what it can feed the model per second (it must keep up with the step)."""
-    opts.log(f"batch {batch}: {PIPELINE_ROW}")
-    r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log)
-    return _record(PIPELINE_ROW, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
-                   processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}")
+    row = PIPELINE_GPU_ROW if decode == "gpu" else PIPELINE_ROW
+    if decode == "gpu" and device.type != "cuda":
+        return _skip_record(row, device, batch, "needs a CUDA device (JPEGs decoded with nvJPEG)")
+    opts.log(f"batch {batch}: {row}")
+    r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log, decode=decode)
+    where = " decoded on the device" if decode == "gpu" else ""
+    return _record(row, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
+                   processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}{where}")
 
 
 def _loop_row(opts: Options, device: torch.device, batch: int, records: list[dict]) -> dict:

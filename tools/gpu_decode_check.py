@@ -1,0 +1,271 @@
+"""Check the GPU data path on a CUDA machine: how fast nvJPEG and decode_images are, what the input pipeline
+delivers with --decode gpu and --decode cpu, and that both paths cut the same crops.
+
+    PYTHONPATH=. python3 tools/gpu_decode_check.py --out DIR
+    PYTHONPATH=. python3 tools/gpu_decode_check.py --device cpu --images 64 --out DIR   # the CPU-safe parts
+
+It writes --images photo-like 256x256 JPEGs (quality 90) into class folders in a temporary folder, prints one
+table on stdout (also saved with the figures as DIR/gpu_decode_check.txt and .json), progress on stderr, and
+exits with status 1 and one line on stderr when a check fails. About a minute on a 16-core GPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = 8
+ODD_FILES = ("progressive.jpg", "cmyk.jpg", "grey.jpg", "photo.png", "wide-500x300.jpg", "garbage.jpg")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def photo_like(seed: int, width: int = 256, height: int = 256) -> Image.Image:
+    """A smooth random colour field with detail at two scales plus sensor-like noise: compresses like a photo
+    (flat colours would flatter any decoder)."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    fine = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    pixels = 0.75 * np.asarray(coarse, np.float32) + 0.25 * np.asarray(fine, np.float32)
+    pixels += rng.normal(0, 6, (height, width, 3)).astype(np.float32)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _write_one(job: tuple[str, int]) -> None:
+    path, seed = job
+    photo_like(seed).save(path, quality=90)
+
+
+def generate(root: Path, images: int) -> None:
+    """root/train/cK/*.jpg (images in all) and one image per class in root/val, in parallel."""
+    jobs = []
+    for split, count in (("train", images), ("val", CLASSES)):
+        for k in range(CLASSES):
+            (root / split / f"c{k}").mkdir(parents=True)
+        jobs += [(str(root / split / f"c{i % CLASSES}" / f"{i:06d}.jpg"), i + (10**6 if split == "val" else 0))
+                 for i in range(count)]
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    with multiprocessing.get_context(method).Pool(min(16, os.cpu_count() or 1)) as pool:
+        pool.map(_write_one, jobs, chunksize=16)
+
+
+def link_copies(root: Path, copies: int) -> int:
+    """Link every training file `copies` times more under new names, so the pipeline measurements see many
+    more batches than there are workers (reads come from the page cache either way; decoding is real work)."""
+    files = sorted((root / "train").rglob("*.jpg"))
+    for c in range(1, copies):
+        for f in files:
+            os.symlink(f, f.with_name(f"{f.stem}-copy{c}.jpg"))
+    return len(files) * copies
+
+
+def write_odd_files(folder: Path) -> None:
+    """Files nvJPEG may refuse, and one no decoder reads."""
+    folder.mkdir(parents=True)
+    photo_like(1).save(folder / "progressive.jpg", quality=90, progressive=True)
+    photo_like(2).convert("CMYK").save(folder / "cmyk.jpg", quality=90)
+    photo_like(3).convert("L").save(folder / "grey.jpg", quality=90)
+    photo_like(4).save(folder / "photo.png")
+    photo_like(5, 500, 300).save(folder / "wide-500x300.jpg", quality=90)
+    (folder / "garbage.jpg").write_bytes(b"\xff\xd8\xff this is no image")
+
+
+# ---------------------------------------------------------------- measurements
+
+def batches_of(samples, batch: int, mode: str = "train", decode: str = "gpu", epoch: int = 0):
+    """Collated loader batches of `samples` in order, built here (no workers)."""
+    from alexnet2gpu.data import FolderDataset, collate
+    dataset = FolderDataset(samples, mode, decode=decode)
+    return [collate([dataset[(epoch, i)] for i in range(s, min(s + batch, len(samples)))])
+            for s in range(0, len(samples), batch)]
+
+
+def rate(work, items: int, device, repeats: int) -> float:
+    """Images per second of work() over `repeats` runs after one warm-up run."""
+    import torch
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return items * repeats / (time.perf_counter() - start)
+
+
+def crop_maths_difference(batch, device) -> int:
+    """decode_images' crops against data.py's own slicing of the same decoded pixels: 0 when the device's
+    indexing cuts exactly the CPU path's windows and flips."""
+    import torch
+    from alexnet2gpu import gpu_decode
+    full = torch.stack([gpu_decode.to_256(im) for im in gpu_decode.decode_files(batch.files(), device, 3)])
+    on_device = gpu_decode.crop_batch(full, batch.crop_flip, "train", 224).cpu()
+    worst = 0
+    for n, (ox, oy, flip) in enumerate(batch.crop_flip.tolist()):
+        a = full[n].permute(1, 2, 0).cpu().numpy()[oy:oy + 224, ox:ox + 224]  # FolderDataset's train crop
+        a = a[:, ::-1] if flip else a
+        reference = torch.from_numpy(a.copy()).permute(2, 0, 1)
+        worst = max(worst, int((on_device[n].int() - reference.int()).abs().max()))
+    return worst
+
+
+def path_difference(samples, batch: int, device) -> tuple[int, float]:
+    """Max and mean absolute pixel difference between decode="gpu" crops on `device` and decode="cpu" crops."""
+    from alexnet2gpu.gpu_decode import decode_images
+    worst, total, count = 0, 0.0, 0
+    for gpu, cpu in zip(batches_of(samples, batch), batches_of(samples, batch, decode="cpu")):
+        images, corrupt, _ = decode_images(gpu, device, 3, "train", 224)
+        if corrupt or images.shape != cpu.images.shape:
+            raise CheckFailed(f"decode=gpu gave {tuple(images.shape)} with {len(corrupt)} dropped where decode=cpu "
+                              f"gave {tuple(cpu.images.shape)}: the GPU path loses images.")
+        diff = (images.cpu().int() - cpu.images.int()).abs()
+        worst, total, count = max(worst, int(diff.max())), total + float(diff.float().sum()), count + diff.numel()
+    return worst, total / count
+
+
+def odd_files_report(folder: Path, device) -> str:
+    """Each odd file through decode_images on `device` against the CPU path: kept or dropped, and the mean
+    pixel difference (nvJPEG's refusals go through the CPU fallback)."""
+    from alexnet2gpu.gpu_decode import decode_images
+    samples = [(str(folder / name), 0) for name in ODD_FILES]
+    gpu = batches_of(samples, len(samples), mode="center")[0]
+    cpu = batches_of(samples, len(samples), mode="center", decode="cpu")[0]
+    images, corrupt, kept = decode_images(gpu, device, 3, "center", 224)
+    if corrupt != [str(folder / "garbage.jpg")]:
+        raise CheckFailed(f"the odd files dropped were {corrupt}, not just garbage.jpg: a fallback failed.")
+    parts = []
+    for row, index in enumerate(kept):
+        diff = (images[row].cpu().float() - cpu.images[row].float()).abs().mean()
+        limit = 2.0 if "wide" in ODD_FILES[index] else 1.0  # resized: antialiased bilinear vs PIL's draft + resize
+        if diff > limit:
+            raise CheckFailed(f"{ODD_FILES[index]} differs from the CPU path by {diff:.2f} grey levels on average: "
+                              "its fallback decodes it wrongly.")
+        parts.append(f"{ODD_FILES[index]} {diff:.2f}")
+    return "; ".join(parts) + "; garbage.jpg dropped"
+
+
+def pipeline_rate(root: Path, batch: int, device, decode: str, workers: int, batches: int) -> float:
+    from alexnet2gpu.bench.pipeline import measure_input_pipeline
+    r = measure_input_pipeline(batch, device, str(root), workers, max_batches=batches - 1, log=say, decode=decode)
+    return batch / r["seconds_per_batch"]
+
+
+# ---------------------------------------------------------------- the check
+
+def check(args) -> str:
+    import torch
+    from alexnet2gpu.data import default_workers, open_folders
+    from alexnet2gpu.gpu_decode import decode_images, decode_on_device
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckFailed("no CUDA device here: run it on a GPU machine, or pass --device cpu for the CPU-safe parts.")
+    workers = default_workers() if args.workers is None else args.workers
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    import torchvision
+    with tempfile.TemporaryDirectory(prefix="gpu-decode-check-") as tmp:
+        root = Path(tmp) / "data"
+        say(f"writing {args.images} photo-like 256x256 JPEGs (quality 90) in {root}")
+        generate(root, args.images)
+        write_odd_files(Path(tmp) / "odd")
+        samples = open_folders(root, None).train
+        files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p, _ in samples]
+        size_kb = sum(len(f) for f in files) / len(files) / 1024
+        chunks = [files[s:s + args.batch] for s in range(0, len(files), args.batch)]
+        decoder = "nvJPEG" if device.type == "cuda" else "libjpeg"
+
+        say(f"(a) {decoder} batch decode alone")
+        decode_rate = rate(lambda: [decode_on_device(c, device, 3) for c in chunks], len(files), device, args.repeats)
+        say("(b) decode_images: decode, crop, flip")
+        batches = batches_of(samples, args.batch)
+        crop_rate = rate(lambda: [decode_images(b, device, 3, "train", 224) for b in batches], len(files), device,
+                         args.repeats)
+        say("checking the crop maths and the two paths' pixels")
+        maths = crop_maths_difference(batches[0], device)
+        if maths:
+            raise CheckFailed(f"the device's crops differ from data.py's slicing of the same pixels by up to {maths}: "
+                              "crop_windows cuts the wrong windows.")
+        worst, mean = path_difference(samples[:4 * args.batch], args.batch, device)
+        if mean > 1.0:  # a wrong window or flip differs by tens of grey levels on these images
+            raise CheckFailed(f"decode=gpu and decode=cpu crops differ by {mean:.2f} grey levels on average: "
+                              "the GPU path does not cut the CPU path's crops.")
+        odd = odd_files_report(Path(tmp) / "odd", device)
+
+        copies = max(1, -(-4 * max(1, workers) * args.batch // len(samples)))  # batches: 4x the workers
+        total = link_copies(root, copies)
+        batches_total = total // args.batch
+        if batches_total < 2:
+            raise CheckFailed(f"{total} images make fewer than 2 batches of {args.batch}: pass more --images.")
+        say(f"(c) input pipeline, decode=gpu, {workers} workers, {batches_total} batches")
+        gpu_rate = pipeline_rate(root, args.batch, device, "gpu", workers, batches_total)
+        say(f"(d) input pipeline, decode=cpu, {workers} workers, {batches_total} batches")
+        cpu_rate = pipeline_rate(root, args.batch, device, "cpu", workers, batches_total)
+
+    rows = [(f"(a) {decoder} batch decode alone", decode_rate),
+            ("(b) decode_images: decode + crop + flip", crop_rate),
+            (f"(c) input pipeline, decode=gpu, {workers} workers", gpu_rate),
+            (f"(d) input pipeline, decode=cpu, {workers} workers", cpu_rate)]
+    lines = [f"GPU data path on {name} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
+             f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores): "
+             f"{len(samples)} JPEGs 256x256 q90 ({size_kb:.0f} KB each), batch {args.batch}, 224 crops",
+             f"  {'measurement':52s} {'images/s':>10s}"]
+    lines += [f"  {label:52s} {value:10,.0f}" for label, value in rows]
+    lines += [f"  (c), (d): {total} samples ({copies} links to each file), {batches_total - 1} batches timed",
+              f"  crop maths, device vs data.py slicing of the same pixels: max abs pixel difference {maths}",
+              f"  decode=gpu vs decode=cpu crops ({decoder} vs PIL): max abs pixel difference {worst}, mean {mean:.3f}",
+              f"  fallbacks (mean abs difference to the CPU path): {odd}"]
+    table = "\n".join(lines)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_decode_check.txt").write_text(table + "\n")
+    (out / "gpu_decode_check.json").write_text(json.dumps(dict(
+        device=name, torch=torch.__version__, torchvision=torchvision.__version__, images=len(samples),
+        batch=args.batch, workers=workers, kb_per_image=size_kb, rates={label: value for label, value in rows},
+        crop_maths_max_difference=maths, path_max_difference=worst, path_mean_difference=mean, fallbacks=odd),
+        indent=1))
+    return table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="gpu-decode-check", help="folder for the table and figures (default %(default)s)")
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for the CPU-safe parts")
+    p.add_argument("--images", type=int, default=2048, help="distinct JPEGs to write (default %(default)s)")
+    p.add_argument("--batch", type=int, default=256, help="batch size (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images for (a) and (b)")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.images < CLASSES or args.batch < 1:
+            raise CheckFailed(f"--images must be at least {CLASSES} and --batch at least 1.")
+        print(check(args), flush=True)
+    except CheckFailed as e:
+        print(f"gpu_decode_check: FAILED: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else is a failure of the check too: one line, then the details
+        print(f"gpu_decode_check: FAILED with {type(e).__name__}: {e}", file=sys.stderr)
+        import traceback
+        traceback.print_exc()
+        return 1
+    say(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
