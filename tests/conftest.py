@@ -1,9 +1,14 @@
-"""Shared test set-up: this checkout's package first, and a fixed RNG state for every test."""
+"""Shared test set-up: this checkout's package first, a fixed RNG state for every test, and Triton kernels
+interpreted on CPU tensors where there is no GPU (so the CPU suite checks them too)."""
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when a kernel is defined: before any is imported
 
 # Import this checkout's package, whatever the working directory (an installed copy must not win).
 ROOT = str(Path(__file__).resolve().parents[1])

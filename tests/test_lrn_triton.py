@@ -1,0 +1,88 @@
+"""The fused Triton ReLU + LRN (lrn_op.py, lrn_kernels.py) against the formula, forward and backward.
+
+Without a GPU, conftest.py sets TRITON_INTERPRET=1 and these kernels run on CPU tensors; with one, on the GPU.
+A mismatch means the CUDA default no longer computes relu then the paper's LRN (§3.3) per tower: a wrong
+window or tower edge (edge channels differ), a wrong closed-form backward, or a layout the kernel walks wrongly.
+"""
+import pytest
+import torch
+
+from alexnet2gpu.lrn import lrn_reference, relu_local_response_norm
+from alexnet2gpu.lrn_op import relu_lrn
+from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+PAPER = (LRN_ALPHA, LRN_BETA, LRN_K)
+STRONG = (0.5, 0.75, 2.0)  # a large alpha so the window's effect is far above rounding
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def reference(z: torch.Tensor, towers: int, consts) -> torch.Tensor:
+    """relu then the formula on each tower's channels, in float64."""
+    a = torch.relu(z.double())
+    return torch.cat([lrn_reference(t, LRN_SIZE, *consts) for t in a.chunk(towers, dim=1)], dim=1)
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.double() - want.double()).norm() / want.double().norm()).item()
+
+
+def maps(towers: int, channels: int, dtype, layout, n: int = 3, size: int = 5) -> torch.Tensor:
+    z = torch.randn(n, towers * channels, size, size + 1, dtype=dtype, device=DEVICE) * 3
+    return z.contiguous(memory_format=layout).requires_grad_()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("towers,channels", [(2, 9), (1, 6), (2, 48)])
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-13), (torch.float32, 1e-6)])
+def test_forward_and_backward_match_the_formula(layout, towers, channels, dtype, tolerance):
+    z = maps(towers, channels, dtype, layout)
+    y = relu_lrn(z, towers, *STRONG)
+    want = reference(z.detach(), towers, STRONG)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=layout)
+    assert relative_error(y, want) < tolerance
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, z, g)
+    z64 = z.detach().double().requires_grad_()
+    (want_grad,) = torch.autograd.grad(reference(z64, towers, STRONG), z64, g.double())
+    assert relative_error(grad, want_grad) < tolerance * 10
+
+
+def test_gradcheck_in_float64():
+    z = maps(2, 4, torch.float64, torch.contiguous_format, n=2, size=3)
+    assert torch.autograd.gradcheck(lambda a: relu_lrn(a, 2, *STRONG), (z,))
+
+
+def test_towers_never_mix():
+    """Changing tower 1's maps leaves tower 0's outputs bit-identical (a 96-map LRN would mix 46-49)."""
+    z = maps(2, 48, torch.float32, torch.channels_last).detach()
+    other = z.clone()
+    other[:, 48:] = torch.randn_like(other[:, 48:]) * 3
+    assert torch.equal(relu_lrn(z, 2, *STRONG)[:, :48], relu_lrn(other, 2, *STRONG)[:, :48])
+
+
+def test_paper_constants_and_the_dispatch():
+    """impl="triton" through relu_local_response_norm is the op, with the paper's constants."""
+    z = maps(2, 9, torch.float64, torch.channels_last).detach() * 40  # conv-output scale: the window matters
+    y = relu_local_response_norm(z, 2, LRN_SIZE, *PAPER, impl="triton")
+    assert relative_error(y, reference(z, 2, PAPER)) < 1e-13
+
+
+def test_triton_refuses_what_it_cannot_compute():
+    z = maps(2, 4, torch.float32, torch.contiguous_format).detach()
+    with pytest.raises(ValueError, match="window of 5"):
+        relu_local_response_norm(z, 2, 3, *PAPER, impl="triton")
+    from alexnet2gpu.lrn import local_response_norm
+    with pytest.raises(ValueError, match="relu_local_response_norm"):  # no ReLU of its own: not the fused op
+        local_response_norm(z, 2, LRN_SIZE, *PAPER, impl="triton")
+
+
+def test_compiles_without_a_graph_break():
+    """fullgraph=True fails on any graph break: the op's fake implementation and autograd formula suffice."""
+    z = maps(2, 4, torch.float32, torch.channels_last, n=2, size=3)
+    fn = torch.compile(lambda a: relu_lrn(a, 2, *STRONG) * 2.0, fullgraph=True, backend="aot_eager")
+    y = fn(z)
+    (grad,) = torch.autograd.grad(y.sum(), z)
+    (want,) = torch.autograd.grad((relu_lrn(z, 2, *STRONG) * 2.0).sum(), z)
+    torch.testing.assert_close(y, relu_lrn(z, 2, *STRONG) * 2.0)
+    torch.testing.assert_close(grad, want)
