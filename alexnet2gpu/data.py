@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 
 from .errors import TrainError
+from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-RESIZE = 256  # shorter side, then the centre 256x256 (paper §2)
 MEAN_FILE = "alexnet2gpu_mean.json"
 
 # PCA colour noise (paper §4.1): add V @ (alpha * s) to every pixel, alpha ~ N(0, 0.1^2) once per image.
@@ -92,14 +91,7 @@ def load_image(path: str, in_channels: int) -> np.ndarray:
     """Decode, rescale the shorter side to 256, take the centre 256x256 -> 256 x 256 x C uint8."""
     with Image.open(path) as im:
         im.draft("RGB" if in_channels == 3 else "L", (RESIZE, RESIZE))  # JPEG: decode at a reduced scale >= 256
-        im = im.convert("RGB" if in_channels == 3 else "L")
-        w, h = im.size
-        scale = RESIZE / min(w, h)
-        if (w, h) != (RESIZE, RESIZE):
-            im = im.resize((max(RESIZE, round(w * scale)), max(RESIZE, round(h * scale))), Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - RESIZE) // 2, (h - RESIZE) // 2
-            im = im.crop((left, top, left + RESIZE, top + RESIZE))
+        im = resize_center(im.convert("RGB" if in_channels == 3 else "L"))  # a 256x256 file is used as decoded
         a = np.asarray(im, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
