@@ -1,8 +1,8 @@
 """Pixels without torch: the paper's 256x256 geometry (§2) and any PIL image as 8-bit RGB.
 
 Shared by the training loader (data.load_image) and the one-time down-sampling (prepare.py), so a prepared
-image holds what training would have computed from the original, up to the JPEG re-encoding. No torch
-import here: prepare's worker processes start in milliseconds.
+image holds what training would have computed from the original, up to the JPEG re-encoding. PIL and
+numpy only.
 """
 from __future__ import annotations
 
