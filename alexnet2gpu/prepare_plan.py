@@ -61,6 +61,11 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir())
 
 
+def flat_images(folder: Path) -> list[str]:
+    """Image files directly in `folder` (ILSVRC's flat val/), by name."""
+    return sorted(f.name for f in folder.iterdir() if f.is_file() and is_image(f.name))
+
+
 def class_pairs(src_class: Path, dst_class: Path) -> list[tuple[str, str]]:
     """(source, output) for every image under one class folder, sub-folders kept."""
     pairs = []
@@ -101,10 +106,11 @@ def plan_jobs(src: Path, dst: Path, val_labels: str | None, tmp_suffix: str) -> 
     for split in splits:
         classes = class_folders(src / split)
         pairs = [p for c in classes for p in class_pairs(src / split / c, dst / split / c)]
-        flat = sorted(f.name for f in (src / split).iterdir() if f.is_file() and is_image(f.name)) if split == "val" else []
+        flat = flat_images(src / split) if split == "val" else []
         if flat:
-            pairs += flat_val_pairs(plan, src, dst, flat, val_labels, train_classes)
-            classes = sorted(set(classes) | {Path(out).parent.name for _, out in pairs})
+            flat_pairs = flat_val_pairs(plan, src, dst, flat, val_labels, train_classes)
+            pairs += flat_pairs
+            classes = sorted(set(classes) | {Path(out).parent.name for _, out in flat_pairs})
         if not classes:
             raise PrepareError(f"{src / split} has no class folders{' and no images' if split == 'val' else ''}: put "
                                f"each class's images in {src / split}/<class>/ (ILSVRC: <wnid>/*.JPEG).")

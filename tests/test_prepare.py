@@ -38,7 +38,8 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height pixels and holds none: PIL refuses it at open (a decompression bomb)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def make_tree(src: Path) -> None:
@@ -228,6 +229,16 @@ def test_text_labels_with_or_without_file_names(tmp_path, text):
     src = flat_val_tree(tmp_path, text)
     prepare(src, tmp_path / "dst", workers=1, log=quiet)
     assert outputs(tmp_path / "dst") == {"val/n05/v0.JPEG", "val/n07/v1.JPEG", "val/n05/v2.JPEG"}
+
+
+def test_class_folders_and_sub_folders_beside_a_flat_val(tmp_path):
+    src = flat_val_tree(tmp_path, "n05\nn07\nn05\n")
+    (src / "val" / "n09" / "sub").mkdir(parents=True)
+    photo_like(7, 300, 260).save(src / "val" / "n09" / "sub" / "deep.png")
+    marker = prepare(src, tmp_path / "dst", workers=1, log=quiet)
+    assert outputs(tmp_path / "dst") == {"val/n05/v0.JPEG", "val/n07/v1.JPEG", "val/n05/v2.JPEG",
+                                         "val/n09/sub/deep.jpg"}
+    assert marker["splits"]["val"]["classes"] == 3
 
 
 @pytest.mark.parametrize("text, message", [
