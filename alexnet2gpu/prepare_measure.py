@@ -107,6 +107,12 @@ def decode_ms(path: Path, draft: bool, repeats: int = 20) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the pool's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=200, help="sources for the speed run (default 200)")
@@ -123,7 +129,8 @@ def main(argv=None) -> int:
         print(f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; {len(sources)} sources {args.size}")
         print("quality  KiB/image  PSNR dB (mean)  PSNR dB (worst)  decode ms")
         for r in quality_table(sources[:50], [int(q) for q in args.qualities.split(",")]):
-            print(f"{r['quality']:7d}  {r['kib']:9.1f}  {r['psnr']:14.2f}  {r['psnr_min']:15.2f}  {r['decode_ms']:9.2f}")
+            print(f"{r['quality']:7d}  {r['kib']:9.1f}  {r['psnr']:14.2f}  {r['psnr_min']:15.2f}  "
+                  f"{r['decode_ms']:9.2f}")
         print(f"the sources themselves (quality {SOURCE_QUALITY}, full size): "
               f"{source_psnr(20, width, height):.2f} dB against their originals")
         for w, h in ((width, height), (2 * width, 2 * height)):
@@ -131,12 +138,14 @@ def main(argv=None) -> int:
             photo_like(0, w, h).save(big, quality=SOURCE_QUALITY)
             print(f"{w}x{h} source to 256x256: {decode_ms(big, True):.1f} ms with draft, "
                   f"{decode_ms(big, False):.1f} ms without")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         marker = prepare(root / "src", root / "dst", workers=workers, log=lambda line: None)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         done = marker["splits"]["train"]["written"]
         print(f"prepare: {done} images in {seconds:.2f} s with {workers} workers: {done / seconds:.0f} images/s, "
               f"{done / seconds / workers:.0f} per worker (includes start-up and the final sync)")
+        print(f"CPU time: {cpu / done * 1000:.1f} ms per image (all processes), so {done / cpu:.0f} images/s "
+              "per core that prepare has to itself")
     return 0
 
 
