@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import PrepareError, PrepareFailed
 from .imaging import RESIZE, resize_center, to_rgb
-from .prepare_plan import Job, plan_jobs
+from .prepare_plan import Job, Plan, plan_jobs
 from .progress import Progress, format_seconds
 
 FORMAT = "alexnet2gpu-prepared-v1"
@@ -120,17 +120,20 @@ def run_jobs(jobs: list[Job], quality: int, workers: int, log=say):
         gc.freeze()  # forked workers then never touch (and so copy) the main process's 1.33 M jobs
         pool = multiprocessing.Pool(workers, _init_worker, (os.getpid(),))
         results = pool.imap_unordered(prepare_one, tasks, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
-    with pool:
-        for job, reason, write_error in results:
-            if write_error:
-                raise PrepareFailed(f"could not write {write_error}; finished images are kept: free space or fix "
-                                    "permissions, then rerun the same command to continue.")
-            progress.update(1)
-            if not progress.enabled and time.monotonic() - last_line >= LOG_EVERY_S:
-                last_line = time.monotonic()
-                log(progress.line())
-            yield job, reason
-    progress.close()
+    try:
+        with pool:
+            for job, reason, write_error in results:
+                if write_error:
+                    raise PrepareFailed(f"could not write {write_error}; finished images are kept: free space or "
+                                        "fix permissions, then rerun the same command to continue.")
+                progress.update(1)
+                if not progress.enabled and time.monotonic() - last_line >= LOG_EVERY_S:
+                    last_line = time.monotonic()
+                    log(progress.line())
+                yield job, reason
+    finally:
+        gc.unfreeze()
+        progress.close()
 
 
 def prepare(src, dst, quality: int = DEFAULT_QUALITY, workers: int | None = None, val_labels: str | None = None,
@@ -140,27 +143,35 @@ def prepare(src, dst, quality: int = DEFAULT_QUALITY, workers: int | None = None
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
     check_arguments(src, dst, quality, workers)
     start = time.perf_counter()
-    with exclusive(dst):
-        plan = plan_jobs(src, dst, val_labels, TMP_SUFFIX)
-        counts = {split: dict(written=0, skipped=plan.skipped[split], failed=0) for split in plan.splits}
-        failures = list(plan.unlabelled)
-        if failures:
-            counts["val"]["failed"] += len(failures)
-        workers = min(workers, max(1, len(plan.jobs)))
-        log(f"prepare: {src} -> {dst}: {plan.describe()}; {sum(plan.skipped.values())} already done, "
-            f"{len(plan.jobs)} to write at quality {quality} with {workers} worker(s)")
-        for job, reason in run_jobs(plan.jobs, quality, workers, log):
-            counts[job.split]["failed" if reason else "written"] += 1
-            if reason:
-                failures.append((job.source, reason))
-        write_errors(dst, failures)
-        os.sync()  # every image reaches the disk before the marker says the folder is done
-        marker = dict(format=FORMAT, size=RESIZE, quality=quality, source=str(src.resolve()),
-                      splits={s: dict(counts[s], classes=plan.splits[s]) for s in plan.splits},
-                      val_labels=str(plan.labels_file.resolve()) if plan.labels_file else None,
-                      finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                      seconds=round(time.perf_counter() - start, 1), version=package_version())
-        write_json_atomic(dst / MARKER, marker)
+    try:
+        with exclusive(dst):
+            return run_plan(plan_jobs(src, dst, val_labels, TMP_SUFFIX), src, dst, quality, workers, start, log)
+    except OSError as e:  # a folder that cannot be listed or made, a full disk for the errors file or the marker
+        raise PrepareFailed(f"{e.filename or dst}: {e.strerror or e}; finished images are kept: fix that, then rerun "
+                            "the same command to continue.") from None
+
+
+def run_plan(plan: Plan, src: Path, dst: Path, quality: int, workers: int, start: float, log) -> dict:
+    """Write the planned images, the errors file and the marker; log the start line and the summary."""
+    counts = {split: dict(written=0, skipped=plan.skipped[split], failed=0) for split in plan.splits}
+    failures = list(plan.unlabelled)
+    if failures:
+        counts["val"]["failed"] += len(failures)
+    workers = min(workers, max(1, len(plan.jobs)))
+    log(f"prepare: {src} -> {dst}: {plan.describe()}; {sum(plan.skipped.values())} already done, "
+        f"{len(plan.jobs)} to write at quality {quality} with {workers} worker(s)")
+    for job, reason in run_jobs(plan.jobs, quality, workers, log):
+        counts[job.split]["failed" if reason else "written"] += 1
+        if reason:
+            failures.append((job.source, reason))
+    write_errors(dst, failures)
+    os.sync()  # every image reaches the disk before the marker says the folder is done
+    marker = dict(format=FORMAT, size=RESIZE, quality=quality, source=str(src.resolve()),
+                  splits={s: dict(counts[s], classes=plan.splits[s]) for s in plan.splits},
+                  val_labels=str(plan.labels_file.resolve()) if plan.labels_file else None,
+                  finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                  seconds=round(time.perf_counter() - start, 1), version=package_version())
+    write_json_atomic(dst / MARKER, marker)
     total = {k: sum(c[k] for c in counts.values()) for k in ("written", "skipped", "failed")}
     listed = f" (listed in {dst / ERRORS})" if failures else ""
     log(f"prepare: done in {format_seconds(marker['seconds'])}: {total['written']} written, {total['skipped']} "

@@ -281,6 +281,27 @@ def test_bad_arguments_are_one_sentence_and_exit_2(done, tmp_path, capsys):
         assert err.startswith("prepare: error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_a_full_disk_stops_with_one_sentence_and_exit_1(tmp_path, monkeypatch, capsys):
+    src = flat_val_tree(tmp_path, "n05\nn07\nn05\n")
+
+    def full(image, path, quality):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(prep, "write_jpeg_atomic", full)
+    assert main([str(src), str(tmp_path / "dst"), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prepare: error: could not write ") and "No space left on device" in err
+    assert "rerun the same command" in err and err.count("\n") == 1 and not (tmp_path / "dst" / MARKER).exists()
+
+
+def test_an_unwritable_output_folder_stops_with_one_sentence_and_exit_1(tmp_path, capsys):
+    src = flat_val_tree(tmp_path, "n05\nn07\nn05\n")
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "val").write_text("a file where prepare needs a folder")
+    assert main([str(src), str(tmp_path / "dst")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prepare: error: ") and "rerun the same command" in err and err.count("\n") == 1
+
+
 def test_a_second_run_on_the_same_folder_is_refused(done, tmp_path, capsys):
     src, _, _, _ = done
     (tmp_path / "dst").mkdir()
