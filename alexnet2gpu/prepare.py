@@ -147,8 +147,8 @@ def prepare(src, dst, quality: int = DEFAULT_QUALITY, workers: int | None = None
         with exclusive(dst):
             return run_plan(plan_jobs(src, dst, val_labels, TMP_SUFFIX), src, dst, quality, workers, start, log)
     except OSError as e:  # a folder that cannot be listed or made, a full disk for the errors file or the marker
-        raise PrepareFailed(f"{e.filename or dst}: {e.strerror or e}; finished images are kept: fix that, then rerun "
-                            "the same command to continue.") from None
+        raise PrepareFailed(f"cannot use {e.filename or dst} ({e.strerror or e}); finished images are kept: fix that, "
+                            "then rerun the same command to continue.") from None
 
 
 def run_plan(plan: Plan, src: Path, dst: Path, quality: int, workers: int, start: float, log) -> dict:
