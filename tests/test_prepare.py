@@ -4,6 +4,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -154,7 +155,7 @@ def test_training_uses_a_prepared_file_exactly_as_decoded(done):
 def test_rerun_skips_finished_outputs_and_removes_temporaries(done, tmp_path):
     src, dst, _, _ = done
     copy = tmp_path / "dst"
-    subprocess.run(["cp", "-a", str(dst), str(copy)], check=True)
+    shutil.copytree(dst, copy)
     (copy / "train" / "n01" / f"big_1.JPEG.123{TMP_SUFFIX}").write_bytes(b"half a file")
     (copy / "train" / "n01" / "grey.JPEG").write_bytes(b"")  # empty after a power cut: not done
     lines = []
