@@ -24,9 +24,8 @@ import torch
 from PIL import Image
 
 from .errors import TrainError
+from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-RESIZE = 256  # shorter side, then the centre 256x256 (paper §2)
 MEAN_FILE = "alexnet2gpu_mean.json"
 PREPARED_FILE = "alexnet2gpu_prepared.json"  # written by the data preparation step: every image is a 256x256 JPEG
 DECODE_MODES = ("cpu", "gpu")
@@ -118,14 +117,7 @@ def load_image(path: str, in_channels: int) -> np.ndarray:
     """Decode, rescale the shorter side to 256, take the centre 256x256 -> 256 x 256 x C uint8."""
     with Image.open(path) as im:
         im.draft("RGB" if in_channels == 3 else "L", (RESIZE, RESIZE))  # JPEG: decode at a reduced scale >= 256
-        im = im.convert("RGB" if in_channels == 3 else "L")
-        w, h = im.size
-        scale = RESIZE / min(w, h)
-        if (w, h) != (RESIZE, RESIZE):
-            im = im.resize((max(RESIZE, round(w * scale)), max(RESIZE, round(h * scale))), Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - RESIZE) // 2, (h - RESIZE) // 2
-            im = im.crop((left, top, left + RESIZE, top + RESIZE))
+        im = resize_center(im.convert("RGB" if in_channels == 3 else "L"))  # a 256x256 file is used as decoded
         a = np.asarray(im, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
