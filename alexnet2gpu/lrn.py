@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LRN_IMPLS = ("fast", "chunked", "triton", "native", "compiled")
+LRN_IMPLS = ("fast", "chunked", "triton", "shifted", "native", "compiled")
 CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
 
 
@@ -158,6 +158,17 @@ def _native_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k:
     return F.local_response_norm(x5.reshape(n * t, c, h, w), size, alpha, beta, k).reshape(n, t, c, h, w)
 
 
+def _shifted_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The formula in plain tensor operations: the window sum as `size` shifted slices of the squares padded by
+    size//2 zero channels on each side of every tower. Slow in eager mode, but torch.compile fuses it (and
+    its autograd backward) into a few kernels, where the fused Triton op would stay an opaque call."""
+    pad = size // 2
+    channels = x5.shape[2]
+    padded = F.pad(x5 * x5, (0, 0, 0, 0, pad, pad))  # N x T x (C + 2 pad) x H x W
+    window = sum(padded[:, :, i:i + channels] for i in range(size))
+    return x5 * (k + alpha / size * window).pow(-beta)
+
+
 _compiled = None
 
 
@@ -177,6 +188,8 @@ def resolve_impl(impl: str, device: torch.device, size: int, after_relu: bool) -
     if impl in ("fast", "triton"):
         from .lrn_op import WINDOW, triton_available
         usable = after_relu and size == WINDOW and triton_available()
+        if impl == "fast" and device.type == "cuda" and torch.compiler.is_compiling():
+            return "shifted"  # torch.compile fuses the plain formula into its own kernels (see _shifted_per_tower)
         if impl == "fast":
             return "triton" if usable and device.type == "cuda" else "chunked"
         if not usable:
@@ -189,7 +202,8 @@ def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, b
                         impl: str = "fast") -> torch.Tensor:
     """LRN over channels of each tower separately: x is N x (towers*C) x H x W, tower t owns channels [tC, (t+1)C).
 
-    impl: "fast" or "chunked" (LRNFunction), "native" (torch's composite) or "compiled" (torch.compile of the
+    impl: "fast" or "chunked" (LRNFunction), "shifted" (the formula as sums of shifted slices, what a
+    torch.compile'd model on CUDA uses), "native" (torch's composite) or "compiled" (torch.compile of the
     composite, for benchmarks). All give the same numbers to rounding.
     """
     n, c, h, w = x.shape
@@ -199,6 +213,8 @@ def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, b
     x5 = x.unflatten(1, (towers, c // towers))
     if impl == "chunked":
         y5 = LRNFunction.apply(x5, size, alpha, beta, k)
+    elif impl == "shifted":
+        y5 = _shifted_per_tower(x5, size, alpha, beta, k)
     elif impl == "native":
         y5 = _native_per_tower(x5, size, alpha, beta, k)
     else:

@@ -1,8 +1,10 @@
 """On a GPU: the CUDA defaults (fused Triton ReLU+LRN, cuDNN, bf16, the deferred non-finite check) against
 the float64 CPU oracle. Skipped without CUDA: the CPU suite checks the same maths with the kernels interpreted.
 
-Tolerances are relative errors (norm of the difference over the norm of the reference): cuDNN's fp32
-convolutions use TF32 (10-bit mantissa inputs, about 1e-3), bf16 about 1e-2.
+Tolerances are relative errors (norm of the difference over the norm of the reference). The fp32 parity tests
+turn TF32 off: with it, cuDNN rounds inputs to 10-bit mantissas, and conv1's weight gradient (a sum over
+every pixel of the batch with much cancellation) then differs from the oracle by about 8 %, which would hide
+any real mistake. bf16 is checked on the logits and on fc8's gradient only, for the same reason.
 """
 import pytest
 import torch
@@ -26,6 +28,15 @@ def logits_and_grads(model, x):
     return logits.detach(), model.to_canonical({n: p.grad.detach().cpu() for n, p in model.named_parameters()})
 
 
+@pytest.fixture
+def exact_fp32():
+    """fp32 convolutions and matrix products without TF32, for the length of one test."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(scope="module")
 def oracle():
     torch.manual_seed(0)
@@ -34,26 +45,30 @@ def oracle():
     return cpu.state_dict(), x, logits_and_grads(cpu, x)
 
 
-@pytest.mark.parametrize("amp,tolerance", [(None, 5e-3), (torch.bfloat16, 5e-2)])
-def test_merged_on_cuda_matches_the_float64_oracle(oracle, amp, tolerance):
+@pytest.mark.parametrize("layout", ["merged", "two-device"])
+def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
+    """The CUDA defaults (Triton ReLU+LRN, channels-last cuDNN convolutions, fused SGD aside) compute the
+    oracle's function: both towers on one GPU for the two-device layout."""
+    weights, x, (want, want_grads) = oracle
+    if layout == "merged":
+        model = AlexNet(num_classes=10, dropout=0.0).cuda()
+    else:
+        model = TwoTowerAlexNet(num_classes=10, dropout=0.0, devices=("cuda:0", "cuda:0"))
+    model.load_state_dict(weights)
+    got, grads = logits_and_grads(model, x.float().cuda())
+    assert relative_error(got, want) < 1e-4  # cuDNN's fp32 algorithms (FFT, Winograd) round differently
+    for name, g in grads.items():
+        assert relative_error(g, want_grads[name]) < 1e-3, name
+
+
+def test_bf16_on_cuda_is_near_the_float64_oracle(oracle):
     weights, x, (want, want_grads) = oracle
     model = AlexNet(num_classes=10, dropout=0.0).cuda()
     model.load_state_dict(weights)
-    with torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+    with torch.autocast("cuda", dtype=torch.bfloat16):
         got, grads = logits_and_grads(model, x.float().cuda())
-    assert relative_error(got, want) < tolerance
-    for name, g in grads.items():
-        assert relative_error(g, want_grads[name]) < 4 * tolerance, name
-
-
-def test_two_device_on_one_gpu_matches_merged(oracle):
-    weights, x, (want, want_grads) = oracle
-    model = TwoTowerAlexNet(num_classes=10, dropout=0.0, devices=("cuda:0", "cuda:0"))
-    model.load_state_dict(weights)
-    got, grads = logits_and_grads(model, x.float().cuda())
-    assert relative_error(got, want) < 5e-3
-    for name, g in grads.items():
-        assert relative_error(g, want_grads[name]) < 2e-2, name
+    assert relative_error(got, want) < 3e-2
+    assert relative_error(grads["fc8.weight"], want_grads["fc8.weight"]) < 5e-2
 
 
 def test_the_lrn_op_replays_in_a_cuda_graph():
@@ -81,3 +96,23 @@ def test_a_nan_loss_on_cuda_never_updates_the_weights():
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
     with pytest.raises(NonFiniteLoss, match="at step 2"):
         guard.check()
+
+
+def test_torchrun_on_a_gpu(tmp_path):
+    """train.py under torchrun with CUDA: each rank takes a GPU (two ranks share one on a 1-GPU machine, over
+    gloo), trains, and rank 0 writes the canonical checkpoint."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), ALEXNET2GPU_CACHE=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(root / "train.py"), "--device", "cuda", "--num-classes", "2", "--train-per-class", "4",
+               "--val-per-class", "1", "--workers", "0", "--max-steps", "1", "--batch-size", "4",
+               "--out", str(tmp_path / "runs"), "--dist-timeout", "60"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "layout tower-parallel" in done.stdout
+    assert list((tmp_path / "runs").glob("*/checkpoints/epoch_0001.pt"))

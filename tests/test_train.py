@@ -20,7 +20,7 @@ spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
 train = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train)
 
-TINY = ["--batch-size", "2", "--workers", "0", "--keep", "1"]
+TINY = ["--batch-size", "2", "--workers", "0", "--keep", "1", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny):
     """Kill a run with SIGKILL right after epoch 1's checkpoint, resume it with --resume auto (and another
     worker count): its per-epoch losses, errors, lrs and conv1 colourfulness equal those of a run never stopped.
     A mismatch means some randomness (dropout RNG, crops, flips, PCA alphas, batch order) was not restored."""
-    common = ["--data", tiny, "--epochs", "2", "--batch-size", "2", "--keep", "3", "--init", "caffe"]
+    common = ["--data", tiny, "--epochs", "2", "--batch-size", "2", "--keep", "3", "--init", "caffe", "--device", "cpu"]
     whole = train_subprocess(common + ["--out", tmp_path / "whole", "--workers", "0"])
     out, _ = whole.communicate(timeout=600)
     assert whole.returncode == 0, out

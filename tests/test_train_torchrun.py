@@ -27,7 +27,7 @@ from alexnet2gpu.trainer import Config, epoch_loaders, resume_config
 from parity import assert_near
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--num-classes", "2", "--train-per-class", "2", "--val-per-class", "1", "--workers", "0", "--dropout", "0",
+TINY = ["--device", "cpu", "--num-classes", "2", "--train-per-class", "2", "--val-per-class", "1", "--workers", "0", "--dropout", "0",
         "--init", "caffe", "--dist-timeout", "60"]
 HANG_GUARD_S = 240  # a job still running by then hangs: the test fails instead of CI
 

@@ -3,13 +3,13 @@
 # on cuda:0): CUDA tests, bench.py's GPU rows, a profile of the merged bf16 step, the GPU data path, the rest of
 # the test suite with CUDA visible. A summary is printed last and kept in $OUT/summary.txt with bench.json; all
 # logs go to $OUT/gpu_check_logs.tgz ($OUT defaults to /tmp/gpu_check).
-#   bash tools/gpu_check.sh            # from the repository root; about 6-7 minutes on an H100
+#   bash tools/gpu_check.sh            # from the repository root; about 5-6 minutes on an H100
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive at the end
-ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-split,merged-bf16-chunked-lrn,torchvision-bf16,train-loop,merged-bf16-compile,torchvision-bf16-compile,input-pipeline,input-pipeline-gpu}
+ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-contiguous,torchvision-bf16,train-loop,merged-bf16-compile,merged-bf16-compile-triton-lrn,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
 S=$(date +%s); stage() { echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"; }
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
@@ -19,34 +19,33 @@ stage "environment"
   torchvision.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/env.log"
 
 stage "CUDA tests (kernels, parity with the float64 oracle, deferred NaN check)"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py tests/test_train_loop.py \
+timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py tests/test_train_loop.py \
   > "$OUT/pytest-cuda.log" 2>&1; tail -4 "$OUT/pytest-cuda.log"
 
 stage "bench.py --device cuda, batch $BATCH, training"
-timeout 240 python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
+timeout 160 python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
   --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; echo "bench exit $?"; tail -3 "$OUT/bench.err"
 
 stage "profile of one training step"
-for row in merged-bf16 torchvision-bf16; do
-  timeout 40 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
+for row in ${PROFILE_ROWS:-merged-bf16}; do
+  timeout 25 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
 done
 
 stage "GPU data path (nvJPEG decode, crops, loader)"
-timeout 100 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; echo "decode check exit $?"
+timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; echo "decode check exit $?"
 
-stage "the rest of the test suite with CUDA visible"
-timeout 150 python3 -m pytest -q -p no:cacheprovider $XDIST --ignore=tests/test_cuda.py \
-  --ignore=tests/test_lrn_triton.py --ignore=tests/test_train_loop.py tests \
-  > "$OUT/pytest-all.log" 2>&1; tail -12 "$OUT/pytest-all.log"
+stage "the tests that run train.py, with CUDA visible (TESTS=tests for the whole suite)"
+timeout ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
+  tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1; tail -6 "$OUT/pytest-all.log"
 
 stage "done"
 {
 echo; echo "================ summary ($(head -1 "$OUT/env.log"))"
 tail -1 "$OUT/env.log"
 echo "-- CUDA tests:"; tail -1 "$OUT/pytest-cuda.log"
-echo "-- whole suite:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
+echo "-- train.py tests:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
-echo "-- profiles:"; head -q -n 1 "$OUT"/profile-*.txt 2>/dev/null
+echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err"
 echo "-- bench:"; cat "$OUT/bench.txt"
 } | tee "$FINAL/summary.txt"

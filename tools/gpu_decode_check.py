@@ -23,6 +23,10 @@ import numpy as np
 from PIL import Image
 
 CLASSES = 8
+# Mean grey levels two JPEG decoders may differ by on the same file: nvJPEG upsamples chroma and rounds its
+# inverse DCT unlike libjpeg (PIL), 1.7 on these images on an H100 with torchvision 0.26. A wrong crop window
+# or flip differs by tens.
+DECODER_LIMIT = 4.0
 ODD_FILES = ("progressive.jpg", "cmyk.jpg", "grey.jpg", "photo.png", "wide-500x300.jpg", "garbage.jpg")
 
 
@@ -151,7 +155,7 @@ def odd_files_report(folder: Path, device) -> str:
     parts = []
     for row, index in enumerate(kept):
         diff = (images[row].cpu().float() - cpu.images[row].float()).abs().mean()
-        limit = 2.0 if "wide" in ODD_FILES[index] else 1.0  # resized: antialiased bilinear vs PIL's draft + resize
+        limit = DECODER_LIMIT + (1.0 if "wide" in ODD_FILES[index] else 0.0)  # resized: bilinear vs PIL's draft
         if diff > limit:
             raise CheckFailed(f"{ODD_FILES[index]} differs from the CPU path by {diff:.2f} grey levels on average: "
                               "its fallback decodes it wrongly.")
@@ -201,7 +205,7 @@ def check(args) -> str:
             raise CheckFailed(f"the device's crops differ from data.py's slicing of the same pixels by up to {maths}: "
                               "crop_windows cuts the wrong windows.")
         worst, mean = path_difference(samples[:4 * args.batch], args.batch, device)
-        if mean > 1.0:  # a wrong window or flip differs by tens of grey levels on these images
+        if mean > DECODER_LIMIT:  # a wrong window or flip differs by tens of grey levels on these images
             raise CheckFailed(f"decode=gpu and decode=cpu crops differ by {mean:.2f} grey levels on average: "
                               "the GPU path does not cut the CPU path's crops.")
         odd = odd_files_report(Path(tmp) / "odd", device)
