@@ -41,6 +41,7 @@ PCA_NOISE = {
                                [0.39731, 0.70120, -0.59200]])),
 }
 PCA_ALPHA_STD = 0.1
+IMAGENET_MEAN = (127.3, 119.7, 104.9)  # ILSVRC's per-channel means on 0..255: benchmarks use them, no pass needed
 
 
 # ---------------------------------------------------------------- folders and workers

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from ..data import Batch, CorruptLog
+from ..data import IMAGENET_MEAN, Batch, CorruptLog
 from ..engine import InputSpec, train_one_epoch
 from ..layouts import build_model
 from ..optim import make_optimizer
 from .measure import INPUT_SIZE
 
 ROW = "train-loop"
-IMAGENET_MEAN = (127.3, 119.7, 104.9)  # the original code's ImageNet means: no pass over data needed
 DISTINCT_BATCHES = 2  # cycled, so each step copies a batch from host memory as a real epoch does
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from ..data import EpochSampler, FolderDataset, default_workers, make_loader, open_folders, to_model_input
+from ..data import IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader, open_folders, to_model_input
 from ..synthetic import ensure_synthetic
 
 ROW = "input-pipeline"
@@ -28,7 +28,7 @@ def measure_input_pipeline(batch: int, device: torch.device, data: str | None = 
     dataset = FolderDataset(splits.train, "train", decode=decode)
     workers = default_workers() if workers is None else workers
     loader = make_loader(dataset, EpochSampler(len(dataset), epoch=0), batch, workers, pin=device.type == "cuda")
-    mean = torch.tensor([127.3, 119.7, 104.9])  # the original code's ImageNet means (PAPER.md §5): no pass needed
+    mean = torch.tensor(IMAGENET_MEAN)
     images, start = 0, None
     for i, b in enumerate(loader):
         if decode == "gpu":

@@ -84,7 +84,7 @@ def run(opts: Options) -> list[dict]:
         records += _single_process_rows(opts, device, batch, threads)
         rate = next((r["gflops"] for r in records if r["variant"] == "matmul-float32" and r["batch_size"] == batch), 0.0)
         if LOOP_ROW in opts.rows:
-            records.append(_or_skip(LOOP_ROW, device, batch, lambda: _loop_row(opts, device, batch, records)))
+            records.append(_or_skip(LOOP_ROW, device, batch, lambda: _loop_row(opts, device, batch, threads, records)))
         for kind in (k for k in KINDS if k in opts.rows):
             records += _two_process_row(opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device))
         if PIPELINE_ROW in opts.rows:
@@ -120,7 +120,7 @@ def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str =
                    processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}{where}")
 
 
-def _loop_row(opts: Options, device: torch.device, batch: int, records: list[dict]) -> dict:
+def _loop_row(opts: Options, device: torch.device, batch: int, threads: int, records: list[dict]) -> dict:
     """train.py's epoch loop on in-memory batches, beside the bare step it wraps."""
     opts.log(f"batch {batch}: {LOOP_ROW}")
     seconds = measure_train_loop(batch, device, opts.num_classes, opts.warmup, opts.steps)
@@ -129,7 +129,7 @@ def _loop_row(opts: Options, device: torch.device, batch: int, records: list[dic
                  and r["batch_size"] == batch), None)
     flops = step_flops(variant_multiply_adds(VARIANTS["merged"], opts.num_classes), batch, "train")
     rate = base["gflops"] / base["peak_fraction"] if base and base["peak_fraction"] else 0.0  # its dtype's matmul
-    return _record(LOOP_ROW, "train", device, batch, seconds, flops, rate, 1,
+    return _record(LOOP_ROW, "train", device, batch, seconds, flops, rate, threads,
                    note=f"engine.train_one_epoch on in-memory uint8 batches, as {reference}")
 
 
