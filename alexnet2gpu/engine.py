@@ -79,7 +79,7 @@ class FiniteGuard:
 
     def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, immediate: bool | None = None):
         fused = bool(optimizer.defaults.get("fused"))
-        self.immediate = device.type != "cuda" or not fused if immediate is None else immediate
+        self.immediate = (device.type != "cuda" or not fused) if immediate is None else immediate
         if not self.immediate and not fused:
             raise ValueError("a deferred non-finite check needs a fused optimiser (make_optimizer(..., fused=True)).")
         self.optimizer = optimizer
