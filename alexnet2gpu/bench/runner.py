@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..allocator import keep_freed_memory
+from ..dist import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
 from .loop import ROW as LOOP_ROW
@@ -101,11 +102,6 @@ def _or_skip(name: str, device: torch.device, batch: int, measure) -> dict:
         return measure()
     except Exception as error:  # noqa: BLE001 - whatever stops one row, the measured rows are still printed
         return _skip_record(name, device, batch, first_line(error))
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str = "cpu") -> dict:
