@@ -29,6 +29,7 @@ SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
 # Pixels x channels per program. Measured on an H100 (docs/BENCHMARKS.md): a backward tile of 512 was no
 # faster than 1024 (1.47 against 1.40 ms per step for both LRN layers at batch 256, bf16).
 FORWARD_TILE, BACKWARD_TILE = 1024, 1024
+FLAT_TILE = 1024  # elements per program of the flat kernels
 
 
 @triton.jit
@@ -78,8 +79,9 @@ def _window_term(g_ptr, offsets, c, shift, channels, stride_c, pixel_mask, a, d,
 
 
 @triton.jit
-def relu_lrn_backward_kernel(z_ptr, g_ptr, dz_ptr, pixels, hw, stride_n, stride_p, stride_c, channels, alpha_n,
-                             beta, k, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
+def relu_lrn_backward_recompute_kernel(z_ptr, g_ptr, dz_ptr, pixels, hw, stride_n, stride_p, stride_c, channels,
+                                       alpha_n, beta, k, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                                       COMPUTE: tl.constexpr):
     offsets, c, pixel_mask = _tile(tl.program_id(0), tl.program_id(1), pixels, hw, stride_n, stride_p, stride_c,
                                    channels, BLOCK_P, BLOCK_C)
     # relu(z) at shifts -4 .. 4: d at shifts -2 .. 2 needs each of their windows.
@@ -113,6 +115,132 @@ def relu_lrn_backward_kernel(z_ptr, g_ptr, dz_ptr, pixels, hw, stride_n, stride_
     tl.store(dz_ptr + here, dz.to(dz_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _output_term(g_ptr, y_ptr, offsets, c, shift, channels, stride_c, pixel_mask, d, COMPUTE: tl.constexpr):
+    """g_j y_j / d_j = g_j a_j d_j^(-beta-1) at channel j = c + shift (0 outside the tower)."""
+    cc = c + shift
+    mask = pixel_mask[:, None] & ((cc >= 0) & (cc < channels))[None, :]
+    at = offsets[:, None] + (cc * stride_c)[None, :]
+    g = tl.load(g_ptr + at, mask=mask, other=0.0).to(COMPUTE)
+    y = tl.load(y_ptr + at, mask=mask, other=0.0).to(COMPUTE)
+    return g * y / d
+
+
+@triton.jit
+def relu_lrn_backward_kernel(z_ptr, y_ptr, g_ptr, dz_ptr, pixels, hw, stride_n, stride_p, stride_c, channels,
+                             alpha_n, beta, k, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                             COMPUTE: tl.constexpr):
+    offsets, c, pixel_mask = _tile(tl.program_id(0), tl.program_id(1), pixels, hw, stride_n, stride_p, stride_c,
+                                   channels, BLOCK_P, BLOCK_C)
+    # relu(z) at shifts -4 .. 4: d at shifts -2 .. 2 needs each of their windows.
+    s_m4 = _squared(_relu_at(z_ptr, offsets, c, -4, channels, stride_c, pixel_mask, COMPUTE))
+    s_m3 = _squared(_relu_at(z_ptr, offsets, c, -3, channels, stride_c, pixel_mask, COMPUTE))
+    s_m2 = _squared(_relu_at(z_ptr, offsets, c, -2, channels, stride_c, pixel_mask, COMPUTE))
+    s_m1 = _squared(_relu_at(z_ptr, offsets, c, -1, channels, stride_c, pixel_mask, COMPUTE))
+    a_0 = _relu_at(z_ptr, offsets, c, 0, channels, stride_c, pixel_mask, COMPUTE)
+    s_0 = a_0 * a_0
+    s_p1 = _squared(_relu_at(z_ptr, offsets, c, 1, channels, stride_c, pixel_mask, COMPUTE))
+    s_p2 = _squared(_relu_at(z_ptr, offsets, c, 2, channels, stride_c, pixel_mask, COMPUTE))
+    s_p3 = _squared(_relu_at(z_ptr, offsets, c, 3, channels, stride_c, pixel_mask, COMPUTE))
+    s_p4 = _squared(_relu_at(z_ptr, offsets, c, 4, channels, stride_c, pixel_mask, COMPUTE))
+    d_0 = k + alpha_n * (s_m2 + s_m1 + s_0 + s_p1 + s_p2)
+    # The saved output y_j = a_j d_j^-beta turns each neighbour's term into one division (no exp or log).
+    w = _output_term(g_ptr, y_ptr, offsets, c, -2, channels, stride_c, pixel_mask,
+                     k + alpha_n * (s_m4 + s_m3 + s_m2 + s_m1 + s_0), COMPUTE)
+    w += _output_term(g_ptr, y_ptr, offsets, c, -1, channels, stride_c, pixel_mask,
+                      k + alpha_n * (s_m3 + s_m2 + s_m1 + s_0 + s_p1), COMPUTE)
+    w += _output_term(g_ptr, y_ptr, offsets, c, 0, channels, stride_c, pixel_mask, d_0, COMPUTE)
+    w += _output_term(g_ptr, y_ptr, offsets, c, 1, channels, stride_c, pixel_mask,
+                      k + alpha_n * (s_m1 + s_0 + s_p1 + s_p2 + s_p3), COMPUTE)
+    w += _output_term(g_ptr, y_ptr, offsets, c, 2, channels, stride_c, pixel_mask,
+                      k + alpha_n * (s_0 + s_p1 + s_p2 + s_p3 + s_p4), COMPUTE)
+    mask = pixel_mask[:, None] & (c < channels)[None, :]
+    here = offsets[:, None] + (c * stride_c)[None, :]
+    g_0 = tl.load(g_ptr + here, mask=mask, other=0.0).to(COMPUTE)
+    dz = g_0 * tl.exp(-beta * tl.log(d_0)) - 2.0 * beta * alpha_n * a_0 * w
+    dz = tl.where(a_0 > 0.0, dz, 0.0)
+    tl.store(dz_ptr + here, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _squared(a):
+    return a * a
+
+
+# Dense channels-last maps: element f = pixel * towers*C + tower * C + c, so one flat tile of BLOCK elements
+# covers whole pixels of both towers with no padded channel lanes (C = 48 would fill 48 of 64 lanes in a tile),
+# and a channel shift is an element shift. c = f mod C.
+@triton.jit
+def _flat_tile(total, channels, BLOCK: tl.constexpr):
+    base = tl.program_id(0).to(tl.int64) * BLOCK
+    r = tl.arange(0, BLOCK)
+    c = ((base % channels).to(tl.int32) + r) % channels
+    return base + r, c, base + r < total
+
+
+@triton.jit
+def _flat_load(ptr, f, c, shift, channels, mask, COMPUTE: tl.constexpr):
+    cc = c + shift
+    return tl.load(ptr + f + shift, mask=mask & (cc >= 0) & (cc < channels), other=0.0).to(COMPUTE)
+
+
+@triton.jit
+def _flat_relu_at(z_ptr, f, c, shift, channels, mask, COMPUTE: tl.constexpr):
+    z = _flat_load(z_ptr, f, c, shift, channels, mask, COMPUTE)
+    return tl.where(z < 0.0, 0.0, z)
+
+
+@triton.jit
+def relu_lrn_forward_flat_kernel(z_ptr, y_ptr, total, channels, alpha_n, beta, k, BLOCK: tl.constexpr,
+                                 COMPUTE: tl.constexpr):
+    f, c, mask = _flat_tile(total, channels, BLOCK)
+    a_m2 = _flat_relu_at(z_ptr, f, c, -2, channels, mask, COMPUTE)
+    a_m1 = _flat_relu_at(z_ptr, f, c, -1, channels, mask, COMPUTE)
+    a_0 = _flat_relu_at(z_ptr, f, c, 0, channels, mask, COMPUTE)
+    a_p1 = _flat_relu_at(z_ptr, f, c, 1, channels, mask, COMPUTE)
+    a_p2 = _flat_relu_at(z_ptr, f, c, 2, channels, mask, COMPUTE)
+    d = k + alpha_n * (a_m2 * a_m2 + a_m1 * a_m1 + a_0 * a_0 + a_p1 * a_p1 + a_p2 * a_p2)
+    y = a_0 * tl.exp(-beta * tl.log(d))
+    tl.store(y_ptr + f, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _flat_output_term(g_ptr, y_ptr, f, c, shift, channels, mask, d, COMPUTE: tl.constexpr):
+    g = _flat_load(g_ptr, f, c, shift, channels, mask, COMPUTE)
+    y = _flat_load(y_ptr, f, c, shift, channels, mask, COMPUTE)
+    return g * y / d
+
+
+@triton.jit
+def relu_lrn_backward_flat_kernel(z_ptr, y_ptr, g_ptr, dz_ptr, total, channels, alpha_n, beta, k,
+                                  BLOCK: tl.constexpr, COMPUTE: tl.constexpr):
+    f, c, mask = _flat_tile(total, channels, BLOCK)
+    s_m4 = _squared(_flat_relu_at(z_ptr, f, c, -4, channels, mask, COMPUTE))
+    s_m3 = _squared(_flat_relu_at(z_ptr, f, c, -3, channels, mask, COMPUTE))
+    s_m2 = _squared(_flat_relu_at(z_ptr, f, c, -2, channels, mask, COMPUTE))
+    s_m1 = _squared(_flat_relu_at(z_ptr, f, c, -1, channels, mask, COMPUTE))
+    a_0 = _flat_relu_at(z_ptr, f, c, 0, channels, mask, COMPUTE)
+    s_0 = a_0 * a_0
+    s_p1 = _squared(_flat_relu_at(z_ptr, f, c, 1, channels, mask, COMPUTE))
+    s_p2 = _squared(_flat_relu_at(z_ptr, f, c, 2, channels, mask, COMPUTE))
+    s_p3 = _squared(_flat_relu_at(z_ptr, f, c, 3, channels, mask, COMPUTE))
+    s_p4 = _squared(_flat_relu_at(z_ptr, f, c, 4, channels, mask, COMPUTE))
+    d_0 = k + alpha_n * (s_m2 + s_m1 + s_0 + s_p1 + s_p2)
+    w = _flat_output_term(g_ptr, y_ptr, f, c, -2, channels, mask, k + alpha_n * (s_m4 + s_m3 + s_m2 + s_m1 + s_0),
+                          COMPUTE)
+    w += _flat_output_term(g_ptr, y_ptr, f, c, -1, channels, mask, k + alpha_n * (s_m3 + s_m2 + s_m1 + s_0 + s_p1),
+                           COMPUTE)
+    w += _flat_output_term(g_ptr, y_ptr, f, c, 0, channels, mask, d_0, COMPUTE)
+    w += _flat_output_term(g_ptr, y_ptr, f, c, 1, channels, mask, k + alpha_n * (s_m1 + s_0 + s_p1 + s_p2 + s_p3),
+                           COMPUTE)
+    w += _flat_output_term(g_ptr, y_ptr, f, c, 2, channels, mask, k + alpha_n * (s_0 + s_p1 + s_p2 + s_p3 + s_p4),
+                           COMPUTE)
+    g_0 = _flat_load(g_ptr, f, c, 0, channels, mask, COMPUTE)
+    dz = g_0 * tl.exp(-beta * tl.log(d_0)) - 2.0 * beta * alpha_n * a_0 * w
+    dz = tl.where(a_0 > 0.0, dz, 0.0)
+    tl.store(dz_ptr + f, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+
+
 def _geometry(z: torch.Tensor, towers: int, tile: int):
     """Kernel arguments describing N x (towers*C) x H x W maps in either memory layout, and the grid."""
     n, channels, h, w = z.shape
@@ -126,23 +254,52 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
     block_p = max(1, tile // block_c)
     grid = (triton.cdiv(n * h * w, block_p), towers)
     args = (n * h * w, h * w, sn, stride_p, sc, per_tower)
-    return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c,
-                            COMPUTE=tl.float64 if z.dtype == torch.float64 else tl.float32)
+    return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=_compute(z))
 
 
-def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+FORMS = ("flat", "tile", "tile-recompute")  # the kernel families; "flat" only for dense channels-last maps
+
+
+def default_form(z: torch.Tensor) -> str:
+    return "flat" if z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous() else "tile"
+
+
+def _compute(z: torch.Tensor):
+    return tl.float64 if z.dtype == torch.float64 else tl.float32
+
+
+def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, form: str | None = None,
+                     tile: int | None = None, num_warps: int = 4) -> torch.Tensor:
     y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
-    grid, args, meta = _geometry(z, towers, FORWARD_TILE)
-    relu_lrn_forward_kernel[grid](z, y, *args, alpha / SIZE, beta, k, **meta)
+    if (form or default_form(z)) == "flat":
+        block = tile or FLAT_TILE
+        relu_lrn_forward_flat_kernel[(triton.cdiv(z.numel(), block),)](
+            z, y, z.numel(), z.shape[1] // towers, alpha / SIZE, beta, k, BLOCK=block, COMPUTE=_compute(z),
+            num_warps=num_warps)
+        return y
+    grid, args, meta = _geometry(z, towers, tile or FORWARD_TILE)
+    relu_lrn_forward_kernel[grid](z, y, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     return y
 
 
-def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, towers: int, alpha: float, beta: float,
-                      k: float) -> torch.Tensor:
-    grad = grad.contiguous(memory_format=_memory_format(z))  # the kernel walks g with z's strides
+def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha: float, beta: float,
+                      k: float, form: str | None = None, tile: int | None = None, num_warps: int = 4) -> torch.Tensor:
+    """dL/dz from the gradient at y, the op's input z and its output y (both in z's memory layout)."""
+    grad = grad.contiguous(memory_format=_memory_format(z))  # the kernels walk g with z's strides
     dz = torch.empty_like(z)
-    grid, args, meta = _geometry(z, towers, BACKWARD_TILE)
-    relu_lrn_backward_kernel[grid](z, grad, dz, *args, alpha / SIZE, beta, k, **meta)
+    form = form or default_form(z)
+    if form == "flat":
+        block = tile or FLAT_TILE
+        relu_lrn_backward_flat_kernel[(triton.cdiv(z.numel(), block),)](
+            z, y, grad, dz, z.numel(), z.shape[1] // towers, alpha / SIZE, beta, k, BLOCK=block,
+            COMPUTE=_compute(z), num_warps=num_warps)
+        return dz
+    grid, args, meta = _geometry(z, towers, tile or BACKWARD_TILE)
+    if form == "tile-recompute":
+        relu_lrn_backward_recompute_kernel[grid](z, grad, dz, *args, alpha / SIZE, beta, k, **meta,
+                                                 num_warps=num_warps)
+    else:
+        relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     return dz
 
 

@@ -34,25 +34,28 @@ def _(z, towers, alpha, beta, k):
 
 
 @torch.library.custom_op("alexnet2gpu::relu_lrn_backward", mutates_args=())
-def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, towers: int, alpha: float, beta: float,
+def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha: float, beta: float,
                       k: float) -> torch.Tensor:
-    return _kernels().relu_lrn_backward(grad, _dense(z), towers, alpha, beta, k)
+    """dL/dz from the gradient at the op's output y, its input z and y itself."""
+    return _kernels().relu_lrn_backward(grad, _dense(z), y, towers, alpha, beta, k)
 
 
 @relu_lrn_backward.register_fake
-def _(grad, z, towers, alpha, beta, k):
+def _(grad, z, y, towers, alpha, beta, k):
     return torch.empty_like(_dense(z))
 
 
 def _setup_context(ctx, inputs, output):
     z, towers, alpha, beta, k = inputs
-    ctx.save_for_backward(z)  # not the output: the backward recomputes the window sums from z
+    # The output too: with y_j = a_j d_j^-beta each neighbour's backward term is a division, not a power. In a
+    # network y is kept anyway (the max-pool after the LRN saves it), so this costs no memory there.
+    ctx.save_for_backward(z, output)
     ctx.params = (towers, alpha, beta, k)
 
 
 def _backward(ctx, grad):
-    (z,) = ctx.saved_tensors
-    return relu_lrn_backward(grad, z, *ctx.params), None, None, None, None
+    z, y = ctx.saved_tensors
+    return relu_lrn_backward(grad, z, y, *ctx.params), None, None, None, None
 
 
 relu_lrn.register_autograd(_backward, setup_context=_setup_context)

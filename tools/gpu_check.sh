@@ -4,6 +4,7 @@
 # the test suite with CUDA visible. A summary is printed last and kept in $OUT/summary.txt with bench.json; all
 # logs go to $OUT/gpu_check_logs.tgz ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # only some stages: cuda-tests lrn bench compile profile decode suite
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -14,33 +15,39 @@ COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,merged-bf16-compile-triton-lrn,
 BATCH=${BATCH:-256}
 S=$(date +%s); stage() { echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"; }
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+STAGES=" ${STAGES:-cuda-tests lrn bench compile profile decode suite} "
+want() { [[ "$STAGES" == *" $1 "* ]]; }
+touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt"
 
 stage "environment"
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'torchvision',
   torchvision.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/env.log"
 
-stage "CUDA tests (kernels, parity with the float64 oracle, deferred NaN check)"
+want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, deferred NaN check)" &&
 timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py tests/test_train_loop.py \
   > "$OUT/pytest-cuda.log" 2>&1; tail -4 "$OUT/pytest-cuda.log"
 
 # Two runs: compiling takes 30-60 s a row, and a run stopped by its timeout prints nothing.
-stage "bench.py --device cuda, batch $BATCH, training: eager rows"
+want lrn && stage "the LRN kernels alone: forms, tiles, warps" &&
+timeout 100 python3 tools/lrn_microbench.py > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
+
+want bench && stage "bench.py --device cuda, batch $BATCH, training: eager rows" &&
 timeout 120 python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
   --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; echo "bench exit $?"; tail -2 "$OUT/bench.err"
-stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows"
+want compile && stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows" &&
 timeout 240 python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$COMPILE_ROWS" \
   --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"; echo "bench exit $?"
 
-stage "profile of one training step"
+want profile && stage "profile of one training step" &&
 for row in ${PROFILE_ROWS:-merged-bf16}; do
-  timeout 25 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
+  timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
 done
 
-stage "GPU data path (nvJPEG decode, crops, loader)"
+want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
 timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; echo "decode check exit $?"
 
-stage "the tests that run train.py, with CUDA visible (TESTS=tests for the whole suite)"
-timeout ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
+want suite && stage "the tests that run train.py, with CUDA visible (TESTS=tests for the whole suite)" &&
+timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
   tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1; tail -6 "$OUT/pytest-all.log"
 
 stage "done"
@@ -50,6 +57,7 @@ tail -1 "$OUT/env.log"
 echo "-- CUDA tests:"; tail -1 "$OUT/pytest-cuda.log"
 echo "-- train.py tests:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
+echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err"
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"
