@@ -160,8 +160,9 @@ def _native_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k:
 
 def _shifted_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """The formula in plain tensor operations: the window sum as `size` shifted slices of the squares padded by
-    size//2 zero channels on each side of every tower. Slow in eager mode, but torch.compile fuses it (and
-    its autograd backward) into a few kernels, where the fused Triton op would stay an opaque call."""
+    size//2 zero channels on each side of every tower: slow in eager mode, and torch.compile's fusion of it and
+    its backward was slower still than the Triton op on an H100 (docs/BENCHMARKS.md). Plain ops any exporter
+    or compiler can read."""
     pad = size // 2
     channels = x5.shape[2]
     padded = F.pad(x5 * x5, (0, 0, 0, 0, pad, pad))  # N x T x (C + 2 pad) x H x W
@@ -188,8 +189,6 @@ def resolve_impl(impl: str, device: torch.device, size: int, after_relu: bool) -
     if impl in ("fast", "triton"):
         from .lrn_op import WINDOW, triton_available
         usable = after_relu and size == WINDOW and triton_available()
-        if impl == "fast" and device.type == "cuda" and torch.compiler.is_compiling():
-            return "shifted"  # torch.compile fuses the plain formula into its own kernels (see _shifted_per_tower)
         if impl == "fast":
             return "triton" if usable and device.type == "cuda" else "chunked"
         if not usable:
@@ -202,8 +201,8 @@ def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, b
                         impl: str = "fast") -> torch.Tensor:
     """LRN over channels of each tower separately: x is N x (towers*C) x H x W, tower t owns channels [tC, (t+1)C).
 
-    impl: "fast" or "chunked" (LRNFunction), "shifted" (the formula as sums of shifted slices, what a
-    torch.compile'd model on CUDA uses), "native" (torch's composite) or "compiled" (torch.compile of the
+    impl: "fast" or "chunked" (LRNFunction), "shifted" (the formula as sums of shifted slices, in plain
+    ops), "native" (torch's composite) or "compiled" (torch.compile of the
     composite, for benchmarks). All give the same numbers to rounding.
     """
     n, c, h, w = x.shape

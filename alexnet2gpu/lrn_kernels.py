@@ -8,8 +8,8 @@ clipped at the tower's edges:
 
 (the window is symmetric, so the backward's sum runs over the same window). Each program takes a tile of
 BLOCK_P pixels x one tower's channels; a window sum is the sum of the tile loaded at channel shifts -n/2 ..
-n/2, which are cache hits after the first. The backward recomputes d from z instead of saving it: the
-forward reads z and writes y, the backward reads z and g and writes dz, the least memory traffic there is.
+n/2, which are cache hits after the first. The backward recomputes the d's from z and takes the saved output:
+g_j a_j d_j^(-beta-1) = g_j y_j / d_j, a division where a power would cost an exp and a log per neighbour.
 
 Layouts: a pixel p = (image, h, w) of the maps sits at image * stride_n + (h*W + w) * stride_p, and channel c
 of tower t at + (t*C + c) * stride_c: channels-last maps (stride_c 1) and contiguous maps (stride_p 1) alike.
@@ -26,10 +26,8 @@ import triton
 import triton.language as tl
 
 SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
-# Pixels x channels per program. Measured on an H100 (docs/BENCHMARKS.md): a backward tile of 512 was no
-# faster than 1024 (1.47 against 1.40 ms per step for both LRN layers at batch 256, bf16).
-FORWARD_TILE, BACKWARD_TILE = 1024, 1024
-FLAT_TILE = 1024  # elements per program of the flat kernels
+# Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps.
+FORWARD_TILE, BACKWARD_TILE = 1024, 512
 
 
 @triton.jit
@@ -67,52 +65,6 @@ def relu_lrn_forward_kernel(z_ptr, y_ptr, pixels, hw, stride_n, stride_p, stride
     y = a_0 * tl.exp(-beta * tl.log(d))
     mask = pixel_mask[:, None] & (c < channels)[None, :]
     tl.store(y_ptr + offsets[:, None] + (c * stride_c)[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _window_term(g_ptr, offsets, c, shift, channels, stride_c, pixel_mask, a, d, beta, COMPUTE: tl.constexpr):
-    """g_j a_j d_j^(-beta-1) at channel j = c + shift (0 outside the tower)."""
-    cc = c + shift
-    mask = pixel_mask[:, None] & ((cc >= 0) & (cc < channels))[None, :]
-    g = tl.load(g_ptr + offsets[:, None] + (cc * stride_c)[None, :], mask=mask, other=0.0).to(COMPUTE)
-    return g * a * tl.exp((-beta - 1.0) * tl.log(d))
-
-
-@triton.jit
-def relu_lrn_backward_recompute_kernel(z_ptr, g_ptr, dz_ptr, pixels, hw, stride_n, stride_p, stride_c, channels,
-                                       alpha_n, beta, k, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-                                       COMPUTE: tl.constexpr):
-    offsets, c, pixel_mask = _tile(tl.program_id(0), tl.program_id(1), pixels, hw, stride_n, stride_p, stride_c,
-                                   channels, BLOCK_P, BLOCK_C)
-    # relu(z) at shifts -4 .. 4: d at shifts -2 .. 2 needs each of their windows.
-    a_m4 = _relu_at(z_ptr, offsets, c, -4, channels, stride_c, pixel_mask, COMPUTE)
-    a_m3 = _relu_at(z_ptr, offsets, c, -3, channels, stride_c, pixel_mask, COMPUTE)
-    a_m2 = _relu_at(z_ptr, offsets, c, -2, channels, stride_c, pixel_mask, COMPUTE)
-    a_m1 = _relu_at(z_ptr, offsets, c, -1, channels, stride_c, pixel_mask, COMPUTE)
-    a_0 = _relu_at(z_ptr, offsets, c, 0, channels, stride_c, pixel_mask, COMPUTE)
-    a_p1 = _relu_at(z_ptr, offsets, c, 1, channels, stride_c, pixel_mask, COMPUTE)
-    a_p2 = _relu_at(z_ptr, offsets, c, 2, channels, stride_c, pixel_mask, COMPUTE)
-    a_p3 = _relu_at(z_ptr, offsets, c, 3, channels, stride_c, pixel_mask, COMPUTE)
-    a_p4 = _relu_at(z_ptr, offsets, c, 4, channels, stride_c, pixel_mask, COMPUTE)
-    s_m4, s_m3, s_m2, s_m1, s_0 = a_m4 * a_m4, a_m3 * a_m3, a_m2 * a_m2, a_m1 * a_m1, a_0 * a_0
-    s_p1, s_p2, s_p3, s_p4 = a_p1 * a_p1, a_p2 * a_p2, a_p3 * a_p3, a_p4 * a_p4
-    d_m2 = k + alpha_n * (s_m4 + s_m3 + s_m2 + s_m1 + s_0)
-    d_m1 = k + alpha_n * (s_m3 + s_m2 + s_m1 + s_0 + s_p1)
-    d_0 = k + alpha_n * (s_m2 + s_m1 + s_0 + s_p1 + s_p2)
-    d_p1 = k + alpha_n * (s_m1 + s_0 + s_p1 + s_p2 + s_p3)
-    d_p2 = k + alpha_n * (s_0 + s_p1 + s_p2 + s_p3 + s_p4)
-    w = _window_term(g_ptr, offsets, c, -2, channels, stride_c, pixel_mask, a_m2, d_m2, beta, COMPUTE)
-    w += _window_term(g_ptr, offsets, c, -1, channels, stride_c, pixel_mask, a_m1, d_m1, beta, COMPUTE)
-    w += _window_term(g_ptr, offsets, c, 1, channels, stride_c, pixel_mask, a_p1, d_p1, beta, COMPUTE)
-    w += _window_term(g_ptr, offsets, c, 2, channels, stride_c, pixel_mask, a_p2, d_p2, beta, COMPUTE)
-    mask = pixel_mask[:, None] & (c < channels)[None, :]
-    here = offsets[:, None] + (c * stride_c)[None, :]
-    g_0 = tl.load(g_ptr + here, mask=mask, other=0.0).to(COMPUTE)
-    log_d = tl.log(d_0)
-    w += g_0 * a_0 * tl.exp((-beta - 1.0) * log_d)
-    dz = g_0 * tl.exp(-beta * log_d) - 2.0 * beta * alpha_n * a_0 * w
-    dz = tl.where(a_0 > 0.0, dz, 0.0)
-    tl.store(dz_ptr + here, dz.to(dz_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -191,20 +143,6 @@ def _flat_relu_at(z_ptr, f, c, shift, channels, mask, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def relu_lrn_forward_flat_kernel(z_ptr, y_ptr, total, channels, alpha_n, beta, k, BLOCK: tl.constexpr,
-                                 COMPUTE: tl.constexpr):
-    f, c, mask = _flat_tile(total, channels, BLOCK)
-    a_m2 = _flat_relu_at(z_ptr, f, c, -2, channels, mask, COMPUTE)
-    a_m1 = _flat_relu_at(z_ptr, f, c, -1, channels, mask, COMPUTE)
-    a_0 = _flat_relu_at(z_ptr, f, c, 0, channels, mask, COMPUTE)
-    a_p1 = _flat_relu_at(z_ptr, f, c, 1, channels, mask, COMPUTE)
-    a_p2 = _flat_relu_at(z_ptr, f, c, 2, channels, mask, COMPUTE)
-    d = k + alpha_n * (a_m2 * a_m2 + a_m1 * a_m1 + a_0 * a_0 + a_p1 * a_p1 + a_p2 * a_p2)
-    y = a_0 * tl.exp(-beta * tl.log(d))
-    tl.store(y_ptr + f, y.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _flat_output_term(g_ptr, y_ptr, f, c, shift, channels, mask, d, COMPUTE: tl.constexpr):
     g = _flat_load(g_ptr, f, c, shift, channels, mask, COMPUTE)
     y = _flat_load(y_ptr, f, c, shift, channels, mask, COMPUTE)
@@ -257,49 +195,44 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
     return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=_compute(z))
 
 
-FORMS = ("flat", "tile", "tile-recompute")  # the kernel families; "flat" only for dense channels-last maps
+BACKWARD_FORMS = ("flat", "tile")
 
 
-def default_form(z: torch.Tensor) -> str:
-    return "flat" if z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous() else "tile"
+def default_backward_form(z: torch.Tensor, towers: int) -> str:
+    """Flat tiles for channels-last maps whose tower width is not a power of two (conv1's 48 would leave a
+    quarter of a tile's lanes idle), else pixel x channel tiles: the faster of the two on an H100."""
+    per_tower = z.shape[1] // towers
+    channels_last = z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous()
+    return "flat" if channels_last and per_tower & (per_tower - 1) else "tile"
 
 
 def _compute(z: torch.Tensor):
     return tl.float64 if z.dtype == torch.float64 else tl.float32
 
 
-def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, form: str | None = None,
-                     tile: int | None = None, num_warps: int = 4) -> torch.Tensor:
+def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, tile: int = FORWARD_TILE,
+                     num_warps: int = 4) -> torch.Tensor:
     y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
-    if (form or default_form(z)) == "flat":
-        block = tile or FLAT_TILE
-        relu_lrn_forward_flat_kernel[(triton.cdiv(z.numel(), block),)](
-            z, y, z.numel(), z.shape[1] // towers, alpha / SIZE, beta, k, BLOCK=block, COMPUTE=_compute(z),
-            num_warps=num_warps)
-        return y
-    grid, args, meta = _geometry(z, towers, tile or FORWARD_TILE)
+    grid, args, meta = _geometry(z, towers, tile)
     relu_lrn_forward_kernel[grid](z, y, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     return y
 
 
 def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha: float, beta: float,
-                      k: float, form: str | None = None, tile: int | None = None, num_warps: int = 4) -> torch.Tensor:
+                      k: float, form: str | None = None, tile: int = BACKWARD_TILE,
+                      num_warps: int = 4) -> torch.Tensor:
     """dL/dz from the gradient at y, the op's input z and its output y (both in z's memory layout)."""
     grad = grad.contiguous(memory_format=_memory_format(z))  # the kernels walk g with z's strides
     dz = torch.empty_like(z)
-    form = form or default_form(z)
-    if form == "flat":
-        block = tile or FLAT_TILE
-        relu_lrn_backward_flat_kernel[(triton.cdiv(z.numel(), block),)](
-            z, y, grad, dz, z.numel(), z.shape[1] // towers, alpha / SIZE, beta, k, BLOCK=block,
+    if (form or default_backward_form(z, towers)) == "flat":
+        if not z.is_contiguous(memory_format=torch.channels_last):
+            raise ValueError("the flat LRN backward needs channels-last maps.")
+        relu_lrn_backward_flat_kernel[(triton.cdiv(z.numel(), tile),)](
+            z, y, grad, dz, z.numel(), z.shape[1] // towers, alpha / SIZE, beta, k, BLOCK=tile,
             COMPUTE=_compute(z), num_warps=num_warps)
         return dz
-    grid, args, meta = _geometry(z, towers, tile or BACKWARD_TILE)
-    if form == "tile-recompute":
-        relu_lrn_backward_recompute_kernel[grid](z, grad, dz, *args, alpha / SIZE, beta, k, **meta,
-                                                 num_warps=num_warps)
-    else:
-        relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
+    grid, args, meta = _geometry(z, towers, tile)
+    relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     return dz
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from .conv import conv2d_chunked_weight_grad
 from .lrn import relu_local_response_norm
+from .pool_op import overlapping_max_pool
 
 TOWERS = 2  # the paper's two GPUs
 
@@ -232,7 +233,7 @@ class TowerStack(nn.Module):
         else:  # in place: a convolution's backward does not need its output, so ReLU may overwrite it
             h = F.relu(h, inplace=True)
         if "pool" in layer.lrn_pool:
-            h = F.max_pool2d(h, kernel_size=3, stride=2)  # overlapping pooling, paper §3.4
+            h = overlapping_max_pool(h)  # paper §3.4
         return h
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:

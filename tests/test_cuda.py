@@ -45,20 +45,36 @@ def oracle():
     return cpu.state_dict(), x, logits_and_grads(cpu, x)
 
 
-@pytest.mark.parametrize("layout", ["merged", "two-device"])
+@pytest.mark.parametrize("layout", ["merged", "two-device", "merged-compiled"])
 def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
     """The CUDA defaults (Triton ReLU+LRN, channels-last cuDNN convolutions, fused SGD aside) compute the
-    oracle's function: both towers on one GPU for the two-device layout."""
+    oracle's function: both towers on one GPU for the two-device layout; torch.compile with Inductor."""
     weights, x, (want, want_grads) = oracle
-    if layout == "merged":
-        model = AlexNet(num_classes=10, dropout=0.0).cuda()
-    else:
+    if layout == "two-device":
         model = TwoTowerAlexNet(num_classes=10, dropout=0.0, devices=("cuda:0", "cuda:0"))
+    else:
+        model = AlexNet(num_classes=10, dropout=0.0).cuda()
+        if layout == "merged-compiled":
+            model.compile()
     model.load_state_dict(weights)
     got, grads = logits_and_grads(model, x.float().cuda())
     assert relative_error(got, want) < 1e-4  # cuDNN's fp32 algorithms (FFT, Winograd) round differently
     for name, g in grads.items():
         assert relative_error(g, want_grads[name]) < 1e-3, name
+
+
+def test_compiled_on_cuda_keeps_the_lrn_and_the_max_pool_whole():
+    """Under torch.compile on CUDA the graph calls the two custom ops, not a decomposition for Inductor."""
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    model = AlexNet(num_classes=10, dropout=0.0).cuda()
+    torch.compile(model, backend=record)(torch.randn(2, 3, 224, 224, device="cuda"))
+    code = "\n".join(graphs)
+    assert code.count("alexnet2gpu.relu_lrn") == 2 and code.count("alexnet2gpu.max_pool") == 3, code
 
 
 def test_bf16_on_cuda_is_near_the_float64_oracle(oracle):

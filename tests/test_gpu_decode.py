@@ -192,7 +192,9 @@ def test_on_cuda_the_crop_maths_is_the_same_and_batches_pin(jpegs):
     full = torch.stack(gpu_decode.decode_files(gpu.files(), torch.device("cuda"), 3))
     assert torch.equal(gpu_decode.crop_batch(full, gpu.crop_flip, "train", 224).cpu(),
                        gpu_decode.crop_batch(full.cpu(), gpu.crop_flip, "train", 224))
-    assert (decode_images(gpu, "cuda", 3, "train", 224)[0].cpu().int() - on_cpu.int()).abs().float().mean() < 1
+    # nvJPEG's IDCT and chroma upsampling are not libjpeg's: 1.3 to 1.7 grey levels apart on average on an
+    # H100 (docs/gpu-decode.md). A wrong crop, flip or colour order would be tens of levels apart.
+    assert (decode_images(gpu, "cuda", 3, "train", 224)[0].cpu().int() - on_cpu.int()).abs().float().mean() < 3
     pinned = gpu.pin_memory()
     assert pinned.crop_flip.is_pinned() and pinned.alphas.is_pinned() and pinned.encoded is gpu.encoded
 

@@ -102,16 +102,23 @@ def test_compiles_without_a_graph_break():
     torch.testing.assert_close(grad, want)
 
 
-@pytest.mark.parametrize("form", ["flat", "tile", "tile-recompute"])
-def test_every_kernel_form_matches_the_formula(form):
-    """Each kernel family (lrn_kernels.FORMS) on channels-last maps with 48 channels a tower (conv1's), where
-    the flat tiles straddle pixels and towers: forward, and the backward from y or recomputed from z."""
+@pytest.mark.parametrize("form", ["flat", "tile"])
+def test_both_backward_forms_match_the_formula(form):
+    """Each backward kernel (lrn_kernels.BACKWARD_FORMS) on channels-last maps with 48 channels a tower (conv1's),
+    where the flat tiles straddle pixels and towers; the tile form also walks contiguous maps (other tests)."""
     from alexnet2gpu import lrn_kernels
     z = maps(2, 48, torch.float64, torch.channels_last, n=2, size=3).detach()
-    y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form=None if form == "tile-recompute" else form, tile=256)
+    y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, tile=256)
     assert relative_error(y, reference(z, 2, STRONG)) < FLOAT64_TOLERANCE
     g = torch.randn_like(y)
     dz = lrn_kernels.relu_lrn_backward(g, z, y, 2, *STRONG, form=form, tile=256)
     z64 = z.clone().requires_grad_()
     (want,) = torch.autograd.grad(reference(z64, 2, STRONG), z64, g)
     assert relative_error(dz, want) < FLOAT64_TOLERANCE * 10
+
+
+def test_the_backward_form_follows_the_layout_and_the_tower_width():
+    from alexnet2gpu.lrn_kernels import default_backward_form
+    assert default_backward_form(maps(2, 48, torch.float32, torch.channels_last).detach(), 2) == "flat"
+    assert default_backward_form(maps(2, 64, torch.float32, torch.channels_last).detach(), 2) == "tile"
+    assert default_backward_form(maps(2, 48, torch.float32, torch.contiguous_format).detach(), 2) == "tile"

@@ -20,6 +20,9 @@ def test_torchrun_restarts_after_a_rank_dies():
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "rank 0 lost contact with another rank" in output  # the first attempt's survivor said why it stopped
+    # What the run guarantees: the first attempt never finishes, the restarted one does with the right maths.
+    # Not which rank noticed the death first: under load torchrun's SIGTERM can reach the survivor before it
+    # has said anything.
+    assert "attempt 0:" not in done.stdout
     assert "attempt 1: world 2 = 1 tower pair(s)" in done.stdout
     assert "gathered [0.0, 1.0], grad [2.0]" in done.stdout  # both towers' cross layers read each map

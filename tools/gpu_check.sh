@@ -1,42 +1,49 @@
 #!/bin/bash
 # The whole GPU check in one run, for a CUDA machine with one GPU (the two-device layout then puts both towers
-# on cuda:0): CUDA tests, bench.py's GPU rows, a profile of the merged bf16 step, the GPU data path, the rest of
-# the test suite with CUDA visible. A summary is printed last and kept in $OUT/summary.txt with bench.json; all
-# logs go to $OUT/gpu_check_logs.tgz ($OUT defaults to /tmp/gpu_check).
+# on cuda:0): bench.py's GPU rows, the CUDA tests, the LRN kernels alone, a profile of a training step, the GPU
+# data path, the tests that start processes. A summary is printed last and kept in $OUT/summary.txt with the
+# bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a run stopped early still
+# returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # only some stages: cuda-tests lrn bench compile profile decode suite
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests lrn profile decode suite
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive at the end
-ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-contiguous,torchvision-bf16,train-loop}
-COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,merged-bf16-compile-triton-lrn,torchvision-bf16-compile}
+FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
+ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-loop}
+COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
-S=$(date +%s); stage() { echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"; }
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-cuda-tests lrn bench compile profile decode suite} "
+STAGES=" ${STAGES:-bench compile cuda-tests lrn profile decode suite} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
+S=$(date +%s)
+stage() {
+  tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
+  echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"
+}
 touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt"
 
 stage "environment"
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'torchvision',
   torchvision.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/env.log"
 
-want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, deferred NaN check)" &&
-timeout 90 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py tests/test_train_loop.py \
-  > "$OUT/pytest-cuda.log" 2>&1; tail -4 "$OUT/pytest-cuda.log"
-
-# Two runs: compiling takes 30-60 s a row, and a run stopped by its timeout prints nothing.
-want lrn && stage "the LRN kernels alone: forms, tiles, warps" &&
-timeout 100 python3 tools/lrn_microbench.py > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
-
+# Two bench runs: compiling takes 30-60 s a row, and a run stopped by its timeout prints nothing.
 want bench && stage "bench.py --device cuda, batch $BATCH, training: eager rows" &&
-timeout 120 python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
-  --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; echo "bench exit $?"; tail -2 "$OUT/bench.err"
+timeout ${BENCH_SECONDS:-150} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
+  --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; echo "bench exit $?"
 want compile && stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows" &&
-timeout 240 python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$COMPILE_ROWS" \
-  --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"; echo "bench exit $?"
+timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train \
+  --rows "$COMPILE_ROWS" --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"
+want compile && echo "bench exit $?"
+
+want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, deferred NaN check)" &&
+timeout 150 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py \
+  tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py > "$OUT/pytest-cuda.log" 2>&1
+want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
+
+want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
+timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 
 want profile && stage "profile of one training step" &&
 for row in ${PROFILE_ROWS:-merged-bf16}; do
@@ -44,23 +51,25 @@ for row in ${PROFILE_ROWS:-merged-bf16}; do
 done
 
 want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
-timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; echo "decode check exit $?"
+timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"
+want decode && echo "decode check exit $?"
 
-want suite && stage "the tests that run train.py, with CUDA visible (TESTS=tests for the whole suite)" &&
+want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
 timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
-  tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1; tail -6 "$OUT/pytest-all.log"
+  tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
+want suite && tail -6 "$OUT/pytest-all.log"
 
 stage "done"
 {
 echo; echo "================ summary ($(head -1 "$OUT/env.log"))"
 tail -1 "$OUT/env.log"
 echo "-- CUDA tests:"; tail -1 "$OUT/pytest-cuda.log"
-echo "-- train.py tests:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
+echo "-- tests that start processes:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
-echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err"
-echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"
+echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err" 2>/dev/null
+echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
 } | tee "$FINAL/summary.txt"
 cp "$OUT/bench.json" "$OUT/bench-compile.json" "$FINAL/" 2>/dev/null
 tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
