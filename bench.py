@@ -1,10 +1,10 @@
 """Throughput of every way to run AlexNet on this machine, against torchvision's alexnet and the hardware.
 
-    python bench.py                                   # every row, train + infer, batch 128, CUDA if present
+    python bench.py                                   # every row, train + infer, batch 128 (on a CPU)
     python bench.py --quick                           # smoke run: small batch, few steps, < 2 min on 2 cores
     python bench.py --batch-sizes 32,64,128 --mode train --json bench.json --plot bench.png
     python bench.py --rows merged,torchvision,merged-native-lrn --steps 11
-    python bench.py --device cuda                     # the GPU comparison, torch.compile rows included
+    python bench.py --device cuda                     # the GPU comparison: goal rows, training, batch 256
     python bench.py --compile                         # the torch.compile rows on a CPU too (slow to compile)
     OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
 
@@ -29,10 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="rows: " + ", ".join(runner.ALL_ROWS))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128, the paper's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default 128, the paper's; CUDA 256)")
     p.add_argument("--batch-sizes", default="", help="comma list for a sweep, e.g. 32,64,128 (overrides --batch-size)")
-    p.add_argument("--mode", default="train,infer", help="train, infer or train,infer (default)")
-    p.add_argument("--rows", default="", help="comma list of rows (default: all that can run here)")
+    p.add_argument("--mode", default=None, help="train, infer or train,infer (default; CUDA: train)")
+    p.add_argument("--rows", default="", help="comma list of rows (default: all that can run here; CUDA: the rows "
+                   "of the speed goals)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per row (default 2, CUDA 3; --quick 1)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per row; the median is reported (default 7, CUDA 15; --quick 3)")
@@ -61,10 +62,13 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def options(args: argparse.Namespace) -> runner.Options:
     import torch
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else (args.batch_size,)
+    cuda = device.startswith("cuda")
+    batch = args.batch_size or (256 if cuda else 128)
+    batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else (batch,)
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
-    opts = runner.Options(device=device, batch_sizes=batches, modes=tuple(m.strip() for m in args.mode.split(",")),
-                          rows=rows or runner.ALL_ROWS, threads=args.threads,
+    mode = args.mode or ("train" if cuda else "train,infer")
+    opts = runner.Options(device=device, batch_sizes=batches, modes=tuple(m.strip() for m in mode.split(",")),
+                          rows=rows or (runner.CUDA_ROWS if cuda else runner.ALL_ROWS), threads=args.threads,
                           num_classes=args.num_classes,
                           allow_compile=args.compile if args.compile is not None else device.startswith("cuda"),
                           keep_freed_memory=not args.glibc_default_malloc, data=args.data, workers=args.workers)

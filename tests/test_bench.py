@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import torch
 
-from alexnet2gpu.bench import report
+from alexnet2gpu.bench import report, runner
 from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
 from alexnet2gpu.bench.measure import tower_exchange_bytes
 from alexnet2gpu.model import AlexNet
@@ -46,6 +46,18 @@ def test_bad_options_are_one_clear_line(capsys):
     assert "unknown benchmark row(s) fastest" in capsys.readouterr().err
     assert bench.main(["--batch-sizes", "8,x"]) == 2
     assert "--batch-sizes must be whole numbers" in capsys.readouterr().err
+
+
+def test_on_cuda_the_default_is_the_goal_rows_in_training_at_batch_256():
+    """`bench.py --device cuda` alone runs the GPU comparison (minutes, not every variant twice); a CPU run
+    keeps every row, both modes and the paper's batch; explicit options win on both."""
+    opts = bench.options(bench.parse_args(["--device", "cuda"]))
+    assert (opts.rows, opts.modes, opts.batch_sizes) == (runner.CUDA_ROWS, ("train",), (256,))
+    assert set(opts.rows) >= {"merged-bf16", "torchvision-bf16", "merged-bf16-compile", "torchvision-bf16-compile"}
+    opts = bench.options(bench.parse_args(["--device", "cpu"]))
+    assert (opts.rows, opts.modes, opts.batch_sizes) == (runner.ALL_ROWS, ("train", "infer"), (128,))
+    opts = bench.options(bench.parse_args(["--device", "cuda", "--mode", "infer", "--batch-size", "64"]))
+    assert (opts.modes, opts.batch_sizes) == (("infer",), (64,))
 
 
 def test_plot_draws_images_per_second(monkeypatch, tmp_path):
