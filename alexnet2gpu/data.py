@@ -25,9 +25,9 @@ from PIL import Image
 
 from .errors import TrainError
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center
+from .prepare import prepared_info
 
 MEAN_FILE = "alexnet2gpu_mean.json"
-PREPARED_FILE = "alexnet2gpu_prepared.json"  # written by the data preparation step: every image is a 256x256 JPEG
 DECODE_MODES = ("cpu", "gpu")
 
 # PCA colour noise (paper §4.1): add V @ (alpha * s) to every pixel, alpha ~ N(0, 0.1^2) once per image.
@@ -61,8 +61,8 @@ def default_workers() -> int:
 
 def is_prepared(root) -> bool:
     """Whether the data folder was prepared (every image re-encoded as a 256x256 JPEG), as the marker file
-    the preparation step writes into it says."""
-    return (Path(root) / PREPARED_FILE).is_file()
+    the preparation step writes last says."""
+    return prepared_info(root) is not None
 
 
 def find_classes(folder: Path) -> list[str]:

@@ -2,6 +2,7 @@
 CPU path bit for bit, the fallbacks for files nvJPEG refuses, dropped files named as corrupt, and the wiring
 (default workers, --decode resolution, the benchmark row, the check script)."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet2gpu import data, gpu_decode
+from alexnet2gpu import data, gpu_decode, prepare
 from alexnet2gpu.data import Batch, CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
 from alexnet2gpu.engine import InputSpec, evaluate, train_one_epoch
 from alexnet2gpu.errors import TrainError
@@ -203,7 +204,9 @@ def test_decode_auto_picks_the_gpu_only_for_prepared_data_on_cuda(tmp_path):
     cuda = torch.device("cuda")
     assert resolve_decode("auto", CPU, tmp_path) == "cpu"
     assert resolve_decode("auto", cuda, tmp_path) == "cpu"  # not prepared: PIL's resize is the reference
-    (tmp_path / data.PREPARED_FILE).write_text("{}")
+    (tmp_path / prepare.MARKER).write_text("{}")  # a marker prepare did not write (or a half-written one)
+    assert not data.is_prepared(tmp_path)
+    (tmp_path / prepare.MARKER).write_text(json.dumps({"format": prepare.FORMAT}))
     assert data.is_prepared(tmp_path) and resolve_decode("auto", cuda, tmp_path) == "gpu"
     assert resolve_decode("cpu", cuda, tmp_path) == "cpu" and resolve_decode("gpu", cuda, tmp_path) == "gpu"
     with pytest.raises(TrainError, match="--decode gpu needs a CUDA device"):
