@@ -5,7 +5,7 @@
 # bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a run stopped early still
 # returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests lrn profile decode suite
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite lrn profile decode
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-lo
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-bench compile cuda-tests lrn profile decode suite} "
+STAGES=" ${STAGES:-bench compile cuda-tests suite lrn profile decode} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 S=$(date +%s)
 stage() {
@@ -42,6 +42,11 @@ timeout 150 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py test
   tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
+want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
+timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
+  tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
+want suite && tail -6 "$OUT/pytest-all.log"
+
 want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
 timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 
@@ -53,11 +58,6 @@ done
 want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
 timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"
 want decode && echo "decode check exit $?"
-
-want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
-timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
-  tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
-want suite && tail -6 "$OUT/pytest-all.log"
 
 stage "done"
 {
