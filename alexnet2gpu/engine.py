@@ -1,4 +1,4 @@
-"""One training step, one training epoch, one evaluation pass; any layout, any dist.Context.
+"""One training step, one training epoch, one evaluation pass; any layout, any world.Context.
 
 `train_step` is the real step (bench.py reuses it): forward, cross-entropy, backward, gradient average
 over tower pairs, SGD step. Errors are the paper's: top-1 and top-5 error in percent; with ten crops the

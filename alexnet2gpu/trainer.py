@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import dist as adist
+from . import world
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
-from .dist import Context
+from .world import Context
 from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
 from .gpu_decode import DecodedLoader, resolve_decode
@@ -67,7 +67,7 @@ class Config:
     keep: int = 2
     train_per_class: int = 0  # built-in set only
     val_per_class: int = 0
-    dist_timeout: float = adist.DEFAULT_TIMEOUT_S  # seconds a rank waits on a silent peer (torchrun)
+    dist_timeout: float = world.DEFAULT_TIMEOUT_S  # seconds a rank waits on a silent peer (torchrun)
     decode: str = "auto"  # where JPEGs are decoded: cpu (loader workers), gpu (the device), auto (gpu_decode.py)
 
     def describe(self) -> str:
@@ -96,15 +96,15 @@ def resume_config(saved: dict, given: dict) -> Config:
 
 
 def make_context(cfg: Config) -> Context:
-    """The process's place in the world: under torchrun one tower of one tower pair (dist.setup), otherwise
+    """The process's place in the world: under torchrun one tower of one tower pair (world.setup), otherwise
     a single process. Setup mistakes (odd world size, a device naming one GPU) are the same on every rank,
     so rank 0 reports them and the others stop quietly."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return adist.setup(device=device, timeout_s=cfg.dist_timeout)
+        return world.setup(device=device, timeout_s=cfg.dist_timeout)
     except ValueError as error:
         if os.environ.get("RANK", "0") != "0":
-            raise adist.Stopped(str(error)) from None
+            raise world.Stopped(str(error)) from None
         raise TrainError(str(error)) from None
 
 
@@ -117,7 +117,7 @@ def resolve_layout(layout: str, ctx: Context) -> str:
 
 def resolve_device(name: str, ctx: Context) -> torch.device:
     if ctx.distributed:
-        return ctx.device  # each rank's own: cuda:LOCAL_RANK or the CPU (dist.setup)
+        return ctx.device  # each rank's own: cuda:LOCAL_RANK or the CPU (world.setup)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -233,7 +233,7 @@ class Run:
                                              cfg.workers, self.corrupt, self.say)
 
     def _model(self, cfg: Config, ctx: Context) -> None:
-        adist.seed_all(cfg.seed)  # the same seed on every rank: the same initial weights in every layout
+        world.seed_all(cfg.seed)  # the same seed on every rank: the same initial weights in every layout
         self.model = build_model(self.layout, self.num_classes, cfg.in_channels, cfg.init, cfg.dropout,
                                  device=self.device, devices=cfg.devices, ctx=ctx)
         if cfg.channels_last:
@@ -316,7 +316,7 @@ class Run:
                                     n_train, f"epoch {epoch}/{cfg.epochs}", self.step, cfg.max_steps, self.show)
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
-                raise adist.Stopped(str(e)) from None  # every rank stops; rank 0 says why
+                raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why
             kept = self.last_checkpoint or "none (no epoch finished yet)"
             raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
         self.step += stats.steps
@@ -370,7 +370,7 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 def in_world(cfg: Config, ctx: Context | None, work):
     """work(ctx) in this process's world: joined here unless `ctx` is given (then left again), with a lost
-    peer turned into dist.PeerLost."""
+    peer turned into world.PeerLost."""
     own = ctx is None
     ctx = ctx or make_context(cfg)
     try:
@@ -378,7 +378,7 @@ def in_world(cfg: Config, ctx: Context | None, work):
             return work(ctx)
     finally:
         if own:
-            adist.teardown()
+            world.teardown()
 
 
 def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None, log=print) -> list[dict]:

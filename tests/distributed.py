@@ -1,5 +1,5 @@
 """Start small gloo worlds for tests, the way torchrun would: one process per rank with RANK, WORLD_SIZE,
-LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, so the code under test calls dist.setup().
+LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, so the code under test calls world.setup().
 
 Processes come from a forkserver that imports torch once, so a world starts in a fraction of a second
 rather than paying torch's import per rank. Each rank runs `fn(rank, *args)` with one thread; what it

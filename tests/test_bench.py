@@ -15,7 +15,7 @@ from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, co
 from alexnet2gpu.bench.measure import tower_exchange_bytes
 from alexnet2gpu.model import AlexNet
 from alexnet2gpu.synthetic import ensure_synthetic
-from alexnet2gpu.towers import TwoTowerAlexNet
+from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_cli", ROOT / "bench.py")

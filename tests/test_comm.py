@@ -27,8 +27,8 @@ def leaf(seed: int, shape=SHAPE) -> torch.Tensor:
 
 def exchanges(rank: int) -> dict:
     """Run every exchange on this rank of a 2-process world; return what this rank saw."""
-    from alexnet2gpu import dist as adist
-    ctx = adist.setup("cpu", timeout_s=60)
+    from alexnet2gpu import world
+    ctx = world.setup("cpu", timeout_s=60)
     group, tower = ctx.tower_group, ctx.tower
     out = {}
 
@@ -65,7 +65,7 @@ def exchanges(rank: int) -> dict:
     out["rows"] = gather_rows(tensor(50 + tower, (3, 2)), group)
     like = torch.empty(4, dtype=torch.float64)
     out["broadcast"] = broadcast_from_first(tensor(60, (4,)) if tower == 0 else None, group, like)
-    adist.teardown()
+    world.teardown()
     return out
 
 

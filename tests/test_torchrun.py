@@ -1,5 +1,5 @@
-"""The real launcher: torchrun starts the ranks, dist.setup reads its environment, and after a rank dies
-`--max-restarts=1` restarts the job, which then completes. Without per-attempt store keys (dist.py,
+"""The real launcher: torchrun starts the ranks, world.setup reads its environment, and after a rank dies
+`--max-restarts=1` restarts the job, which then completes. Without per-attempt store keys (world.py,
 _attempt_store) the restarted ranks often read the dead ranks' addresses and fail with "Connection refused"."""
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu import dist as adist
+from alexnet2gpu import world
 from alexnet2gpu.layouts import build_model, resolve_layout
 from alexnet2gpu.model import AlexNet
-from alexnet2gpu.parallel import TowerParallelAlexNet
+from alexnet2gpu.layouts.tower_parallel import TowerParallelAlexNet
 from distributed import run_world, values
 from parity import assert_near
 
@@ -52,8 +52,8 @@ def momentum(model, optimizer) -> dict[str, torch.Tensor]:
 
 def train_ranks(rank: int, checkpoint: str | None) -> dict:
     """3 SGD steps on this rank's pair's share of each batch; rank 0 returns everything, others fingerprints."""
-    ctx = adist.setup("cpu", timeout_s=60)
-    adist.seed_all(SEED)
+    ctx = world.setup("cpu", timeout_s=60)
+    world.seed_all(SEED)
     model = build_model("tower-parallel", CLASSES, dropout=0.0, ctx=ctx)
     optimizer = torch.optim.SGD(model.parameters(), **SGD)
     share = BATCH // ctx.num_pairs
@@ -79,12 +79,12 @@ def train_ranks(rank: int, checkpoint: str | None) -> dict:
         out["grads"], out["state"], out["momentum"] = grads, state, velocity
         if checkpoint:
             torch.save({"model": state, "momentum": velocity}, checkpoint)  # any per-parameter tensors do
-    adist.teardown()
+    world.teardown()
     return out
 
 
 def merged_run() -> dict:
-    adist.seed_all(SEED)
+    world.seed_all(SEED)
     model = AlexNet(CLASSES, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), **SGD)
     out = {"losses": []}
@@ -157,14 +157,14 @@ def test_four_ranks_two_pairs_match_merged(merged, four_ranks):
 
 
 def load_ranks(rank: int, checkpoint: str) -> dict:
-    ctx = adist.setup("cpu", timeout_s=60)
+    ctx = world.setup("cpu", timeout_s=60)
     model = TowerParallelAlexNet(CLASSES, dropout=0.0, ctx=ctx)
     saved = torch.load(checkpoint, weights_only=True)
     model.load_state_dict(saved["model"])
     velocity = model.from_canonical(saved["momentum"])
     assert velocity.keys() == dict(model.named_parameters()).keys()
     out = {"logits": model(batches()[0][0]).detach(), "momentum": fingerprint(model.to_canonical(velocity))}
-    adist.teardown()
+    world.teardown()
     return out
 
 
@@ -183,19 +183,19 @@ def test_checkpoint_from_four_ranks_loads_at_two_and_merged(four_ranks):
 def test_odd_world_size_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match="even number of processes .* got 3"):
-        adist.setup("cpu")
+        world.setup("cpu")
 
 
 def test_world_of_one_is_the_single_process_context(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    ctx = adist.setup("cpu")
+    ctx = world.setup("cpu")
     assert not ctx.distributed and ctx.tower is None and resolve_layout(None, ctx) == "merged"
     with pytest.raises(ValueError, match="torchrun"):
         resolve_layout("tower-parallel", ctx)
-    with pytest.raises(ValueError, match="needs the Context of dist.setup"):
+    with pytest.raises(ValueError, match="needs the Context of world.setup"):
         TowerParallelAlexNet(CLASSES, ctx=ctx)
     with pytest.raises(ValueError, match="layout is tower-parallel, not 'merged'"):
-        resolve_layout("merged", adist.Context(world_size=2))
+        resolve_layout("merged", world.Context(world_size=2))
 
 
 @pytest.mark.parametrize("device, backend, message", [
@@ -208,7 +208,7 @@ def test_setup_refuses_bad_devices(monkeypatch, device, backend, message):
     if device.startswith("cuda") and not torch.cuda.is_available():
         message = "each rank takes its own"  # the index is refused before the GPU count is looked at
     with pytest.raises(ValueError, match=message):
-        adist.setup(device, backend=backend)
+        world.setup(device, backend=backend)
 
 
 FAULT_TIMEOUT_S = 3
@@ -216,7 +216,7 @@ FAULT_TIMEOUT_S = 3
 
 def lose_a_peer(rank: int, how: str) -> dict:
     """Rank 1 dies (or goes silent) after one training step; rank 0 carries on and must stop cleanly."""
-    ctx = adist.setup("cpu", timeout_s=FAULT_TIMEOUT_S)
+    ctx = world.setup("cpu", timeout_s=FAULT_TIMEOUT_S)
     model = TowerParallelAlexNet(CLASSES, dropout=0.0, ctx=ctx)
     images = batches()[0][0][:2]
     try:
@@ -229,7 +229,7 @@ def lose_a_peer(rank: int, how: str) -> dict:
                 os._exit(0)
             start = time.monotonic()
             model(images).sum().backward()
-    except adist.PeerLost as error:
+    except world.PeerLost as error:
         return {"message": str(error), "waited": time.monotonic() - start}
     return {"message": "no error", "waited": 0.0}
 

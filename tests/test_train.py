@@ -52,7 +52,7 @@ def test_the_paper_command_line_and_the_demo_defaults():
 
 
 def test_effective_batch_and_lr_rule():
-    from alexnet2gpu.dist import Context
+    from alexnet2gpu.world import Context
     from alexnet2gpu.trainer import Config, effective_lr
 
     assert effective_lr(Config(batch_size=256, lr_scaling="linear"), Context())[0] == pytest.approx(0.02)

@@ -21,7 +21,7 @@ import torch
 
 from alexnet2gpu.checkpoint import load_checkpoint
 from alexnet2gpu.data import open_folders
-from alexnet2gpu.dist import Context
+from alexnet2gpu.world import Context
 from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.trainer import Config, epoch_loaders, resume_config
 from parity import assert_near

@@ -4,10 +4,10 @@ import os
 
 import torch
 
-from alexnet2gpu import dist as adist
+from alexnet2gpu import world
 from alexnet2gpu.comm import gather_from_towers
 
-ctx = adist.setup("cpu", timeout_s=30)
+ctx = world.setup("cpu", timeout_s=30)
 attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 with ctx.guard():
     x = torch.full((1, 1, 1, 1), float(ctx.tower), requires_grad=True)
@@ -16,4 +16,4 @@ with ctx.guard():
         os._exit(1)
     y.sum().backward()
 ctx.print(f"attempt {attempt}: {ctx.describe()}; gathered {y.flatten().tolist()}, grad {x.grad.flatten().tolist()}")
-adist.teardown()
+world.teardown()

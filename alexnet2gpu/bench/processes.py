@@ -47,10 +47,10 @@ def _backend(device_type: str) -> str:
 
 
 def _build_tower_parallel(cfg: dict, device: torch.device):
-    """HOOK for the tower-parallel layout (issue 3): dist.setup() from the torchrun-style environment, then
+    """HOOK for the tower-parallel layout (issue 3): world.setup() from the torchrun-style environment, then
     build_model("tower-parallel", ctx=ctx). Returns (model, None), or (None, why) while it is not built."""
     try:
-        from ..dist import setup
+        from ..world import setup
     except ImportError:
         return None, NOT_AVAILABLE
     ctx = setup(device.type)

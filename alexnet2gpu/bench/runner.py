@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..allocator import keep_freed_memory
-from ..dist import first_line
+from ..world import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
 from .loop import ROW as LOOP_ROW
@@ -54,7 +54,7 @@ class Options:
 
 def check_options(opts: Options) -> torch.device:
     """Refuse bad options in one sentence each; returns the device."""
-    from ..towers import check_device
+    from ..layouts.two_device import check_device
     device = check_device(opts.device)
     unknown = [r for r in opts.rows if r not in ALL_ROWS]
     if unknown:

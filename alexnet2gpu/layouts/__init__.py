@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .model import AlexNet
-from .parallel import TowerParallelAlexNet
-from .towers import TwoTowerAlexNet, check_device
+from ..model import AlexNet
+from .tower_parallel import TowerParallelAlexNet
+from .two_device import TwoTowerAlexNet, check_device
 
 LAYOUTS = ("merged", "two-device", "tower-parallel")
 
@@ -13,7 +13,7 @@ LAYOUTS = ("merged", "two-device", "tower-parallel")
 def build_model(layout: str, num_classes: int = 1000, in_channels: int = 3, init: str = "paper",
                 dropout: float = 0.5, device="cpu", devices=None, ctx=None) -> nn.Module:
     """`device` places the merged layout; `devices` the two towers of the two-device layout; `ctx` (a
-    dist.Context from dist.setup) says which tower this process holds in the tower-parallel layout, which
+    world.Context from world.setup) says which tower this process holds in the tower-parallel layout, which
     places it on `ctx.device`."""
     if layout == "merged":
         return AlexNet(num_classes, in_channels, init, dropout).to(check_device(device))

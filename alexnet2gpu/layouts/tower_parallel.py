@@ -1,6 +1,6 @@
 """The tower-parallel layout: one tower per process (rank), the towers meeting over torch.distributed.
 
-Rank 2p + t holds tower t of pair p (dist.setup): `TowerStack(1)`, and on tower-0 ranks fc8, as in
+Rank 2p + t holds tower t of pair p (world.setup): `TowerStack(1)`, and on tower-0 ranks fc8, as in
 cuda-convnet2's layers-imagenet-2gpu-model.cfg (`gpu=0`). The towers exchange activations only before conv3,
 fc6, fc7 (all-gather; gradients summed back, comm.gather_from_towers) and fc8 (tower 1's fc7 output to
 tower 0, comm.gather_to_first_tower); tower 0 then shares the logits (comm.share_from_first_tower) so both
@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower, share_from_first_tower
-from .model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, canonical_state_dict, check_arguments, check_input
-from .model import init_weights, load_canonical
-from .towers import check_device, split_towers
+from ..comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower, share_from_first_tower
+from ..model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, canonical_state_dict, check_arguments, check_input
+from ..model import init_weights, load_canonical
+from .two_device import check_device, split_towers
 
 
 class TowerParallelAlexNet(nn.Module):
@@ -32,7 +32,7 @@ class TowerParallelAlexNet(nn.Module):
         super().__init__()
         check_arguments(num_classes, in_channels, init)
         if ctx is None or ctx.tower is None or ctx.tower_group is None:
-            raise ValueError("the tower-parallel layout needs the Context of dist.setup() in a world of 2, 4, ... "
+            raise ValueError("the tower-parallel layout needs the Context of world.setup() in a world of 2, 4, ... "
                              "processes (torchrun --nproc_per_node=2 ...); a single process uses layout 'merged'.")
         self.num_classes, self.in_channels = num_classes, in_channels
         self.tower, self.group = ctx.tower, ctx.tower_group

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .comm import gather_local
-from .model import FC8, LAYERS, TOWERS, TowerStack, check_arguments, check_input, init_weights
-from .model import canonical_state_dict, load_canonical
+from ..comm import gather_local
+from ..model import FC8, LAYERS, TOWERS, TowerStack, check_arguments, check_input, init_weights
+from ..model import canonical_state_dict, load_canonical
 
 
 def split_towers(canonical: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
