@@ -5,22 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import importlib.util
-
 import pytest
 import torch
 
 from alexnet2gpu.bench import report, runner
 from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
 from alexnet2gpu.bench.measure import tower_exchange_bytes
+from alexnet2gpu.cli import bench
 from alexnet2gpu.model import AlexNet
 from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_cli", ROOT / "bench.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 KEYS = {"variant", "mode", "device", "batch_size", "images_per_s", "ms_per_step", "gflops", "peak_fraction",
         "processes", "threads", "peak_memory_mb", "exchange_mb"}
 

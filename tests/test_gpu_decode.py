@@ -1,7 +1,6 @@
 """The GPU data path (--decode gpu) run on the CPU: the same crops, flips, ten crops and colour noise as the
 CPU path bit for bit, the fallbacks for files nvJPEG refuses, dropped files named as corrupt, and the wiring
 (default workers, --decode resolution, the benchmark row, the check script)."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -224,10 +223,8 @@ def test_default_workers_leave_one_core_to_training(monkeypatch):
 
 
 def test_train_py_decode_gpu_on_the_cpu_is_one_sentence(tmp_path, capsys):
+    from alexnet2gpu.cli import train
     from alexnet2gpu.synthetic import ensure_synthetic
-    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
     folders = ensure_synthetic(2, 1, 1, cache_dir=tmp_path, log=lambda *a: None)
     code = train.main(["--data", str(folders), "--device", "cpu", "--decode", "gpu", "--workers", "0",
                        "--mean", "120,110,100", "--out", str(tmp_path / "runs")])
@@ -239,6 +236,7 @@ def test_train_py_decode_gpu_on_the_cpu_is_one_sentence(tmp_path, capsys):
 def test_the_pipeline_row_runs_gpu_decode_on_the_cpu_and_the_runner_skips_it(tmp_path):
     from alexnet2gpu.bench import runner
     from alexnet2gpu.bench.pipeline import measure_input_pipeline
+    from alexnet2gpu.cli import train
     from alexnet2gpu.synthetic import ensure_synthetic
     folders = ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=lambda *a: None)
     r = measure_input_pipeline(2, CPU, str(folders), workers=1, max_batches=2, decode="gpu")

@@ -1,7 +1,6 @@
 """train.py end to end: the command lines people type, each bad input's one-sentence message, a NaN stop
 that keeps the last good checkpoint, and a run killed with SIGKILL that resumes to the same metrics."""
 import csv
-import importlib.util
 import os
 import signal
 import subprocess
@@ -13,12 +12,10 @@ import pytest
 import torch
 
 from alexnet2gpu.checkpoint import load_checkpoint
+from alexnet2gpu.cli import train
 from alexnet2gpu.synthetic import ensure_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
-train = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train)
 
 TINY = ["--batch-size", "2", "--workers", "0", "--keep", "1", "--device", "cpu"]
 

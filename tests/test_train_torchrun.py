@@ -8,7 +8,6 @@ and 1 validation image per class. Dropout is off so every layout computes the sa
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from alexnet2gpu.checkpoint import load_checkpoint
+from alexnet2gpu.cli import train
 from alexnet2gpu.data import open_folders
 from alexnet2gpu.world import Context
 from alexnet2gpu.synthetic import ensure_synthetic
@@ -30,10 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--num-classes", "2", "--train-per-class", "2", "--val-per-class", "1", "--workers", "0", "--dropout", "0",
         "--init", "caffe", "--dist-timeout", "60"]
 HANG_GUARD_S = 240  # a job still running by then hangs: the test fails instead of CI
-
-spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
-train = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train)
 
 
 def torchrun(ranks: int, args, cache: Path, *launcher, env: dict | None = None) -> tuple[int, str]:
