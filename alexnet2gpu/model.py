@@ -1,9 +1,9 @@
-"""The network, stated once: the layer table, initialisation schemes, canonical weights, the merged layout.
+"""The network, stated once: the layer table, initialisation schemes, canonical weights, the tower stack.
 
-Two column towers (Krizhevsky et al. 2012, Fig. 2; shared/PAPER.md §1). `TowerStack` holds the layers of
+Two column towers (Krizhevsky et al. 2012, Fig. 2; docs/paper.md §1). `TowerStack` holds the layers of
 one tower (`towers=1`, a tower of the two-device and tower-parallel layouts) or of both towers merged into
-one set of tensors (`towers=2`, grouped convolutions as in caffe's bvlc_alexnet). `AlexNet` is the merged
-layout: the numerical oracle every other layout must match.
+one set of tensors (`towers=2`, grouped convolutions as in caffe's bvlc_alexnet). The layouts that hold
+the stacks live in layouts/: merged.py (the numerical oracle), two_device.py, tower_parallel.py.
 
 Nothing here knows about processes or devices beyond the one a module sits on.
 """
@@ -23,17 +23,17 @@ from .pool_op import overlapping_max_pool
 TOWERS = 2  # the paper's two GPUs
 
 # LRN constants (paper §3.3: k=2, n=5, alpha=1e-4, beta=0.75). The original code divides alpha by n
-# (cuda-convnet2 layer.py `scale /= size`), as torch.nn.LocalResponseNorm does: PAPER.md §2.
+# (cuda-convnet2 layer.py `scale /= size`), as torch.nn.LocalResponseNorm does: docs/paper.md §2.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 
-# Input geometry (PAPER.md §3): 224 crops are padded right/bottom by 3 like the original code's rounding,
+# Input geometry (docs/paper.md §3): 224 crops are padded right/bottom by 3 like the original code's rounding,
 # 227 crops (caffe) need nothing; both give 55x55 after conv1.
 INPUT_PAD = {224: 3, 227: 0}
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One row of the layer table (PAPER.md §1); widths are per tower."""
+    """One row of the layer table (docs/paper.md §1); widths are per tower."""
 
     name: str
     out: int  # maps or units per tower (fc8: the whole layer, held by tower 0)
@@ -158,14 +158,8 @@ def check_input(x: torch.Tensor, in_channels: int) -> int:
     return INPUT_PAD[x.shape[2]]
 
 
-# BUILD_ON_META: every layout builds its modules on the meta device, then draws `init_weights`. Building on
-# the CPU would run PyTorch's default init, which draws from the global RNG as many numbers as the layout
-# holds (a whole net, or one tower of it), so `init_weights` would start from a different RNG state in each
-# layout; on the meta device nothing is drawn or allocated, and a seed gives the same weights everywhere.
-
-
 def conv1_input(x: torch.Tensor, pad: int, weight: torch.Tensor) -> torch.Tensor:
-    """`x` zero-padded by `pad` on the right and bottom (PAPER.md §3), in the memory layout of `weight`,
+    """`x` zero-padded by `pad` on the right and bottom (docs/paper.md §3), in the memory layout of `weight`,
     in one pass over the image."""
     layout = torch.channels_last if not weight.is_contiguous() and weight.is_contiguous(
         memory_format=torch.channels_last) else torch.contiguous_format
@@ -183,7 +177,7 @@ class TowerStack(nn.Module):
     """conv1 ... fc7 of `towers` column towers: one tower (towers=1) or both merged (towers=2).
 
     With towers=2, conv2/conv4/conv5 are grouped convolutions: PyTorch maps input channels [0, C/2) to
-    output channels [0, O/2), and that half is tower 0. LRN runs per tower (PAPER.md §2). The forward is
+    output channels [0, O/2), and that half is tower 0. LRN runs per tower (docs/paper.md §2). The forward is
     cut into stages at the layers that read both towers; a layout gathers the towers' maps between stages.
 
     Two internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
@@ -193,9 +187,8 @@ class TowerStack(nn.Module):
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
     map of the stack is channels-last: on the CPU oneDNN then runs the convolutions without reordering, and
-    max pooling and the LRN read channels contiguously (docs/BENCHMARKS.md: 1.05-1.12x a training step
-    over the contiguous layout). `stack.to(memory_format=torch.contiguous_format)` gives the contiguous
-    layout back; the input follows it.
+    max pooling and the LRN read channels contiguously (figures: docs/BENCHMARKS.md, "channels-last").
+    `stack.to(memory_format=torch.contiguous_format)` gives the contiguous layout back; the input follows it.
     """
 
     CONV_IMPLS = ("grouped", "split")
@@ -254,66 +247,8 @@ class TowerStack(nn.Module):
         return self.dropout(F.relu(getattr(self, name)(h)))
 
 
-class AlexNet(nn.Module):
-    """The merged layout: both towers on one device as halves of one tensor (the numerical oracle).
-
-    Input: N x in_channels x 224 x 224 (or 227), raw 0..255 scale with the mean subtracted. Output: logits.
-    Departures from torchvision's alexnet, all towards the paper: two towers (grouped conv2/4/5), LRN,
-    48/128/192/192/128 maps per tower, dropout on the outputs of fc6 and fc7, the original conv1 rounding.
-    """
-
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5):
-        super().__init__()
-        check_arguments(num_classes, in_channels, init)
-        self.num_classes, self.in_channels = num_classes, in_channels
-        with torch.device("meta"):  # see BUILD_ON_META
-            self.stack = TowerStack(TOWERS, in_channels, dropout)
-            self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
-        self.to_empty(device="cpu")
-        self.load_state_dict(init_weights(num_classes, in_channels, init))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = check_input(x, self.in_channels)
-        h = self.stack.conv_cross(self.stack.features(x, pad))
-        h = self.stack.fully_connected(h, "fc6")
-        h = self.stack.fully_connected(h, "fc7")
-        return self.fc8(h)
-
-    # Canonical names are `conv1.weight`, not `stack.conv1.weight`: one format for every layout.
-    def to_canonical(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Map tensors keyed by this module's parameter names (weights, momentum...) to canonical names."""
-        return {name.removeprefix("stack."): t for name, t in tensors.items()}
-
-    def from_canonical(self, canonical: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Inverse of `to_canonical`: canonical tensors keyed by this module's parameter names."""
-        return {("" if k.startswith(FC8) else "stack.") + k: t for k, t in canonical.items()}
-
-    def state_dict(self, *args, **kwargs):
-        return canonical_state_dict(self)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return load_canonical(self, state_dict)
-
-
-def canonical_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The canonical state dict of any layout (CPU tensors, detached)."""
-    # contiguous copies: checkpoints do not carry the channels-last layout of the convolution weights
-    params = {n: p.detach().cpu().clone(memory_format=torch.contiguous_format) for n, p in model.named_parameters()}
-    return model.to_canonical(params)
-
-
-@torch.no_grad()
-def load_canonical(model: nn.Module, state: dict[str, torch.Tensor]):
-    """Copy a canonical state dict into any layout, after checking it is this architecture's."""
-    check_state_dict(state, model.num_classes, model.in_channels)
-    params = dict(model.named_parameters())
-    for name, tensor in model.from_canonical(state).items():
-        params[name].copy_(tensor)
-    return nn.modules.module._IncompatibleKeys([], [])
-
-
 def multiply_adds(num_classes: int = 1000, in_channels: int = 3) -> dict[str, int]:
-    """Forward multiply-adds per image for each layer at 224/227 input, from the layer table (PAPER.md §1)."""
+    """Forward multiply-adds per image for each layer at 224/227 input, from the layer table (docs/paper.md §1)."""
     sizes = {"conv1": 55, "conv2": 27, "conv3": 13, "conv4": 13, "conv5": 13}
     macs = {}
     for name, shape in canonical_shapes(num_classes, in_channels).items():

@@ -18,6 +18,7 @@ from . import checkpoint as ckpt
 from . import world
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
 from .world import Context
+from .device import check_device, default_device_type
 from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
 from .gpu_decode import DecodedLoader, resolve_decode
@@ -99,7 +100,7 @@ def make_context(cfg: Config) -> Context:
     """The process's place in the world: under torchrun one tower of one tower pair (world.setup), otherwise
     a single process. Setup mistakes (odd world size, a device naming one GPU) are the same on every rank,
     so rank 0 reports them and the others stop quietly."""
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = cfg.device if cfg.device != "auto" else default_device_type()
     try:
         return world.setup(device=device, timeout_s=cfg.dist_timeout)
     except ValueError as error:
@@ -118,9 +119,7 @@ def resolve_layout(layout: str, ctx: Context) -> str:
 def resolve_device(name: str, ctx: Context) -> torch.device:
     if ctx.distributed:
         return ctx.device  # each rank's own: cuda:LOCAL_RANK or the CPU (world.setup)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return check_device(default_device_type() if name == "auto" else name)
 
 
 def effective_lr(cfg: Config, ctx: Context) -> tuple[float, str]:

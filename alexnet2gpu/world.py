@@ -1,6 +1,6 @@
 """Processes: the torchrun environment, process groups (data-parallel x tower), rank-0 output, faults.
 
-Knows nothing of AlexNet. A world of 2R processes is R tower pairs: ranks 2p and 2p+1 hold towers 0 and 1
+Knows of AlexNet only its number of towers. A world of 2R processes is R tower pairs: ranks 2p and 2p+1 hold towers 0 and 1
 of pair p (a row-major R x 2 mesh, pair x tower); the two ranks of a pair see the same batches, different
 pairs see different samples, and each tower's gradients are averaged over its data-parallel group, the R
 ranks holding that tower.
@@ -23,8 +23,10 @@ import torch
 import torch.distributed as dist
 
 from .comm import on_backend
+from .device import parse_device
+from .model import TOWERS
 
-TOWERS = 2  # processes per pair: the paper's two GPUs
+RANK_DEVICES = "use 'cpu' or 'cuda' (each rank takes cuda:LOCAL_RANK)"  # what a rank's device may be
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits on a silent peer before it gives up
 
 
@@ -181,16 +183,9 @@ def _env_int(name: str, default: int | None = None) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not a whole number: launch with torchrun.") from None
 
 
-def _parse_device(device) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda' (each rank takes cuda:LOCAL_RANK).") from None
-
-
 def _rank_device(device, local_rank: int, local_world: int, backend: str | None) -> tuple[torch.device, str, list[str]]:
     """This rank's device and backend: cuda:LOCAL_RANK with NCCL, or the CPU with gloo."""
-    wanted = _parse_device(device)
+    wanted = parse_device(device, RANK_DEVICES)
     if backend not in (None, "gloo", "nccl"):
         raise ValueError(f"unknown backend {backend!r}: choose 'nccl' (CUDA), 'gloo' (CPU, or ranks sharing a GPU) or None.")
     if wanted.type == "cpu":
@@ -238,7 +233,7 @@ def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | Non
         raise ValueError(f"the collective timeout must be a positive number of seconds, got {timeout_s!r}.")
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size == 1:
-        return Context(device=_parse_device(device), timeout_s=float(timeout_s))
+        return Context(device=parse_device(device, RANK_DEVICES), timeout_s=float(timeout_s))
     if world_size % TOWERS:
         raise ValueError(f"the tower-parallel layout needs an even number of processes (two towers per pair), got "
                          f"{world_size}: run 2, 4, 6 ... processes, or 1 for the merged layout.")

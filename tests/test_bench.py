@@ -12,7 +12,7 @@ from alexnet2gpu.bench import report, runner
 from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
 from alexnet2gpu.bench.measure import tower_exchange_bytes
 from alexnet2gpu.cli import bench
-from alexnet2gpu.model import AlexNet
+from alexnet2gpu.layouts.merged import AlexNet
 from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
 
@@ -23,7 +23,7 @@ KEYS = {"variant", "mode", "device", "batch_size", "images_per_s", "ms_per_step"
 
 def test_flops_come_from_the_layer_table():
     assert alexnet_multiply_adds() == count_multiply_adds(AlexNet()) == 724_406_816
-    assert step_flops(724_406_816, 128, "train") == pytest.approx(4.35e9 * 128, rel=0.01)  # PAPER.md §1
+    assert step_flops(724_406_816, 128, "train") == pytest.approx(4.35e9 * 128, rel=0.01)  # docs/paper.md §1
 
 
 def test_exchange_bytes_match_the_two_device_log():
@@ -33,7 +33,7 @@ def test_exchange_bytes_match_the_two_device_log():
         model(torch.zeros(3, 3, 224, 224))
     received_by_0 = sum(b for i, (layer, b) in enumerate(model.exchanges) if i % 2 == 0 or layer == "fc8")
     assert tower_exchange_bytes(3, "infer") == received_by_0
-    assert tower_exchange_bytes(128, "train") == pytest.approx(30.0e6, rel=0.02)  # DESIGN.md: ~31 MB
+    assert tower_exchange_bytes(128, "train") == pytest.approx(30.0e6, rel=0.02)  # docs/paper.md §1: what crosses between the towers
     assert allreduce_bytes(60_965_224, 2) == 60_965_224 * 4  # a 2-rank ring sends the gradients once
 
 

@@ -7,7 +7,7 @@ import torch
 
 from alexnet2gpu import checkpoint as ckpt
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.model import AlexNet
+from alexnet2gpu.layouts.merged import AlexNet
 from alexnet2gpu.optim import load_momentum_buffers, make_optimizer, momentum_buffers
 from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet, canonical_shapes, conv1_input
+from alexnet2gpu.layouts.merged import AlexNet
+from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, canonical_shapes, conv1_input
 
 
 def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +83,6 @@ def test_conv1_input_pads_right_and_bottom_in_the_weights_layout(layout):
     weight = torch.randn(96, 3, 11, 11).contiguous(memory_format=layout)
     x = torch.randn(2, 3, 224, 224)
     padded = conv1_input(x, 3, weight)
-    assert torch.equal(padded, F.pad(x, (0, 3, 0, 3)))  # zeros right and bottom only (PAPER.md §3)
+    assert torch.equal(padded, F.pad(x, (0, 3, 0, 3)))  # zeros right and bottom only (docs/paper.md §3)
     assert padded.is_contiguous(memory_format=layout)
     assert conv1_input(padded, 0, weight).is_contiguous(memory_format=layout)

@@ -1,13 +1,12 @@
 """How a benchmark measures: the timed training and inference steps, synchronisation, round-robin timing,
 the matrix-multiply rate, FLOP and exchange counts, and peak memory.
 
-Method (issue 5 §2): warm-up steps, then the median over timed steps, each step bracketed by a device
+Method: warm-up steps, then the median over timed steps, each step bracketed by a device
 synchronisation. Variants in one process are timed round-robin (one step of each in turn, repeated), so a
 neighbour process that slows the machine for a while slows every variant alike and ratios stay fair.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
@@ -16,18 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..device import autocast, synchronize
 from ..engine import train_step
 from ..model import LAYERS, multiply_adds
 from ..optim import make_optimizer
 
 INPUT_SIZE = 224
 INPUT_SCALE = 60.0  # synthetic input on the raw 0..255 scale with the mean subtracted (std of ImageNet pixels)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued kernels, so a step's time is its own (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic_batch(batch_size: int, num_classes: int, device: torch.device, in_channels: int = 3, seed: int = 0,
@@ -39,13 +33,6 @@ def synthetic_batch(batch_size: int, num_classes: int, device: torch.device, in_
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x.to(device), y.to(device)
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    """bf16 (or fp16) autocast on `device`, or nothing for fp32."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype)
 
 
 def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp_dtype=None) -> Callable[[], None]:
@@ -76,10 +63,10 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
         step()
     times = []
     for _ in range(steps):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         step()
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -187,13 +174,13 @@ class PeakMemory:
         self.device, self.bytes = device, None
 
     def __enter__(self):
-        sync(self.device)
+        synchronize(self.device)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
     def __exit__(self, *exc):
-        sync(self.device)
+        synchronize(self.device)
         if self.device.type == "cuda":
             self.bytes = torch.cuda.max_memory_allocated(self.device)
         return False

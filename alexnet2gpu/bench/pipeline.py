@@ -11,6 +11,7 @@ import time
 import torch
 
 from ..data import IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader, open_folders, to_model_input
+from ..device import synchronize
 from ..synthetic import ensure_synthetic
 
 ROW = "input-pipeline"
@@ -36,15 +37,13 @@ def measure_input_pipeline(batch: int, device: torch.device, data: str | None = 
             b = decode_batch(b, device)
         to_model_input(b.images, b.alphas, mean, "paper", device)
         if i == 0:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             start = time.perf_counter()  # the first batch pays for starting the workers
             continue
         images += len(b)
         if i == max_batches:
             break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start if start is not None else 0.0
     if images == 0:
         raise ValueError(f"the input-pipeline row needs at least 2 batches of {batch} training images in {root}: "

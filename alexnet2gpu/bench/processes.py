@@ -20,45 +20,18 @@ import torch.distributed as dist
 
 from ..allocator import keep_freed_memory
 from ..layouts import build_model
+from ..world import setup, teardown
 from .measure import PeakMemory, allreduce_bytes, process_peak_bytes, make_infer_step, make_train_step, median, parameter_count
 from .measure import synthetic_batch, time_steps
 
 KINDS = ("tower-parallel", "data-parallel")
 PROCESSES = 2
-NOT_AVAILABLE = "not available yet"
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rank_device(device_type: str, rank: int) -> torch.device:
-    if device_type == "cuda":
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def _backend(device_type: str) -> str:
-    if device_type == "cuda" and torch.cuda.device_count() >= PROCESSES:
-        return "nccl"
-    return "gloo"  # the CPU, or two ranks on one GPU
-
-
-def _build_tower_parallel(cfg: dict, device: torch.device):
-    """HOOK for the tower-parallel layout (issue 3): world.setup() from the torchrun-style environment, then
-    build_model("tower-parallel", ctx=ctx). Returns (model, None), or (None, why) while it is not built."""
-    try:
-        from ..world import setup
-    except ImportError:
-        return None, NOT_AVAILABLE
-    ctx = setup(device.type)
-    try:
-        model = build_model("tower-parallel", cfg["num_classes"], ctx=ctx)
-    except NotImplementedError:
-        return None, NOT_AVAILABLE
-    return model, None
 
 
 def _worker(rank: int, kind: str, cfg: dict, out_dir: str) -> None:
@@ -71,20 +44,17 @@ def _worker(rank: int, kind: str, cfg: dict, out_dir: str) -> None:
         if cfg.get("keep_freed_memory"):
             keep_freed_memory()
     torch.set_num_threads(cfg["threads"])
-    device = _rank_device(cfg["device"], rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    # The torchrun-style world of train.py: rank r on cuda:(r mod GPU count) or the CPU, NCCL between GPUs
+    # of their own, gloo on the CPU or for two ranks sharing one GPU.
+    ctx = setup(cfg["device"])
+    device = ctx.device
     torch.manual_seed(0)  # every rank draws the same canonical weights
     result: dict = {"rank": rank, "device": str(device)}
     batch = cfg["batch_size"]
     if kind == "tower-parallel":
-        model, why = _build_tower_parallel(cfg, device)
-        if model is None:
-            Path(out_dir, f"{rank}.json").write_text(json.dumps({"skip": why}))
-            return
+        model = build_model("tower-parallel", cfg["num_classes"], ctx=ctx)
         x, y = synthetic_batch(batch, cfg["num_classes"], device)  # both towers read the whole image
     else:
-        dist.init_process_group(_backend(device.type), rank=rank, world_size=PROCESSES)
         merged = build_model("merged", cfg["num_classes"], device=device)
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(merged, device_ids=ids)
@@ -105,7 +75,7 @@ def _worker(rank: int, kind: str, cfg: dict, out_dir: str) -> None:
             result[mode] = {"times": times, "peak_bytes": peak_bytes, "received_bytes": received,
                             "params": parameter_count(model)}
     finally:
-        dist.destroy_process_group()
+        teardown()
     Path(out_dir, f"{rank}.json").write_text(json.dumps(result))
 
 
@@ -122,9 +92,6 @@ def run_two_process(kind: str, cfg: dict) -> dict:
             lines = [l for l in str(error).strip().splitlines() if l.strip()]
             return {"skip": f"failed: {lines[-1] if lines else type(error).__name__}"}
         ranks = [json.loads(Path(out_dir, f"{r}.json").read_text()) for r in range(PROCESSES)]
-    skip = next((r["skip"] for r in ranks if "skip" in r), None)
-    if skip:
-        return {"skip": skip}
     out = {}
     for mode in cfg["modes"]:
         per_rank = [r[mode] for r in ranks]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..allocator import keep_freed_memory
+from ..device import AMP_DTYPES, check_device
 from ..world import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
@@ -23,7 +24,7 @@ from .pipeline import GPU_ROW as PIPELINE_GPU_ROW
 from .pipeline import ROW as PIPELINE_ROW
 from .pipeline import measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
-from .variants import AMP_DTYPES, VARIANTS, available, build_variant, variant_multiply_adds
+from .variants import VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
 ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW,) + KINDS + (PIPELINE_ROW, PIPELINE_GPU_ROW)
@@ -54,7 +55,6 @@ class Options:
 
 def check_options(opts: Options) -> torch.device:
     """Refuse bad options in one sentence each; returns the device."""
-    from ..layouts.two_device import check_device
     device = check_device(opts.device)
     unknown = [r for r in opts.rows if r not in ALL_ROWS]
     if unknown:

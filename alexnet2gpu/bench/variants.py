@@ -62,7 +62,6 @@ VARIANTS = {v.name: v for v in (
             channels_last=True, compile=True, needs=("cuda", "compile")),
 )}
 
-AMP_DTYPES = {"": None, "bf16": torch.bfloat16}
 
 
 def build_variant(variant: Variant, device: torch.device, num_classes: int = 1000) -> nn.Module:

@@ -22,6 +22,7 @@ import argparse
 import sys
 
 from alexnet2gpu.bench import report, runner
+from alexnet2gpu.device import default_device_type
 from alexnet2gpu.errors import TrainError
 
 
@@ -60,8 +61,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def options(args: argparse.Namespace) -> runner.Options:
-    import torch
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device_type()
     cuda = device.startswith("cuda")
     batch = args.batch_size or (256 if cuda else 128)
     batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else (batch,)

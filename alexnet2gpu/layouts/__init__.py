@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..model import AlexNet
+from ..device import check_device
+
+from .merged import AlexNet
 from .tower_parallel import TowerParallelAlexNet
-from .two_device import TwoTowerAlexNet, check_device
+from .two_device import TwoTowerAlexNet
 
 LAYOUTS = ("merged", "two-device", "tower-parallel")
 

@@ -12,39 +12,39 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..device import check_device
 from ..comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower, share_from_first_tower
-from ..model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, canonical_state_dict, check_arguments, check_input
-from ..model import init_weights, load_canonical
-from .two_device import check_device, split_towers
+from ..model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, check_input
+from .base import Layout
+from .two_device import split_towers
 
 
-class TowerParallelAlexNet(nn.Module):
+class TowerParallelAlexNet(Layout):
     """This rank's tower of AlexNet; `forward` returns the whole network's logits, the same on both ranks.
 
     `state_dict`, `to_canonical` are collective: both ranks of the pair (in practice every rank) must call
     them, and each gets the full canonical dict. `load_state_dict` and `from_canonical` take the full
-    canonical dict on every rank and keep this rank's slice. `exchanges` lists (layer, bytes this rank
+    canonical dict on every rank (every rank reads the checkpoint) and keep this rank's slice. `exchanges` lists (layer, bytes this rank
     received) for the last forward pass; the backward pass moves the same amounts the other way.
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
                  ctx=None, device=None):
-        super().__init__()
-        check_arguments(num_classes, in_channels, init)
+        super().__init__(num_classes, in_channels, init)
         if ctx is None or ctx.tower is None or ctx.tower_group is None:
             raise ValueError("the tower-parallel layout needs the Context of world.setup() in a world of 2, 4, ... "
                              "processes (torchrun --nproc_per_node=2 ...); a single process uses layout 'merged'.")
-        self.num_classes, self.in_channels = num_classes, in_channels
         self.tower, self.group = ctx.tower, ctx.tower_group
         self.device = check_device(ctx.device if device is None else device)
-        with torch.device("meta"):  # model.BUILD_ON_META: the same weights as every layout for a seed
-            self.stack = TowerStack(1, in_channels, dropout)
-            self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes) if self.tower == 0 else None
-        self.to_empty(device=self.device)
         self.exchanges: list[tuple[str, int]] = []
         # Every rank draws the whole canonical init (same seed => same weights) and keeps its slice, so all
         # layouts and world sizes start from identical weights.
-        self.load_state_dict(init_weights(num_classes, in_channels, init))
+        with self.built_on_meta(init):
+            self.stack = TowerStack(1, in_channels, dropout)
+            self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes) if self.tower == 0 else None
+
+    def placement(self):
+        return [(self, self.device)]
 
     def _received(self, layer: str, maps: torch.Tensor, towers_sending: int) -> None:
         self.exchanges.append((layer, maps.numel() * maps.element_size() * towers_sending))
@@ -93,11 +93,3 @@ class TowerParallelAlexNet(nn.Module):
         """This rank's slice of canonical tensors, keyed by its parameter names (no communication)."""
         part = split_towers(canonical)[self.tower]
         return {(name if name.startswith(FC8) else "stack." + name): t for name, t in part.items()}
-
-    def state_dict(self, *args, **kwargs):
-        """Collective: the full canonical state dict, on every rank."""
-        return canonical_state_dict(self)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Takes the full canonical dict (every rank reads the checkpoint) and keeps this rank's slice."""
-        return load_canonical(self, state_dict)

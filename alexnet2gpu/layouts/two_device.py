@@ -1,7 +1,7 @@
 """The two-device layout (tower 0 on one device, tower 1 on another, one process) and the mapping between
 canonical (merged, caffe-shaped) tensors and per-tower tensors.
 
-Canonical rows [t*half, (t+1)*half) of every layer up to fc7 belong to tower t (PAPER.md §1); fc8 is one
+Canonical rows [t*half, (t+1)*half) of every layer up to fc7 belong to tower t (docs/paper.md §1); fc8 is one
 layer held whole by tower 0, on GPU 0 as in cuda-convnet2's layers-imagenet-2gpu-model.cfg (`gpu=0`).
 """
 from __future__ import annotations
@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..comm import gather_local
-from ..model import FC8, LAYERS, TOWERS, TowerStack, check_arguments, check_input, init_weights
-from ..model import canonical_state_dict, load_canonical
+from ..device import check_device
+from ..model import FC8, LAYERS, TOWERS, TowerStack, check_input
+from .base import Layout
 
 
 def split_towers(canonical: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -34,20 +35,6 @@ def merge_towers(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
     return merged
 
 
-def check_device(name) -> torch.device:
-    """Parse a device name and make sure this machine has it, or raise a clear error."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}: use 'cpu', 'cuda', 'cuda:0', 'cuda:1', ...") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        index = device.index or 0
-        if index >= count:
-            raise ValueError(f"device {name!r} is not on this machine, which has {count} CUDA GPU(s): pick another device.")
-    return device
-
-
 def resolve_devices(devices) -> tuple[torch.device, torch.device]:
     """The two towers' devices: given, or cuda:0 and cuda:1 when this machine has two GPUs."""
     if devices is None:
@@ -62,7 +49,7 @@ def resolve_devices(devices) -> tuple[torch.device, torch.device]:
     return tuple(check_device(d) for d in devices)
 
 
-class TwoTowerAlexNet(nn.Module):
+class TwoTowerAlexNet(Layout):
     """Tower 0 on `devices[0]`, tower 1 on `devices[1]`, fc8 and the logits on `devices[0]`; one process.
 
     Activations cross between the towers before conv3, fc6, fc7 and fc8 and nowhere else (paper §3.2);
@@ -71,18 +58,15 @@ class TwoTowerAlexNet(nn.Module):
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
                  devices=None):
-        super().__init__()
-        check_arguments(num_classes, in_channels, init)
-        self.num_classes, self.in_channels = num_classes, in_channels
+        super().__init__(num_classes, in_channels, init)
         self.devices = resolve_devices(devices)
-        with torch.device("meta"):  # model.BUILD_ON_META: the same weights as every layout for a seed
+        self.exchanges: list[tuple[str, int]] = []
+        with self.built_on_meta(init):
             self.towers = nn.ModuleList(TowerStack(1, in_channels, dropout) for _ in self.devices)
             self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
-        for tower, device in zip(self.towers, self.devices):
-            tower.to_empty(device=device)
-        self.fc8.to_empty(device=self.devices[0])
-        self.exchanges: list[tuple[str, int]] = []
-        self.load_state_dict(init_weights(num_classes, in_channels, init))
+
+    def placement(self):
+        return [*zip(self.towers, self.devices), (self.fc8, self.devices[0])]
 
     def _gather(self, layer: str, maps: list[torch.Tensor], tower: int) -> torch.Tensor:
         received = sum(m.numel() * m.element_size() for t, m in enumerate(maps) if t != tower)
@@ -116,9 +100,3 @@ class TwoTowerAlexNet(nn.Module):
             for key, tensor in part.items():
                 out[key if key.startswith(FC8) else f"towers.{t}.{key}"] = tensor
         return out
-
-    def state_dict(self, *args, **kwargs):
-        return canonical_state_dict(self)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return load_canonical(self, state_dict)

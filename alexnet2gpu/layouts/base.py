@@ -1,0 +1,76 @@
+"""What every layout shares: the constructor's opening and the canonical state dict.
+
+A layout holds AlexNet's parameters under its own module names (`stack.conv1.weight`,
+`towers.1.conv1.weight`, ...), but its state dict uses the canonical names and shapes, `conv1.weight` ...
+`fc8.bias` (the merged, caffe-shaped tensors), so a checkpoint of any layout loads into any other. The
+renaming runs in torch's own state-dict hooks, which receive the `prefix` a parent module passes down: a
+wrapper (nn.Sequential, a parent module, DistributedDataParallel, torch.compile, AveragedModel) then
+saves and loads `prefix + canonical name` like any other module's entries.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..model import check_arguments, check_state_dict, init_weights
+
+
+class Layout(nn.Module):
+    """Base of the three layouts. A subclass builds its modules inside `built_on_meta(init)`, says where
+    they live in `placement`, and maps its parameter names to canonical ones in `to_canonical` /
+    `from_canonical` (also used for gradients and momentum buffers)."""
+
+    def __init__(self, num_classes: int, in_channels: int, init: str):
+        super().__init__()
+        check_arguments(num_classes, in_channels, init)
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.register_state_dict_post_hook(_to_canonical_names)
+        self.register_load_state_dict_pre_hook(_from_canonical_names)
+
+    @contextmanager
+    def built_on_meta(self, init: str):
+        """Build the modules on the meta device, then allocate them where `placement` says and draw the
+        canonical init. Building on the CPU would run PyTorch's default init, which draws as many numbers
+        from the global RNG as the layout holds (a whole net, or one tower), so each layout would start
+        `init_weights` from a different RNG state; on meta nothing is drawn, and a seed gives the same
+        weights in every layout and world size."""
+        with torch.device("meta"):
+            yield
+        for module, device in self.placement():
+            module.to_empty(device=device)
+        self.load_state_dict(init_weights(self.num_classes, self.in_channels, init))
+
+    def placement(self) -> list[tuple[nn.Module, torch.device]]:
+        """(module, device) pairs for `built_on_meta`: by default the whole layout on the CPU."""
+        return [(self, torch.device("cpu"))]
+
+    def to_canonical(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors keyed by this module's parameter names (weights, gradients, momentum) -> canonical names."""
+        raise NotImplementedError
+
+    def from_canonical(self, canonical: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inverse of `to_canonical`: canonical tensors keyed by this module's parameter names."""
+        raise NotImplementedError
+
+
+def _to_canonical_names(module: Layout, state: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict post-hook: replace this layout's entries in `state` by canonical ones under `prefix`."""
+    own = {}
+    for name, _ in module.named_parameters():
+        if prefix + name in state:
+            # contiguous CPU copies: checkpoints do not carry the channels-last layout of the conv weights
+            own[name] = state.pop(prefix + name).detach().cpu().clone(memory_format=torch.contiguous_format)
+    for name, tensor in module.to_canonical(own).items():  # collective in the tower-parallel layout
+        state[prefix + name] = tensor
+
+
+def _from_canonical_names(module: Layout, state: dict, prefix: str, local_metadata, strict, missing_keys,
+                          unexpected_keys, error_msgs) -> None:
+    """Load-state-dict pre-hook: check the canonical entries under `prefix` are this architecture's (one
+    sentence if not), then rename them to this layout's parameters, which torch then copies in."""
+    canonical = {key[len(prefix):]: state.pop(key) for key in list(state) if key.startswith(prefix)}
+    check_state_dict(canonical, module.num_classes, module.in_channels)
+    for name, tensor in module.from_canonical(canonical).items():
+        state[prefix + name] = tensor
