@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .data import to_model_input
+from .device import autocast, synchronize
 from .errors import TrainError
 from .prefetch import device_batches
 from .progress import Progress
@@ -61,9 +60,7 @@ class InputSpec:
         return decode_batch(batch, self.device)
 
     def autocast(self):
-        if self.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.amp)
 
 
 class FiniteGuard:
@@ -146,24 +143,11 @@ class EpochStats:
     step_seconds: float = 0.0
     decode_seconds: float = 0.0  # summed over the loader's workers (and over the pairs)
     wait_seconds: float = 0.0  # the training loop waiting for the loader (this process)
-    extra: dict = field(default_factory=dict)
 
 
-KILL_SWITCH = "ALEXNET2GPU_TEST_KILL"  # test hook, "RANK:STEP"
-
-
-def _test_kill_switch(ctx, step: int) -> None:
-    """For the fault tests only (tests/test_train_torchrun.py): with ALEXNET2GPU_TEST_KILL="RANK:STEP", rank
-    RANK kills itself with SIGKILL just before training step STEP, in torchrun's first attempt only."""
-    wanted = os.environ.get(KILL_SWITCH)
-    if wanted and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0" and \
-            wanted == f"{ctx.rank if ctx is not None else 0}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# Called as hook(ctx, step) just before each training step; empty unless a test installs a fault here
+# (tests/train_with_a_fault.py).
+STEP_HOOKS: list = []
 
 
 READ_SECONDS = 1.0  # how often the training loop reads the device (progress bar loss, non-finite check)
@@ -191,7 +175,8 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
         if batch is None or (max_steps is not None and first_step + stats.steps >= max_steps):
             break
         step = first_step + stats.steps + 1
-        _test_kill_switch(ctx, step)
+        for hook in STEP_HOOKS:
+            hook(ctx, step)
         loss = train_step(model, optimizer, images, targets, ctx, spec.autocast(), guard, step)
         loss_sum += loss.double() * len(batch)
         stats.images += len(batch)
@@ -202,7 +187,7 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
             text, last_read = f"loss {loss.item():.3f}", time.perf_counter()
         bar.update(len(batch), text)
     guard.check()
-    _sync(spec.device)
+    synchronize(spec.device)
     bar.close()
     stats.seconds = time.perf_counter() - start
     stats.step_seconds = stats.seconds - stats.wait_seconds

@@ -11,8 +11,6 @@ from alexnet2gpu import AlexNet, TwoTowerAlexNet, merge_towers, split_towers
 from alexnet2gpu.layouts import build_model
 from parity import assert_near
 
-TOL = dict(rtol=1e-4, atol=1e-5)
-
 
 def canonical_grads(model):
     return model.to_canonical({n: p.grad.detach().cpu() for n, p in model.named_parameters()})
@@ -25,10 +23,10 @@ def pair(init="paper"):
     return merged, towers
 
 
-def assert_close_dicts(a, b, **tol):
+def assert_equal_dicts(a, b):
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=lambda m: f"{k}: {m}", **(tol or TOL))
+        torch.testing.assert_close(a[k], b[k], msg=lambda m: f"{k}: {m}", rtol=0, atol=0)
 
 
 def test_split_merge_round_trip():
@@ -36,16 +34,16 @@ def test_split_merge_round_trip():
     parts = split_towers(w)
     assert parts[0]["conv2.weight"].shape == (128, 48, 5, 5) and "fc8.weight" not in parts[1]
     assert torch.equal(parts[1]["conv3.weight"], w["conv3.weight"][192:])
-    assert_close_dicts(merge_towers(parts), w, rtol=0, atol=0)
+    assert_equal_dicts(merge_towers(parts), w)
 
 
 def test_logits_loss_and_gradients_match_merged():
     merged, towers = pair(init="caffe")  # non-zero fc8 gradients need non-dead ReLUs: caffe's biases
     x, y = torch.randn(4, 3, 224, 224) * 60, torch.randint(0, 20, (4,))
     logits_m, logits_t = merged(x), towers(x)
-    torch.testing.assert_close(logits_t, logits_m, **TOL)
+    assert_near(logits_t, logits_m, "logits")
     loss_m, loss_t = F.cross_entropy(logits_m, y), F.cross_entropy(logits_t, y)
-    torch.testing.assert_close(loss_t, loss_m, **TOL)
+    assert_near(loss_t, loss_m, "loss")
     loss_m.backward()
     loss_t.backward()
     gm, gt = canonical_grads(merged), canonical_grads(towers)
@@ -103,7 +101,7 @@ def test_checkpoint_from_either_layout_loads_into_the_other(tmp_path):
         torch.testing.assert_close(fresh(x), merged(x), rtol=0, atol=0)
         towers2 = TwoTowerAlexNet(num_classes=20, dropout=0.0, devices=("cpu", "cpu"))
         towers2.load_state_dict(fresh.state_dict())
-        torch.testing.assert_close(towers2(x), merged(x), **TOL)
+        assert_near(towers2(x), merged(x), "logits")
 
 
 @pytest.mark.parametrize("devices,match", [

@@ -32,10 +32,13 @@ TINY = ["--device", "cpu", "--num-classes", "2", "--train-per-class", "2", "--va
 HANG_GUARD_S = 240  # a job still running by then hangs: the test fails instead of CI
 
 
-def torchrun(ranks: int, args, cache: Path, *launcher, env: dict | None = None) -> tuple[int, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", ALEXNET2GPU_CACHE=str(cache), **(env or {}))
+def torchrun(ranks: int, args, cache: Path, *launcher, kill: str | None = None) -> tuple[int, str]:
+    """train.py under torchrun; kill="RANK:STEP" runs it with that rank killed before that step (first
+    attempt only, tests/train_with_a_fault.py)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", ALEXNET2GPU_CACHE=str(cache))
+    script = [str(ROOT / "train.py")] if kill is None else [str(ROOT / "tests" / "train_with_a_fault.py"), kill]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", *launcher,
-               str(ROOT / "train.py"), *TINY, *[str(a) for a in args]]
+               *script, *TINY, *[str(a) for a in args]]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     return done.returncode, done.stdout + done.stderr
 
@@ -121,7 +124,7 @@ def test_a_killed_rank_stops_the_job_with_a_message(runs):
     --dist-timeout, instead of hanging; epoch 1's checkpoint was on disk before any rank went on."""
     tmp = runs["tmp"]
     code, out = torchrun(2, ["--batch-size", 4, "--epochs", 2, "--out", tmp / "killed"], runs["cache"],
-                         env={"ALEXNET2GPU_TEST_KILL": "1:2"})
+                         kill="1:2")
     assert code != 0
     assert "rank 0 lost contact with another rank" in out or "train.py: stopped by SIGTERM" in out, out[-3000:]
     assert "exitcode  : -9" in out and "SIGKILL" in out  # torchrun's own summary names the dead rank
@@ -132,7 +135,7 @@ def test_a_killed_rank_stops_the_job_with_a_message(runs):
 def test_max_restarts_resumes_from_the_last_checkpoint_and_ends_like_an_uninterrupted_run(runs):
     tmp = runs["tmp"]
     code, out = torchrun(2, ["--batch-size", 4, "--epochs", 2, "--keep", 2, "--out", tmp / "restarted", "--resume",
-                             "auto"], runs["cache"], "--max-restarts=1", env={"ALEXNET2GPU_TEST_KILL": "1:2"})
+                             "auto"], runs["cache"], "--max-restarts=1", kill="1:2")
     assert code == 0, out[-3000:]
     assert "resuming from" in out and "epoch_0001.pt (epoch 1 done)" in out
     whole, restarted = checkpoint(tmp / "two", 2), checkpoint(tmp / "restarted", 2)
