@@ -1,10 +1,9 @@
-"""Host memory allocation: keep freed memory for reuse (a CPU speed fix measured on this project's 2-core box).
+"""Host memory allocation: keep freed memory for reuse (a CPU speed fix; figures in docs/BENCHMARKS.md).
 
 glibc's malloc hands blocks larger than its mmap threshold (at most 32 MB by default) straight back to the
 operating system when they are freed, so the next step's allocation of the same size page-faults and zeroes
 every page again. A training step of AlexNet at batch 128 frees and re-allocates dozens of such tensors
-(conv1's maps alone are 149 MB), and on a small CPU these page faults cost a large slice of the step
-(docs/BENCHMARKS.md). Raising the mmap and trim thresholds makes freed blocks stay in the heap for reuse,
+(conv1's maps alone are 149 MB), and on a small CPU these page faults cost a large slice of the step. Raising the mmap and trim thresholds makes freed blocks stay in the heap for reuse,
 the way PyTorch's CUDA caching allocator keeps GPU memory. The price: the process keeps its peak memory.
 """
 from __future__ import annotations

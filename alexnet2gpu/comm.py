@@ -2,7 +2,7 @@
 
 A cross layer (conv3, fc6, fc7, fc8) of tower t computes its own slice of outputs from all towers' maps, so
 before it the towers' maps are gathered: forward, concatenate along channels in tower order; backward, each
-tower's maps receive the sum of the gradients sent by every layer that read them (DESIGN.md, "The exchange").
+tower's maps receive the sum of the gradients sent by every layer that read them.
 
 One function per communication pattern (in the manner of Megatron-LM's tensor_parallel/mappings.py), each
 stating its forward and backward math and each the identity for a group of one (or no group). Below, T is the

@@ -1,10 +1,10 @@
 """conv1 with its weight gradient accumulated over slices of the batch (a CPU speed fix, same maths).
 
-On the 2-core EPYC this project is measured on, oneDNN's backward-weights kernel for conv1 (96 filters,
-11x11, stride 4, 3 input maps) takes 2.5-3x longer at batch 128 than twice its time at batch 64, while
-every other layer scales linearly (docs/BENCHMARKS.md). Summing the weight gradients of slices of at
-most `CHUNK_IMAGES` images avoids that: conv1 forward + backward at batch 128 drops from ~450 ms to ~300
-ms. The forward is the one ordinary convolution; only the order of the gradient's sum changes (rounding).
+On a small CPU, oneDNN's backward-weights kernel for conv1 (96 filters, 11x11, stride 4, 3 input maps)
+does not scale with the batch: at batch 128 it takes far longer than twice its time at batch 64, while
+every other layer scales linearly. Summing the weight gradients of slices of at most `CHUNK_IMAGES`
+images avoids that (figures: docs/BENCHMARKS.md, "conv1's weight gradient over slices"). The forward is
+the one ordinary convolution; only the order of the gradient's sum changes (rounding).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data as in the paper (§2, §4.1; PAPER.md §5): class folders, decode, 256x256, crops, flips, PCA colour noise.
+"""Data as in the paper (paper §2, §4.1; docs/paper.md §5): class folders, decode, 256x256, crops, flips, PCA colour noise.
 
 Workers decode and crop to uint8; the float work (mean subtraction, PCA noise) runs on the training device
 (`to_model_input`), so a GPU gets uint8 batches. With `decode="gpu"` workers only read the files' bytes, and

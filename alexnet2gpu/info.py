@@ -4,7 +4,7 @@
     python -m alexnet2gpu.info --layout merged          # one device, grouped convolutions
     python -m alexnet2gpu.info --num-classes 10 --in-channels 1
 
-Counts come from the layer table (shared/PAPER.md §1), not from a forward pass, so no CUDA is needed.
+Counts come from the layer table (docs/paper.md §1), not from a forward pass, so no CUDA is needed.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def layer_rows(layout: str, num_classes: int = 1000, in_channels: int = 3) -> li
 
 
 def exchange_bytes_per_image(bytes_per_value: int = 4) -> dict[str, int]:
-    """Bytes each tower receives from the other per image, forward (backward mirrors it); PAPER.md §1."""
+    """Bytes each tower receives from the other per image, forward (backward mirrors it); docs/paper.md §1."""
     per_tower = {"conv3": 13 * 13 * 128, "fc6": POOL5_SIZE * POOL5_SIZE * 128, "fc7": 2048, "fc8": 2048}
     # Before conv3, fc6, fc7 both towers receive; before fc8 only tower 0 does.
     return {k: v * bytes_per_value * (1 if k == FC8 else TOWERS) for k, v in per_tower.items()}

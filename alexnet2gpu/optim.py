@@ -1,4 +1,4 @@
-"""The paper's optimiser and learning-rate schedules (paper §5, PAPER.md §4).
+"""The paper's optimiser and learning-rate schedules (paper §5; docs/paper.md §4).
 
 Update rule of the paper: v <- 0.9 v - 0.0005 lr w - lr dL/dw;  w <- w + v.
 torch.optim.SGD (dampening 0, no Nesterov) keeps b with v = -lr b, so it is the same rule while lr is

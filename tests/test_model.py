@@ -1,4 +1,4 @@
-"""The merged network against the paper's table (PAPER.md §1-3): counts, shapes, init, clear errors."""
+"""The merged network against the paper's table (docs/paper.md §1-3): counts, shapes, init, clear errors."""
 import math
 
 import pytest
@@ -36,7 +36,7 @@ def test_canonical_names_and_caffe_shapes(model):
 
 @pytest.mark.parametrize("size", [224, 227])
 def test_shapes_after_every_stage(model, size):
-    """55x55 after conv1 at both input sizes (the original code's rounding for 224, PAPER.md §3)."""
+    """55x55 after conv1 at both input sizes (the original code's rounding for 224, docs/paper.md §3)."""
     x = torch.randn(2, 3, size, size)
     s = model.stack
     pad = 3 if size == 224 else 0
