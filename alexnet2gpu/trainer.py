@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
 from . import world
+from .config import EVALUATION, PLACEMENT, RESUMABLE, Config
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
 from .world import Context
 from .device import check_device, default_device_type
@@ -28,61 +29,6 @@ from .report import colourfulness, save_conv1_kernels, save_curves, write_metric
 from .synthetic import ensure_synthetic
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
-
-
-@dataclass
-class Config:
-    data: str | None = None  # None: the built-in synthetic set
-    epochs: int = 90
-    batch_size: int = 128  # per tower pair; the effective batch is batch_size * num_pairs
-    lr: float = 0.01
-    lr_scaling: str = "none"  # "linear": lr * effective_batch / 128 (Krizhevsky 2014); "none": lr as given
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    bias_decay: bool = False
-    schedule: str = "plateau"
-    patience: int = 5
-    lr_steps: list = field(default_factory=list)
-    num_classes: int | None = None  # None: the number of class folders
-    in_channels: int = 3
-    layout: str = "auto"
-    init: str = "paper"
-    dropout: float = 0.5
-    seed: int = 0
-    workers: int = 1
-    out: str = "runs"
-    run_name: str | None = None
-    resume: str | None = None
-    max_steps: int | None = None
-    amp: str | None = None
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the model (minutes of compiling; then faster steps on a GPU)
-    device: str = "auto"
-    devices: list | None = None
-    pca: str = "paper"
-    crop: int = 224
-    mean: list | None = None
-    mean_images: int = 10000
-    val_crops: int = 1
-    max_corrupt: int = 100
-    keep: int = 2
-    train_per_class: int = 0  # built-in set only
-    val_per_class: int = 0
-    dist_timeout: float = world.DEFAULT_TIMEOUT_S  # seconds a rank waits on a silent peer (torchrun)
-    decode: str = "auto"  # where JPEGs are decoded: cpu (loader workers), gpu (the device), auto (gpu_decode.py)
-
-    def describe(self) -> str:
-        return "\n".join(f"  {f.name:16s} {getattr(self, f.name)!r}" for f in fields(self))
-
-
-# Flags a resumed run may change; everything else comes from the checkpoint so the run continues as it began.
-RESUMABLE = ("epochs", "workers", "max_steps", "out", "layout", "device", "devices", "amp", "channels_last", "compile",
-             "keep", "max_corrupt", "dist_timeout", "decode")
-
-
-# Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
-# run begun under torchrun continues in one process, or the other way round, without flags to undo.
-PLACEMENT = ("layout", "device", "devices", "decode")
 
 
 def resume_config(saved: dict, given: dict) -> Config:
@@ -389,8 +335,7 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
     """Centre-crop and ten-crop errors of a checkpoint on the validation set (the paper's test protocol)."""
     state = ckpt.load_checkpoint(path)
     saved = Config(**{k: v for k, v in state["config"].items() if k in {f.name for f in fields(Config)}})
-    for k in ("data", "workers", "layout", "device", "devices", "batch_size", "amp", "channels_last", "compile",
-              "decode"):
+    for k in EVALUATION:
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
     saved.mean, saved.resume = state["mean"], None

@@ -26,25 +26,23 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import MISSING, fields
 
-# Defaults without --data: the built-in set and settings measured to learn within ~10 minutes on 2 CPU cores.
-DEMO = dict(num_classes=10, train_per_class=40, val_per_class=10, epochs=11, batch_size=32, lr=0.01, init="caffe",
-            schedule="step", lr_steps=[5])
-# Defaults with --data: the paper (§5): batch 128, lr 0.01, 90 epochs, weights N(0, 0.01^2), biases 1.
-PAPER = dict(num_classes=None, train_per_class=0, val_per_class=0, epochs=90, batch_size=128, lr=0.01, init="paper",
-             schedule="plateau", lr_steps=[])
+from alexnet2gpu.config import DEMO, Config
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+def _help(f) -> str:
+    """A setting's help with its defaults, from alexnet2gpu/config.py (the one place they are stated)."""
+    meta = f.metadata
+    value = f.default_factory() if f.default is MISSING else f.default
+    default = meta["shown"] or (None if value is None or value is False or value == [] else _flag_text(value))
+    notes = ([f"default {default}"] if default is not None else []) + \
+        ([f"demo {_flag_text(meta['demo'])}"] if meta["demo"] is not MISSING else [])
+    return f"{meta['help']} ({'; '.join(notes)})" if notes else meta["help"]
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _strs(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+def _flag_text(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,62 +53,23 @@ def parser() -> argparse.ArgumentParser:
         names = [flag, *short] + (["--" + flag[2:].replace("-", "_")] if "-" in flag[2:] else [])
         p.add_argument(*names, default=None, **kw)
 
-    add("--data", help="folder with train/ and val/ of class folders (ILSVRC-2012 layout); default: built-in set")
-    add("--epochs", type=int, help=f"default 90 (demo {DEMO['epochs']})")
-    add("--batch-size", type=int, help=f"per tower pair; default 128 (demo {DEMO['batch_size']})")
-    add("--lr", type=float, help="default 0.01")
-    add("--lr-scaling", choices=("none", "linear"), help="linear: lr x effective batch / 128 (default none)")
-    add("--momentum", type=float, help="default 0.9")
-    add("--weight-decay", type=float, help="default 5e-4, on weights")
-    add("--bias-decay", action="store_true", help="weight decay on biases too (the original code had none)")
-    add("--schedule", choices=("plateau", "step"), help="plateau (default): lr / 10 when val error stalls, <= 3 times")
-    add("--patience", type=int, help="plateau: epochs without improvement before a drop (default 5)")
-    add("--lr-steps", type=_ints, help="step: epochs after which lr / 10, e.g. 30,60,80")
-    add("--num-classes", type=int, help="default: the number of class folders (demo 10)")
-    add("--in-channels", type=int, help="3 (RGB, default) or 1 (grey)")
-    add("--layout", choices=("auto", "merged", "two-device", "tower-parallel"),
-        help="auto (default): two-device on 2+ GPUs, tower-parallel under torchrun, merged otherwise")
-    add("--init", choices=("paper", "caffe"), help="paper: biases 1 (default with --data); caffe: 0.1 (demo)")
-    add("--dropout", type=float, help="default 0.5")
-    add("--seed", type=int, help="default 0")
-    add("--workers", "-j", type=int, help="data loader processes (default: the usable CPU cores minus one, at least 1; "
-                                          "under torchrun each rank takes its share of the machine's cores)")
-    add("--decode", choices=("auto", "cpu", "gpu"),
-        help="where JPEGs are decoded and cropped: cpu (loader workers, PIL), gpu (nvJPEG on the training GPU; "
-             "workers only read files), auto (default): gpu on a CUDA device when the data folder is prepared "
-             "(all images 256x256), else cpu")
-    add("--out", help="parent folder of run folders (default runs)")
-    add("--run-name", help="run folder name (default run-YYYYmmdd-HHMMSS)")
-    add("--resume", help="auto (latest run under --out), a run folder or a checkpoint file")
+    for f in fields(Config):
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            add(flag, *meta["short"], action="store_true", help=_help(f))
+            continue
+        parse = meta["parse"] or (type(meta["choices"][0]) if meta["choices"] else None) or \
+            (type(f.default) if f.default is not None else str)
+        add(flag, *meta["short"], type=parse, choices=meta["choices"], help=_help(f))
     add("--evaluate", metavar="CKPT", help="only evaluate CKPT on val: centre crop and ten crops")
-    add("--max-steps", type=int, help="stop after this many training steps in all (the epoch then validates)")
-    add("--amp", choices=("bf16",), help="bf16 autocast (CUDA)")
-    add("--channels-last", action="store_true", help="channels-last memory format (pays with bf16 on GPUs)")
-    add("--compile", action="store_true", help="torch.compile the model: a minute or more of compiling, then faster "
-                                             "steps on a GPU")
-    add("--device", help="merged layout: cpu, cuda, cuda:1; torchrun: cpu or cuda, each rank on cuda:LOCAL_RANK "
-                         "(default: cuda when there is one)")
-    add("--devices", type=_strs, help="two-device layout: the towers' devices, e.g. cuda:0,cuda:1 or cpu,cpu")
-    add("--pca", choices=("paper", "original", "none"), help="PCA colour noise strength (default paper)")
-    add("--crop", type=int, choices=(224, 227), help="crop size: 224 (paper, default) or 227 (caffe)")
-    add("--mean", type=_floats, help="per-channel mean on 0..255, e.g. 123.7,116.3,103.5 (default: computed)")
-    add("--mean-images", type=int, help="images sampled to compute the mean (default 10000)")
-    add("--val-crops", type=int, choices=(1, 10), help="per-epoch validation: 1 (centre, default) or 10 crops")
-    add("--max-corrupt", type=int, help="unreadable images skipped before giving up (default 100)")
-    add("--keep", type=int, help="epoch checkpoints kept besides best.pt (default 2)")
-    add("--dist-timeout", type=float, help="torchrun: seconds a rank waits on a silent peer before it stops (default 300)")
-    add("--train-per-class", type=int, help=f"built-in set: training images per class (demo {DEMO['train_per_class']})")
-    add("--val-per-class", type=int, help=f"built-in set: validation images per class (demo {DEMO['val_per_class']})")
     return p
 
 
 def build_config(args: argparse.Namespace):
     from alexnet2gpu.data import default_workers
-    from alexnet2gpu.trainer import Config
 
     given = {k: v for k, v in vars(args).items() if v is not None and v is not False and k != "evaluate"}
-    base = DEMO if args.data is None else PAPER
-    values = dict(base, workers=default_workers())
+    values = dict(DEMO if args.data is None else {}, workers=default_workers())
     values.update(given)
     return Config(**values), given
 

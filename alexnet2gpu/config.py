@@ -1,0 +1,111 @@
+"""Every setting of a training run, stated once: its default (the paper's recipe, docs/paper.md §4-5), the
+demo's value where the built-in set needs another, its help, and whether a resumed run or an evaluation
+may change it. train.py's flags and their help are generated from this table."""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+
+from .world import DEFAULT_TIMEOUT_S
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _strs(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def setting(default, help: str, *, demo=MISSING, parse=None, choices=None, short: tuple = (), shown: str | None = None,
+            resume: bool = False, evaluate: bool = False, placement: bool = False):
+    """One setting. `demo`: its value without --data (the built-in set); `parse`: how its flag's text is
+    read (default: the type of `default`); `shown`: the default as the help says it, where the value
+    itself does not say it; `resume`: a resumed run may change it; `evaluate`: --evaluate may change it;
+    `placement`: where the run computes, chosen afresh on resume."""
+    meta = dict(help=help, demo=demo, parse=parse, choices=choices, short=short, shown=shown, resume=resume,
+                evaluate=evaluate, placement=placement)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    data: str | None = setting(None, "folder with train/ and val/ of class folders (ILSVRC-2012 layout)",
+                               shown="the built-in synthetic set", evaluate=True)
+    epochs: int = setting(90, "passes over the training set", demo=11, resume=True)
+    batch_size: int = setting(128, "images per step and tower pair; the effective batch is this x the pairs",
+                              demo=32, evaluate=True)
+    lr: float = setting(0.01, "learning rate")
+    lr_scaling: str = setting("none", "linear: lr x effective batch / 128 (Krizhevsky 2014); none: lr as given",
+                              choices=("none", "linear"))
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(5e-4, "weight decay, on weights")
+    bias_decay: bool = setting(False, "weight decay on biases too (the original code had none)")
+    schedule: str = setting("plateau", "plateau: lr / 10 when val error stalls, <= 3 times; step: at --lr-steps",
+                            demo="step", choices=("plateau", "step"))
+    patience: int = setting(5, "plateau: epochs without improvement before a drop")
+    lr_steps: list = setting([], "step: epochs after which lr / 10, e.g. 30,60,80", demo=[5], parse=_ints)
+    num_classes: int | None = setting(None, "classes to train on", demo=10, parse=int,
+                                      shown="the number of class folders")
+    in_channels: int = setting(3, "3 (RGB) or 1 (grey)")
+    layout: str = setting("auto", "auto: two-device on 2+ GPUs, tower-parallel under torchrun, merged otherwise",
+                          choices=("auto", "merged", "two-device", "tower-parallel"), resume=True, evaluate=True,
+                          placement=True)
+    init: str = setting("paper", "paper: biases 1, std 0.01; caffe: biases 0.1, fc6/fc7 std 0.005", demo="caffe",
+                        choices=("paper", "caffe"))
+    dropout: float = setting(0.5, "dropout on the outputs of fc6 and fc7")
+    seed: int = setting(0, "seed of the initial weights, data order, augmentation and dropout")
+    workers: int = setting(1, "data loader processes", short=("-j",), resume=True, evaluate=True,
+                           shown="the usable CPU cores minus one, at least 1; under torchrun each rank takes its "
+                                 "share of the machine's cores")
+    out: str = setting("runs", "parent folder of run folders", resume=True)
+    run_name: str | None = setting(None, "run folder name", parse=str, shown="run-YYYYmmdd-HHMMSS")
+    resume: str | None = setting(None, "auto (latest run under --out), a run folder or a checkpoint file", parse=str)
+    max_steps: int | None = setting(None, "stop after this many training steps in all (the epoch then validates)",
+                                    parse=int, resume=True)
+    amp: str | None = setting(None, "bf16 autocast (CUDA)", choices=("bf16",), resume=True, evaluate=True)
+    channels_last: bool = setting(False, "channels-last memory format (pays with bf16 on GPUs)", resume=True,
+                                  evaluate=True)
+    compile: bool = setting(False, "torch.compile the model: a minute or more of compiling, then faster steps on "
+                                   "a GPU", resume=True, evaluate=True)
+    device: str = setting("auto", "merged layout: cpu, cuda, cuda:1; torchrun: cpu or cuda, each rank on "
+                                  "cuda:LOCAL_RANK", shown="cuda when there is one", resume=True, evaluate=True,
+                          placement=True)
+    devices: list | None = setting(None, "two-device layout: the towers' devices, e.g. cuda:0,cuda:1 or cpu,cpu",
+                                   parse=_strs, resume=True, evaluate=True, placement=True)
+    pca: str = setting("paper", "PCA colour noise strength", choices=("paper", "original", "none"))
+    crop: int = setting(224, "crop size: 224 (paper) or 227 (caffe)", choices=(224, 227))
+    mean: list | None = setting(None, "per-channel mean on 0..255, e.g. 123.7,116.3,103.5", parse=_floats,
+                                shown="computed")
+    mean_images: int = setting(10000, "images sampled to compute the mean")
+    val_crops: int = setting(1, "per-epoch validation: 1 (centre) or 10 crops", choices=(1, 10))
+    max_corrupt: int = setting(100, "unreadable images skipped before giving up", resume=True)
+    keep: int = setting(2, "epoch checkpoints kept besides best.pt", resume=True)
+    train_per_class: int = setting(0, "built-in set: training images per class", demo=40)
+    val_per_class: int = setting(0, "built-in set: validation images per class", demo=10)
+    dist_timeout: float = setting(DEFAULT_TIMEOUT_S, "torchrun: seconds a rank waits on a silent peer before it stops",
+                                  resume=True)
+    decode: str = setting("auto", "where JPEGs are decoded and cropped: cpu (loader workers, PIL), gpu (nvJPEG on "
+                                  "the training GPU; workers only read files), auto: gpu on a CUDA device when the "
+                                  "data folder is prepared (all images 256x256), else cpu",
+                          choices=("auto", "cpu", "gpu"), resume=True, evaluate=True, placement=True)
+
+    def describe(self) -> str:
+        return "\n".join(f"  {f.name:16s} {getattr(self, f.name)!r}" for f in fields(self))
+
+
+def _marked(flag: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Config) if f.metadata[flag])
+
+
+DEMO = {f.name: f.metadata["demo"] for f in fields(Config) if f.metadata["demo"] is not MISSING}
+RESUMABLE = _marked("resume")  # a resumed run may change these; everything else comes from the checkpoint
+EVALUATION = _marked("evaluate")  # --evaluate may change these; everything else comes from the checkpoint
+# Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
+# run begun under torchrun continues in one process, or the other way round, without flags to undo.
+PLACEMENT = _marked("placement")
