@@ -133,6 +133,7 @@ class Run:
         state = ctx.main_first(lambda: self._prepare(cfg, given or {}))
         self._model(self.cfg, ctx)
         self.history, self.epoch, self.step, self.best = [], 0, 0, float("inf")
+        self.last_checkpoint: str | None = None  # the newest checkpoint on disk, named when a run stops
         if state:
             self._restore(state)
         else:
@@ -207,8 +208,6 @@ class Run:
         self.best = min((r["val_top1_error"] for r in self.history), default=float("inf"))
         self.run_dir = ckpt.run_dir_of(state["path"])
         self.last_checkpoint = state["path"]
-
-    last_checkpoint: str | None = None
 
     def banner(self) -> str:
         cfg = self.cfg
