@@ -5,8 +5,8 @@ alpha is divided by n as in the original code (cuda-convnet2 layer.py `scale /= 
 torch.nn.LocalResponseNorm does, so the paper's printed constants give the network that produced its results.
 
 Why a hand-written autograd function: `F.local_response_norm` is a composite of ~8 operations (pad,
-avg_pool3d, pow, div...) that autograd differentiates one by one; on a 2-core CPU it was 40-47 % of a
-training step of the merged net (docs/BENCHMARKS.md). `LRNFunction` applies the closed-form backward
+avg_pool3d, pow, div...) that autograd differentiates one by one, a large share of a CPU training step of
+the merged net (docs/BENCHMARKS.md). `LRNFunction` applies the closed-form backward
 
     d_j = k + alpha/n * sum_{i in win(j)} a_i^2,    b_j = a_j d_j^-beta,
     dL/da_i = g_i d_i^-beta - 2 beta alpha/n * a_i * sum_{j in win(i)} g_j b_j / d_j
