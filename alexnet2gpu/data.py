@@ -26,6 +26,7 @@ from PIL import Image
 from .errors import TrainError
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center
 from .prepare import prepared_info
+from .walk import walk_files
 
 MEAN_FILE = "alexnet2gpu_mean.json"
 DECODE_MODES = ("cpu", "gpu")
@@ -76,11 +77,11 @@ def find_classes(folder: Path) -> list[str]:
     return classes
 
 
-def list_samples(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+def list_samples(folder: Path, classes: list[str], warn=print) -> list[tuple[str, int]]:
     samples = []
     for label, name in enumerate(classes):
-        for root, _, files in sorted(os.walk(Path(folder) / name, followlinks=True)):
-            samples += [(os.path.join(root, f), label) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        for root, files in walk_files(Path(folder) / name, warn):
+            samples += [(os.path.join(root, f), label) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     if not samples:
         raise TrainError(f"{folder} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)}): "
                          "check the path points at the extracted images.")
@@ -94,8 +95,9 @@ class Splits:
     val: list[tuple[str, int]]
 
 
-def open_folders(root, num_classes: int | None) -> Splits:
-    """Read root/train and root/val; check both have the same classes and that num_classes agrees."""
+def open_folders(root, num_classes: int | None, warn=print) -> Splits:
+    """Read root/train and root/val; check both have the same classes and that num_classes agrees. `warn`
+    names the folders skipped while listing (walk.walk_files)."""
     root = Path(root)
     if not root.is_dir():
         find_classes(root)  # raises the missing-folder message
@@ -109,7 +111,8 @@ def open_folders(root, num_classes: int | None) -> Splits:
     if num_classes is not None and num_classes != len(train_classes):
         raise TrainError(f"--num-classes is {num_classes} but {root / 'train'} has {len(train_classes)} class folders: "
                          f"pass --num-classes {len(train_classes)} or point --data at the right folder.")
-    return Splits(train_classes, list_samples(root / "train", train_classes), list_samples(root / "val", val_classes))
+    return Splits(train_classes, list_samples(root / "train", train_classes, warn),
+                  list_samples(root / "val", val_classes, warn))
 
 
 # ---------------------------------------------------------------- one image

@@ -1,9 +1,9 @@
 """What prepare writes: SRC/<split>/<class>/.../<name> -> DST/<split>/<class>/.../<name>, and which are done.
 
 Files are found as train.py finds them (data.list_samples: every file with an image extension under each
-class folder, following links). ILSVRC's flat val/ (images directly in val/) is sorted into class folders
-by a labels file (val_labels.py). An output that exists and is not empty is done; temporary files a killed
-run left behind are removed.
+class folder, following links, each real folder once). ILSVRC's flat val/ (images directly in val/) is
+sorted into class folders by a labels file (val_labels.py). An output that exists and is not empty is
+done; temporary files a killed run left behind are removed.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import PrepareError
 from .imaging import IMAGE_EXTENSIONS
 from .val_labels import find_labels_file, read_val_labels
+from .walk import walk_files
 
 SPLITS = ("train", "val")
 JPEG_EXTENSIONS = (".jpeg", ".jpg", ".jpe")
@@ -66,11 +67,12 @@ def flat_images(folder: Path) -> list[str]:
     return sorted(f.name for f in folder.iterdir() if f.is_file() and is_image(f.name))
 
 
-def class_pairs(src_class: Path, dst_class: Path) -> list[tuple[str, str]]:
-    """(source, output) for every image under one class folder, sub-folders kept."""
+def class_pairs(src_class: Path, dst_class: Path, warn=print) -> list[tuple[str, str]]:
+    """(source, output) for every image under one class folder, sub-folders kept (walk.walk_files: each
+    real folder once, `warn` naming a skipped link loop)."""
     pairs = []
-    for root, _, files in sorted(os.walk(src_class, followlinks=True)):
-        names = output_names(sorted(f for f in files if is_image(f)))
+    for root, files in walk_files(src_class, warn):
+        names = output_names([f for f in files if is_image(f)])
         out_root = dst_class / os.path.relpath(root, src_class)
         pairs += [(os.path.join(root, n), os.path.normpath(out_root / out)) for n, out in names.items()]
     return pairs

@@ -173,7 +173,7 @@ class Run:
         if root is None:
             root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=self.say)
         self.root = Path(root)
-        self.splits = open_folders(root, cfg.num_classes)
+        self.splits = open_folders(root, cfg.num_classes, self.say)
         self.num_classes = len(self.splits.classes)
         self.mean = cfg.mean or dataset_mean(root, self.splits.train, cfg.in_channels, cfg.mean_images,
                                              cfg.workers, self.corrupt, self.say)

@@ -1,6 +1,7 @@
 """The paper's data pipeline: folders, 256x256, crops within bounds, flips, ten crops, mean on 0..255,
 PCA colour noise, deterministic augmentation, sharding over tower pairs, corrupt images, the built-in set."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from alexnet2gpu.data import (CorruptLog, EpochSampler, FolderDataset, augmentat
                               open_folders, ten_crops, to_model_input)
 from alexnet2gpu.engine import InputSpec, evaluate
 from alexnet2gpu.errors import TrainError
+from alexnet2gpu.prepare_plan import class_pairs
 from alexnet2gpu.synthetic import ensure_synthetic, make_image
 
 
@@ -172,3 +174,21 @@ def test_the_built_in_set_is_deterministic_and_reused(tmp_path):
     assert (root / "train" / "00_disc").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="1 to 10 classes"):
         ensure_synthetic(11, 1, 1, cache_dir=tmp_path)
+
+
+def test_a_link_loop_lists_each_file_once_and_is_named(tmp_path, folders):
+    data = tmp_path / "data"
+    shutil.copytree(folders, data)
+    cls = data / "train" / "00_disc"
+    before = open_folders(data, None, warn=lambda line: pytest.fail(line))
+    (cls / "up").symlink_to("..", target_is_directory=True)  # back up the tree: a loop
+    (cls / "again").symlink_to(".", target_is_directory=True)  # the class folder itself
+    warnings = []
+    after = open_folders(data, None, warn=warnings.append)
+    assert after.train == before.train and after.val == before.val
+    assert len(warnings) == 2
+    assert any(f"skipped {cls / 'up'}: a link back up its own tree" in w for w in warnings)
+    assert any(f"skipped {cls / 'again'}: a link to a folder already listed" in w for w in warnings)
+    # prepare lists its sources the same way
+    pairs = class_pairs(cls, tmp_path / "out", warn=warnings.append)
+    assert sorted(s for s, _ in pairs) == sorted(p for p, label in before.train if label == 0)
