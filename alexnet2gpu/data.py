@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from .errors import TrainError
-from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center
+from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center, to_grey, to_rgb, why_unreadable
 from .prepare import prepared_info
 from .walk import walk_files
 
@@ -121,7 +121,8 @@ def load_image(path: str, in_channels: int) -> np.ndarray:
     """Decode, rescale the shorter side to 256, take the centre 256x256 -> 256 x 256 x C uint8."""
     with Image.open(path) as im:
         im.draft("RGB" if in_channels == 3 else "L", (RESIZE, RESIZE))  # JPEG: decode at a reduced scale >= 256
-        im = resize_center(im.convert("RGB" if in_channels == 3 else "L"))  # a 256x256 file is used as decoded
+        # 16-bit, palette, alpha, CMYK: the colours shown, in 8 bits (PIL's plain convert clips 16-bit values)
+        im = resize_center(to_rgb(im) if in_channels == 3 else to_grey(im))  # a 256x256 file is used as decoded
         a = np.asarray(im, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
@@ -171,8 +172,8 @@ class FolderDataset(torch.utils.data.Dataset):
             return self._encoded(path, label, epoch, index), path, time.perf_counter() - start
         try:
             a = load_image(path, self.in_channels)
-        except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files; never stop a run for one
-            return None, path, time.perf_counter() - start
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files; never stop a run for one
+            return Unreadable(why_unreadable(e)), path, time.perf_counter() - start
         alphas = np.zeros(3, np.float32)
         if self.mode == "train":
             ox, oy, flip, alphas = augmentation(self.seed, epoch, index, self.crop)
@@ -203,6 +204,11 @@ class FolderDataset(torch.utils.data.Dataset):
         return EncodedImage(data, torch.from_numpy(alphas), label, crop_flip, self.mode, self.in_channels, self.crop)
 
 
+class Unreadable(NamedTuple):
+    """A FolderDataset item that could not be read, and why (collate names it in Batch.corrupt)."""
+    reason: str
+
+
 class EncodedImage(NamedTuple):
     """One FolderDataset(decode="gpu") item: what the device needs to decode and crop it as the CPU would."""
     data: torch.Tensor  # the file's bytes, 1-D uint8
@@ -231,6 +237,7 @@ class Batch:
     mode: str | None = None  # the dataset's mode: train, center or ten
     in_channels: int = 0
     crop: int = 0
+    reasons: dict = dataclasses.field(default_factory=dict)  # corrupt path -> why it could not be read, where known
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -247,20 +254,22 @@ class Batch:
 
 
 def collate(items) -> Batch:
-    good = [item for item, _, _ in items if item is not None]
-    corrupt = [path for item, path, _ in items if item is None]
+    unread = lambda item: item is None or isinstance(item, Unreadable)
+    good = [item for item, _, _ in items if not unread(item)]
+    corrupt = [path for item, path, _ in items if unread(item)]
+    reasons = {path: item.reason for item, path, _ in items if isinstance(item, Unreadable)}
     seconds = sum(s for _, _, s in items)
     if not good:
         empty = torch.zeros(0, dtype=torch.uint8)
-        return Batch(empty, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), corrupt, seconds)
+        return Batch(empty, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), corrupt, seconds, reasons=reasons)
     if isinstance(good[0], EncodedImage):
         first = good[0]
         paths = [path for item, path, _ in items if item is not None]
         return Batch(None, torch.stack([g.alphas for g in good]), torch.tensor([g.label for g in good]), corrupt,
                      seconds, torch.cat([g.data for g in good]), [len(g.data) for g in good],
-                     torch.stack([g.crop_flip for g in good]), paths, first.mode, first.in_channels, first.crop)
+                     torch.stack([g.crop_flip for g in good]), paths, first.mode, first.in_channels, first.crop, reasons)
     images, alphas, targets = zip(*good)
-    return Batch(torch.stack(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds)
+    return Batch(torch.stack(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds, reasons=reasons)
 
 
 # ---------------------------------------------------------------- order and sharding
@@ -305,11 +314,13 @@ class CorruptLog:
     def __init__(self, limit: int, log=print):
         self.limit, self.log, self.paths = limit, log, set()
 
-    def add(self, paths: list[str]) -> None:
+    def add(self, paths: list[str], reasons: dict | None = None) -> None:
+        """`reasons`: path -> why it could not be read, where known (a decompression bomb, a truncated file)."""
         for path in paths:
             if path not in self.paths:
                 self.paths.add(path)
-                self.log(f"skipped unreadable image {path} ({len(self.paths)} so far)")
+                why = f"{reasons[path]}; " if reasons and path in reasons else ""
+                self.log(f"skipped unreadable image {path} ({why}{len(self.paths)} so far)")
         if len(self.paths) > self.limit:
             raise TrainError(f"{len(self.paths)} images could not be read (more than --max-corrupt {self.limit}); "
                              f"the first was {sorted(self.paths)[0]}: repair or remove them, or raise --max-corrupt.")
@@ -338,7 +349,7 @@ def dataset_mean(root, samples, in_channels: int, max_images: int, workers: int,
     dataset = FolderDataset(subset, "center", in_channels, crop=RESIZE)
     sums, count = torch.zeros(in_channels, dtype=torch.float64), 0
     for batch in make_loader(dataset, EpochSampler(len(subset), 0, shuffle=False), 64, workers):
-        corrupt.add(batch.corrupt)
+        corrupt.add(batch.corrupt, batch.reasons)
         if len(batch):
             sums += batch.images.double().mean(dim=(2, 3)).sum(0)
             count += len(batch)

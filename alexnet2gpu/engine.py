@@ -203,7 +203,7 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
 def _counted(loader, corrupt, stats: EpochStats | None = None):
     """The loader's batches with images; every batch's unreadable paths (and decode time) are recorded."""
     for batch in loader:
-        corrupt.add(batch.corrupt)
+        corrupt.add(batch.corrupt, getattr(batch, "reasons", None))
         if stats is not None:
             stats.decode_seconds += batch.seconds
         if len(batch):

@@ -7,7 +7,7 @@ numpy only.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 RESIZE = 256  # shorter side, then the centre 256x256 (paper §2)
@@ -56,3 +56,19 @@ def to_rgb(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", im.size, WHITE), im).convert("RGB")
     return im.convert("RGB")
+
+
+def to_grey(im: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit grey: the grey of what `to_rgb` shows (16 bits scaled, alpha over white)."""
+    return im if im.mode == "L" else to_rgb(im).convert("L")
+
+
+def why_unreadable(error: BaseException) -> str:
+    """One line saying why PIL could not read an image (it raises many types for broken files)."""
+    if isinstance(error, UnidentifiedImageError):
+        text = "not an image PIL can read"
+    elif isinstance(error, Image.DecompressionBombError):
+        text = f"decompression bomb refused: {error} (PIL's limit on pixels; shrink the image to read it)"
+    else:
+        text = f"{type(error).__name__}: {str(error).strip() or 'no detail'}"
+    return " ".join(text.split())  # one line, no tabs

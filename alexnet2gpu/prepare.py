@@ -26,10 +26,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import PrepareError, PrepareFailed
-from .imaging import RESIZE, resize_center, to_rgb
+from .imaging import RESIZE, resize_center, to_rgb, why_unreadable
 from .prepare_plan import Job, Plan, plan_jobs
 from .progress import Progress, format_seconds
 
@@ -63,17 +63,6 @@ def decode_256(path: str) -> Image.Image:
     return out
 
 
-def describe(error: BaseException) -> str:
-    """One line saying why a source could not be read (PIL raises many types for broken files)."""
-    if isinstance(error, UnidentifiedImageError):
-        text = "not an image PIL can read"
-    elif isinstance(error, Image.DecompressionBombError):
-        text = f"decompression bomb refused: {error}"
-    else:
-        text = f"{type(error).__name__}: {str(error).strip() or 'no detail'}"
-    return " ".join(text.split())  # one line, no tabs: the errors file is tab-separated
-
-
 def write_jpeg_atomic(image: Image.Image, path: str, quality: int) -> None:
     """Write beside `path` and rename over it: a killed run never leaves a half-written visible file."""
     tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
@@ -94,7 +83,7 @@ def prepare_one(task: tuple[Job, int]) -> tuple[Job, str | None, str | None]:
     try:
         image = decode_256(job.source)
     except Exception as e:  # broken files raise OSError, SyntaxError, ValueError, MemoryError...: list, go on
-        return job, describe(e), None
+        return job, why_unreadable(e), None  # one line, no tabs: the errors file is tab-separated
     try:
         write_jpeg_atomic(image, job.output, quality)
     except OSError as e:

@@ -192,3 +192,35 @@ def test_a_link_loop_lists_each_file_once_and_is_named(tmp_path, folders):
     # prepare lists its sources the same way
     pairs = class_pairs(cls, tmp_path / "out", warn=warnings.append)
     assert sorted(s for s, _ in pairs) == sorted(p for p, label in before.train if label == 0)
+
+
+def test_every_image_mode_loads_as_the_colours_it_shows(tmp_path):
+    Image.fromarray(np.full((300, 400), 40000, np.uint16)).save(tmp_path / "deep.png")  # 16-bit grey, 61 %
+    palette = Image.new("P", (400, 300), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.paste(1, (200, 0, 400, 300))  # right half red, left half index 0: transparent black
+    palette.save(tmp_path / "palette.png", transparency=0)
+    Image.new("LA", (300, 300), (30, 0)).save(tmp_path / "alpha.png")  # fully transparent dark grey
+    Image.new("RGB", (300, 300), (200, 50, 30)).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    load = lambda name, c=3: load_image(str(tmp_path / name), c).astype(int)
+    assert (load("deep.png") == 156).all() and (load("deep.png", 1) == 156).all()  # 40000 / 257, not clipped to 255
+    assert (load("palette.png")[:, :100] == 255).all() and (load("palette.png")[:, -100:] == [255, 0, 0]).all()
+    assert (load("alpha.png") == 255).all() and (load("alpha.png", 1) == 255).all()  # shown over white
+    assert np.abs(load("cmyk.jpg") - [200, 50, 30]).max() <= 4
+
+
+def test_an_image_too_large_for_pil_is_skipped_saying_why(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "huge.png"  # declares 20000 x 20000 pixels: past PIL's decompression-bomb limit
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    batch = collate([FolderDataset([(str(bomb), 0)], "center")[0]])
+    assert len(batch) == 0 and batch.corrupt == [str(bomb)]
+    logged = []
+    CorruptLog(limit=5, log=logged.append).add(batch.corrupt, batch.reasons)
+    assert len(logged) == 1 and str(bomb) in logged[0] and "decompression bomb" in logged[0], logged
