@@ -29,7 +29,7 @@ def check_device(name) -> torch.device:
         count = torch.cuda.device_count()
         index = device.index or 0
         if index >= count:
-            raise ValueError(f"device {name!r} is not on this machine, which has {count} CUDA GPU(s): pick another device.")
+            raise ValueError(f"device {str(name)!r} is not on this machine, which has {count} CUDA GPU(s): pick another device.")
     return device
 
 

@@ -17,6 +17,7 @@ import torch
 from . import checkpoint as ckpt
 from . import world
 from .config import EVALUATION, PLACEMENT, RESUMABLE, Config
+from .config_checks import check_values
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
 from .world import Context
 from .device import check_device, default_device_type
@@ -90,8 +91,7 @@ def check_config(cfg: Config) -> None:
         raise TrainError("PCA colour noise needs RGB input: pass --pca none with --in-channels 1.")
     if cfg.crop not in (224, 227):
         raise TrainError(f"--crop {cfg.crop}: AlexNet takes 224 (paper) or 227 (caffe) crops.")
-    if cfg.lr <= 0 or cfg.workers < 0:
-        raise TrainError("--lr must be positive and --workers zero or more.")
+    check_values(cfg)
     if cfg.mean is not None and len(cfg.mean) != cfg.in_channels:
         raise TrainError(f"--mean needs {cfg.in_channels} comma-separated values (one per channel), got {cfg.mean}.")
 

@@ -84,10 +84,22 @@ def make_odd_folders(tmp_path, tiny):
     ("corrupt", ["--data", "{broken}", "--max-corrupt", "0"], "could not be read \\(more than --max-corrupt 0\\).*bad.jpg"),
     ("resume", ["--data", "{tiny}", "--resume", "{junk}"], "checkpoint .*junk.pt could not be read"),
     ("layout", ["--data", "{tiny}", "--layout", "two-device"], "the two-device layout needs two devices"),
+    ("lr", ["--lr", "nan"], "--lr must be a number above 0, got nan"),
+    ("momentum", ["--momentum", "nan"], "--momentum must be a number at least 0 and below 1, got nan"),
+    ("weight-decay", ["--weight-decay", "-1"], "--weight-decay must be a number at least 0"),
+    ("dropout", ["--dropout", "1.5"], "--dropout must be a number at least 0 and below 1"),
+    ("seed", ["--seed", "-1"], "--seed must be a whole number at least 0 and at most 4294967295, got -1"),
+    ("mean-images", ["--data", "{tiny}", "--mean-images", "0"], "--mean-images must be a whole number at least 1"),
+    ("mean", ["--data", "{tiny}", "--mean", "nan,1,2"], "--mean needs finite numbers"),
+    ("keep", ["--keep", "-1"], "--keep must be a whole number at least 1"),
+    ("max-corrupt", ["--max-corrupt", "-1"], "--max-corrupt must be a whole number at least 0"),
+    ("dist-timeout", ["--dist-timeout", "nan"], "--dist-timeout must be a number above 0"),
+    ("lr-steps", ["--lr-steps", "0,5"], "--lr-steps are epochs .* at least 1; got \\[0\\]"),
+    ("run-name", ["--run-name", "../elsewhere"], "--run-name '../elsewhere' must be a plain folder name"),
 ])
 def test_bad_input_gets_one_sentence_and_a_non_zero_exit(case, args, message, tmp_path, tiny, capsys):
     paths = dict(make_odd_folders(tmp_path, tiny), tmp=tmp_path, tiny=tiny)
-    code, out, err = run_main([a.format(**paths) for a in args] + ["--out", tmp_path / "runs"] + TINY, capsys)
+    code, out, err = run_main(["--out", tmp_path / "runs"] + TINY + [a.format(**paths) for a in args], capsys)
     assert code == 1
     assert "Traceback" not in err and err.startswith("train.py: error: ")
     import re

@@ -1,0 +1,61 @@
+"""The numbers and names a run is given, checked before anything is read or written.
+
+One sentence per mistake, naming the flag and what it accepts: a NaN learning rate would otherwise train
+to NaN weights, a momentum of 1 or more never forgets a gradient, a negative --keep deletes the wrong
+checkpoints, and a run name with a slash writes outside --out.
+"""
+from __future__ import annotations
+
+import math
+
+from .errors import TrainError
+
+MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _number(cfg, name: str, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False,
+            whole: bool = False, optional: bool = False) -> None:
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    kind = "a whole number" if whole else "a number"
+    ok = isinstance(value, int) if whole else isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and not whole:
+        ok = math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo = f"{'above' if low_open else 'at least'} {low:g}"
+        hi = "" if high == math.inf else f" and {'below' if high_open else 'at most'} {high:.12g}"
+        raise TrainError(f"{flag(name)} must be {kind} {lo}{hi}, got {value!r}.")
+
+
+def check_values(cfg) -> None:
+    """Every numeric setting of a trainer.Config, and the run name."""
+    _number(cfg, "lr", 0, low_open=True)
+    _number(cfg, "momentum", 0, 1, high_open=True)
+    _number(cfg, "weight_decay", 0)
+    _number(cfg, "dropout", 0, 1, high_open=True)
+    _number(cfg, "seed", 0, MAX_SEED, whole=True)
+    _number(cfg, "workers", 0, whole=True)
+    _number(cfg, "patience", 0, whole=True)
+    _number(cfg, "max_steps", 1, whole=True, optional=True)
+    _number(cfg, "mean_images", 1, whole=True)
+    _number(cfg, "max_corrupt", 0, whole=True)
+    _number(cfg, "keep", 1, whole=True)
+    _number(cfg, "dist_timeout", 0, low_open=True)
+    _number(cfg, "train_per_class", 0, whole=True)
+    _number(cfg, "val_per_class", 0, whole=True)
+    bad_steps = [s for s in cfg.lr_steps or [] if not isinstance(s, int) or s < 1]
+    if bad_steps:
+        raise TrainError(f"--lr-steps are epochs after which the lr drops, whole numbers of at least 1; got {bad_steps}.")
+    if cfg.mean is not None and not all(isinstance(m, (int, float)) and math.isfinite(m) for m in cfg.mean):
+        raise TrainError(f"--mean needs finite numbers on the 0..255 scale, got {cfg.mean}.")
+    name = cfg.run_name
+    if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name):
+        raise TrainError(f"--run-name {name!r} must be a plain folder name (no '/', not '.' or '..'): the run "
+                         "folder is created inside --out.")
