@@ -95,3 +95,53 @@ def test_quick_json_is_well_formed(tmp_path):
         assert r["images_per_s"] > 0 or r["mode"] == "matmul"
     ddp = next(r for r in measured if r["variant"] == "data-parallel" and r["mode"] == "train")
     assert ddp["processes"] == 2 and len(ddp["peak_memory_mb"]) == 2 and ddp["exchange_mb"] > 200
+
+
+def test_a_row_that_cannot_run_becomes_a_note_and_the_measured_rows_stay(monkeypatch):
+    """The train-loop row fails outright, a two-process row's workers fail, and the torchvision row's step
+    runs out of memory in a timed round (after warming up): each becomes a skipped row saying why."""
+    from alexnet2gpu.bench import runner
+
+    def fails(*a, **k):
+        raise RuntimeError("no room for this row")
+
+    real_step = runner.make_train_step
+
+    def late_oom(model, x, y, amp):
+        step, calls = real_step(model, x, y, amp), []
+        if not type(model).__module__.startswith("torchvision"):
+            return step
+
+        def flaky():
+            calls.append(1)
+            if len(calls) > 1:  # the peak-memory step passes; the first timed one fails
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            step()
+        return flaky
+
+    monkeypatch.setattr(runner, "measure_train_loop", fails)
+    monkeypatch.setattr(runner, "run_two_process", fails)
+    monkeypatch.setattr(runner, "make_train_step", late_oom)
+    opts = runner.Options(batch_sizes=(2,), modes=("train",), rows=("merged", "torchvision", "train-loop",
+                          "tower-parallel"), warmup=0, steps=2, threads=1, num_classes=10, log=lambda *a: None)
+    records = {r["variant"]: r for r in runner.run(opts)}
+    assert records["merged"]["mode"] == "train" and records["merged"]["images_per_s"] > 0
+    assert records["matmul-float32"]["gflops"] > 0
+    assert records["torchvision"]["mode"] == "skipped" and "train failed: CUDA out of memory" in records["torchvision"]["note"]
+    for row in ("train-loop", "tower-parallel"):
+        assert records[row]["mode"] == "skipped" and "no room for this row" in records[row]["note"]
+    assert "skipped" in report.table(list(records.values()))
+
+
+def test_an_unwritable_json_path_keeps_the_printed_table(monkeypatch, tmp_path, capsys):
+    from alexnet2gpu.bench import runner
+
+    row = {"variant": "merged", "mode": "train", "device": "cpu", "device_type": "cpu", "batch_size": 2,
+           "processes": 1, "threads": 1, "ms_per_step": 100.0, "images_per_s": 20.0, "gflops": 1.0,
+           "peak_fraction": 0.1, "peak_memory_mb": None, "exchange_mb": 0.0, "note": "", "settings": ""}
+    monkeypatch.setattr(runner, "run", lambda opts: [row])
+    target = tmp_path / "a-file"
+    target.write_text("")
+    assert bench.main(["--rows", "merged", "--json", str(target / "bench.json")]) == 1
+    out = capsys.readouterr()
+    assert "merged" in out.out and f"could not write {target / 'bench.json'}" in out.err and "Traceback" not in out.err

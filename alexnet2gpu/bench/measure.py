@@ -72,14 +72,23 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
 
 
 def time_round_robin(steps: dict[str, tuple[Callable[[], None], torch.device]], warmup: int, repeats: int,
-                     on_round=None) -> dict[str, list[float]]:
-    """Time several steps in turn: warm each up, then `repeats` rounds of one timed step of each."""
+                     on_round=None, failed: dict | None = None) -> dict[str, list[float]]:
+    """Time several steps in turn: warm each up, then `repeats` rounds of one timed step of each. With a
+    `failed` dict, a step that raises (out of memory late in a run) is dropped and failed[name] says why;
+    the others go on."""
     for step, device in steps.values():
         time_steps(step, device, warmup, 0)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(repeats):
         for name, (step, device) in steps.items():
-            times[name] += time_steps(step, device, 0, 1)
+            if name in times:
+                try:
+                    times[name] += time_steps(step, device, 0, 1)
+                except Exception as error:  # noqa: BLE001 - whatever stops one step, the others are still timed
+                    if failed is None:
+                        raise
+                    failed[name] = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                    del times[name]
         if on_round:
             on_round(r + 1, repeats)
     return times

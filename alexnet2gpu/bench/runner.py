@@ -91,7 +91,8 @@ def run(opts: Options) -> list[dict]:
         if LOOP_ROW in opts.rows:
             records.append(_or_skip(LOOP_ROW, device, batch, lambda: _loop_row(opts, device, batch, threads, records)))
         for kind in (k for k in KINDS if k in opts.rows):
-            records += _two_process_row(opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device))
+            records += _or_skip(kind, device, batch, lambda: _two_process_row(
+                opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device)), rows=True)
         if PIPELINE_ROW in opts.rows:
             records.append(_or_skip(PIPELINE_ROW, device, batch, lambda: _pipeline_row(opts, device, batch)))
         if PIPELINE_GPU_ROW in opts.rows:
@@ -100,12 +101,14 @@ def run(opts: Options) -> list[dict]:
     return records
 
 
-def _or_skip(name: str, device: torch.device, batch: int, measure) -> dict:
-    """measure()'s record, or a skipped record saying why: one row that cannot run never loses the others."""
+def _or_skip(name: str, device: torch.device, batch: int, measure, rows: bool = False):
+    """measure()'s record (`rows`: its list of records), or a skipped record saying why: one row that cannot
+    run never loses the others."""
     try:
         return measure()
     except Exception as error:  # noqa: BLE001 - whatever stops one row, the measured rows are still printed
-        return _skip_record(name, device, batch, first_line(error))
+        skipped = _skip_record(name, device, batch, first_line(error))
+        return [skipped] if rows else skipped
 
 
 def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str = "cpu") -> dict:
@@ -191,9 +194,11 @@ def _single_process_rows(opts: Options, device: torch.device, batch: int, thread
             continue
         peaks[key] = None if peak.bytes is None else round(peak.bytes / 2**20, 1)
     log_round = lambda r, n: opts.log(f"batch {batch}: timed round {r}/{n}")
-    times = time_round_robin(steps, 0, opts.steps, on_round=log_round)
-    rates = {dtype: matmul_flops[dtype] / median(times[("matmul", str(dtype).removeprefix("torch."))]) / 1e9
-             for dtype in dtypes}
+    failed = {}
+    times = time_round_robin(steps, 0, opts.steps, on_round=log_round, failed=failed)
+    skipped += [(name, f"{mode} failed: {why}") for (name, mode), why in failed.items()]
+    matmul = lambda dtype: times.get(("matmul", str(dtype).removeprefix("torch.")))
+    rates = {dtype: matmul_flops[dtype] / median(matmul(dtype)) / 1e9 if matmul(dtype) else 0.0 for dtype in dtypes}
     records = []
     for (name, mode), ts in times.items():
         if name == "matmul":

@@ -91,13 +91,17 @@ def main(argv=None) -> int:
         print(report.table(records))
         print()
         print(report.goals_text(report.goals(records)))
-        if args.json:
-            report.write_json(args.json, records)
-        if args.plot:
-            report.write_plot(args.plot, records)
     except (ValueError, TrainError) as error:
         print(f"bench.py: {error}", file=sys.stderr)
         return 2
+    for path, write in ((args.json, report.write_json), (args.plot, report.write_plot)):
+        try:
+            if path:
+                write(path, records)
+        except OSError as error:  # the measured rows are printed above: only this file is missing
+            print(f"bench.py: could not write {path} ({error.strerror or error}): the table above has every row; "
+                  "pass a path in a folder you can write to.", file=sys.stderr)
+            return 1
     return 0
 
 
