@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .errors import TrainError
+
 VERSION = 2  # bump when the drawing changes, so old caches are not reused
 SHAPES = ("disc", "square", "triangle", "diamond", "cross", "ring", "hstripes", "vstripes", "checker", "star")
 IMAGE_SIZE = 256  # already the paper's 256x256, so the resize and centre crop are no-ops
@@ -112,9 +114,13 @@ def ensure_synthetic(num_classes: int = 10, train_per_class: int = 40, val_per_c
     final = dataset_dir(num_classes, train_per_class, val_per_class, cache_dir)
     if (final / "val").is_dir():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+    except OSError as e:
+        raise TrainError(f"cannot write the built-in data set to {final.parent} ({e.strerror or e}): set "
+                         "ALEXNET2GPU_CACHE to a folder you can write to, or pass --data DIR.") from None
     log(f"generating the built-in data set in {final} (once; later runs reuse it)")
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
     try:
         for split, per_class in (("train", train_per_class), ("val", val_per_class)):
             for label in range(num_classes):
@@ -127,6 +133,9 @@ def ensure_synthetic(num_classes: int = 10, train_per_class: int = 40, val_per_c
         except OSError:  # another process finished first
             if not (final / "val").is_dir():
                 raise
+    except OSError as e:  # a full disk
+        raise TrainError(f"cannot write the built-in data set to {final.parent} ({e.strerror or e}): free space there, "
+                         "set ALEXNET2GPU_CACHE to another folder, or pass --data DIR.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
