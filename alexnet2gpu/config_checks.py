@@ -1,12 +1,14 @@
-"""The numbers and names a run is given, checked before anything is read or written.
+"""What a run is given, checked before it trains: its numbers and names, and its data against a checkpoint.
 
 One sentence per mistake, naming the flag and what it accepts: a NaN learning rate would otherwise train
 to NaN weights, a momentum of 1 or more never forgets a gradient, a negative --keep deletes the wrong
-checkpoints, and a run name with a slash writes outside --out.
+checkpoints, a run name with a slash writes outside --out, and a checkpoint scored on other classes gives
+a meaningless error.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .errors import TrainError
 
@@ -59,3 +61,20 @@ def check_values(cfg) -> None:
     if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name):
         raise TrainError(f"--run-name {name!r} must be a plain folder name (no '/', not '.' or '..'): the run "
                          "folder is created inside --out.")
+
+
+def same_folder(a, b) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def check_classes(classes: list[str], state: dict, root) -> None:
+    """The checkpoint's outputs mean its classes, in its order: a data set with other class folders would
+    train or score them as if they were the same."""
+    saved = state.get("classes")
+    if saved is None or list(saved) == list(classes):
+        return
+    only_here = sorted(set(classes) - set(saved))[:3]
+    only_saved = sorted(set(saved) - set(classes))[:3]
+    raise TrainError(f"{root} has other classes than checkpoint {state['path']} ({len(classes)} vs {len(saved)}; "
+                     f"only here: {only_here or 'none'}, only in the checkpoint: {only_saved or 'none'}): pass --data "
+                     "with the classes the checkpoint was trained on.")

@@ -200,10 +200,13 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
     return stats
 
 
-def _counted(loader, corrupt, stats: EpochStats | None = None):
-    """The loader's batches with images; every batch's unreadable paths (and decode time) are recorded."""
+def _counted(loader, corrupt, stats: EpochStats | None = None, skipped: list | None = None):
+    """The loader's batches with images; every batch's unreadable paths (and decode time) are recorded, and
+    counted in skipped[0] when given."""
     for batch in loader:
         corrupt.add(batch.corrupt, getattr(batch, "reasons", None))
+        if skipped is not None:
+            skipped[0] += len(batch.corrupt)
         if stats is not None:
             stats.decode_seconds += batch.seconds
         if len(batch):
@@ -213,14 +216,15 @@ def _counted(loader, corrupt, stats: EpochStats | None = None):
 @torch.no_grad()
 def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, total_images: int = 0,
              desc: str = "val", show: bool = True) -> dict:
-    """Loss and top-1/top-5 error (percent). Ten-crop batches (N x 10 x C x H x W) average the crops'
-    softmax probabilities. Sums are added up over tower pairs when there are several."""
+    """Loss and top-1/top-5 error (percent) over the images read, and `skipped`, the unreadable ones left out.
+    Ten-crop batches (N x 10 x C x H x W) average the crops' softmax probabilities. Sums are added up over
+    tower pairs when there are several."""
     model.eval()
     k = min(5, num_classes)
     sums = torch.zeros(3, dtype=torch.float64, device=spec.device)  # loss, top-1 wrong, top-k wrong; read once
-    images = 0
+    images, skipped = 0, [0]
     bar = Progress(total_images, desc, enabled=None if show else False)
-    for batch, x, targets in spec.batches(_counted(loader, corrupt), train=False):
+    for batch, x, targets in spec.batches(_counted(loader, corrupt, skipped=skipped), train=False):
         crops = x.shape[1] if x.dim() == 5 else 1
         with spec.autocast():
             logits = model(x.flatten(0, 1) if crops > 1 else x).float()
@@ -233,9 +237,9 @@ def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, tot
         images += len(batch)
         bar.update(len(batch))
     bar.close()
-    totals = torch.tensor(sums.tolist() + [images], dtype=torch.float64)
+    totals = torch.tensor(sums.tolist() + [images, skipped[0]], dtype=torch.float64)
     if ctx is not None:
         ctx.sum_over_pairs(totals)  # each pair holds a shard of the val set
     n = max(1.0, float(totals[3]))
     return dict(loss=float(totals[0]) / n, top1_error=100 * float(totals[1]) / n, top5_error=100 * float(totals[2]) / n,
-                images=int(totals[3]))
+                images=int(totals[3]), skipped=int(totals[4]))

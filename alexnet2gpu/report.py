@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .plot import line_chart
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s", "seconds",
-           "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1", "steps", "corrupt_images")
+           "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1", "steps", "corrupt_images",
+           "val_images", "val_skipped")  # the val errors are over val_images; val_skipped could not be read
 
 
 def colourfulness(conv1_weight: torch.Tensor, towers: int = 2) -> list[float]:

@@ -17,7 +17,7 @@ import torch
 from . import checkpoint as ckpt
 from . import world
 from .config import EVALUATION, PLACEMENT, RESUMABLE, Config
-from .config_checks import check_values
+from .config_checks import check_classes, check_values, same_folder
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
 from .world import Context
 from .device import check_device, default_device_type
@@ -27,6 +27,7 @@ from .gpu_decode import DecodedLoader, resolve_decode
 from .layouts import build_model, resolve_layout as resolve_process_layout
 from .optim import get_lr, load_momentum_buffers, make_optimizer, make_schedule, momentum_buffers, set_lr
 from .report import colourfulness, save_conv1_kernels, save_curves, write_metrics
+from .runlock import RunFolderLock, claim_run_folder
 from .synthetic import ensure_synthetic
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
@@ -144,10 +145,19 @@ class Run:
         """Config, data and placement: everything checked before the model is built. Returns the resumed state."""
         state = self._find_resume(cfg)
         self.cfg = cfg = resume_config(state["config"], given) if state else cfg
+        moved = state is not None and "data" in given and not same_folder(given["data"], state["config"].get("data"))
+        if state:
+            cfg.data = given["data"] if moved else cfg.data
+            cfg.mean = state.get("mean") or cfg.mean  # the input the weights were trained on, wherever the data is
         check_config(cfg)
         # Each pair reads its own shard: the first rank of each pair names the unreadable images it meets.
         self.corrupt = CorruptLog(cfg.max_corrupt, self.log if self.ctx.tower in (None, 0) else self.say)
-        self._data(cfg)
+        self._data(cfg, resumed=state is not None)
+        if state:
+            check_classes(self.splits.classes, state, self.root)
+            if moved:
+                self.say(f"note: the data moved: {state['config'].get('data') or 'the built-in set'} -> {self.root}, "
+                         f"with the same {self.num_classes} classes as the checkpoint")
         self.layout = resolve_layout(cfg.layout, self.ctx)
         self.device = resolve_device(cfg.device, self.ctx)
         if cfg.amp not in (None, "bf16"):
@@ -168,10 +178,13 @@ class Run:
         self.say(f"resuming from {state['path']} (epoch {state['epoch']} done)")
         return state
 
-    def _data(self, cfg: Config) -> None:
+    def _data(self, cfg: Config, resumed: bool = False) -> None:
         root = cfg.data
         if root is None:
             root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=self.say)
+        if resumed and not Path(root).is_dir():
+            raise TrainError(f"the run's data folder {root} does not exist: if it moved, pass --data with its new "
+                             "place (its classes must be the checkpoint's).")
         self.root = Path(root)
         self.splits = open_folders(root, cfg.num_classes, self.say)
         self.num_classes = len(self.splits.classes)
@@ -245,9 +258,11 @@ class Run:
                              f"and resume with --resume {self.run_dir}.") from None
 
     def write_outputs(self, weights: dict, state: dict, epoch: int, is_best: bool) -> str:
-        """Reports and the epoch's checkpoint (main rank only); returns the checkpoint's path."""
+        """The epoch's checkpoint, then the reports (main rank only); returns the checkpoint's path. In that
+        order, metrics.csv never holds a row for an epoch whose checkpoint failed to write."""
+        path = str(ckpt.write_checkpoint(self.run_dir, state, epoch, is_best, self.cfg.keep))
         self.write_reports(weights)
-        return str(ckpt.write_checkpoint(self.run_dir, state, epoch, is_best, self.cfg.keep))
+        return path
 
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -263,24 +278,61 @@ class Run:
                 raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why
             kept = self.last_checkpoint or "none (no epoch finished yet)"
             raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
+        if stats.images == 0:
+            raise self.nothing_read("train", len(self.splits.train))
         self.step += stats.steps
         val = evaluate(self.model, val_loader, self.spec, self.ctx, self.corrupt, self.num_classes, n_val,
                        "val", self.show)
+        if val["images"] == 0:  # an error over no images would read 0 % and mark the epoch best
+            raise self.nothing_read("val", val["skipped"])
         workers = max(1, cfg.workers)
         row = dict(epoch=epoch, train_loss=stats.loss, val_loss=val["loss"], val_top1_error=val["top1_error"],
                    val_top5_error=val["top5_error"], lr=lr, images_per_s=stats.images / max(stats.seconds, 1e-9),
                    seconds=stats.seconds, loader_images_per_s=stats.images * workers / max(stats.decode_seconds, 1e-9),
                    step_images_per_s=stats.images / max(stats.step_seconds, 1e-9), steps=self.step,
-                   corrupt_images=len(self.corrupt.paths))
+                   corrupt_images=len(self.corrupt.paths), val_images=val["images"], val_skipped=val["skipped"])
         set_lr(self.optimizer, self.schedule.step(epoch, val["top1_error"]))
         return row
 
+    def claim_folder(self) -> RunFolderLock:
+        """Lock the run folder for this run's life (main rank): a second run on it gets one sentence."""
+        fresh = self.last_checkpoint is None
+        lock = claim_run_folder(self.run_dir, numbered=fresh and self.cfg.run_name is None)
+        self.run_dir = lock.path
+        try:
+            if fresh and ckpt.epoch_files(self.run_dir):
+                raise TrainError(f"run folder {self.run_dir} holds another run's checkpoints: continue that run with "
+                                 f"--resume {self.run_dir}, or pass another --run-name.")
+            (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+            if not fresh:  # metrics.csv says what the checkpoint says, whatever a failed write left
+                write_metrics(self.run_dir / "metrics.csv", self.history)
+        except OSError as e:
+            lock.release()
+            raise TrainError(f"cannot write in the run folder {self.run_dir} ({e.strerror or e}): pass --out a "
+                             "folder you can write to.") from None
+        except TrainError:
+            lock.release()
+            raise
+        return lock
+
+    def nothing_read(self, split: str, count: int) -> Exception:
+        """The error for a split of which no image could be read: said once, by the main rank."""
+        message = (f"none of the {count} {split} images under {self.root / split} could be read (each was skipped as "
+                   f"unreadable, see above): repair or replace them; the last good checkpoint is "
+                   f"{self.last_checkpoint or 'none (no epoch finished yet)'}.")
+        return TrainError(message) if self.ctx.is_main else world.Stopped(message)
+
     def fit(self) -> list[dict]:
+        lock = self.ctx.on_main(self.claim_folder)  # the other ranks never write the folder
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> list[dict]:
         cfg = self.cfg
         self.say(self.banner())
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
@@ -306,8 +358,10 @@ def epoch_line(row: dict, epochs: int) -> str:
     colour = ""
     if "colour_tower0" in row:
         colour = f" | colour t0 {row['colour_tower0']:.2f} t1 {row['colour_tower1']:.2f}"
+    skipped = f" (over {row['val_images']} images, {row['val_skipped']} unreadable skipped)" if row.get("val_skipped") else ""
     return (f"epoch {row['epoch']}/{epochs} | train loss {row['train_loss']:.3f} | val loss {row['val_loss']:.3f} | "
-            f"top-1 err {row['val_top1_error']:.1f} % | top-5 err {row['val_top5_error']:.1f} % | lr {row['lr']:.3g} | "
+            f"top-1 err {row['val_top1_error']:.1f} % | top-5 err {row['val_top5_error']:.1f} %{skipped} | "
+            f"lr {row['lr']:.3g} | "
             f"{row['images_per_s']:.1f} img/s (loader {row['loader_images_per_s']:.0f}, step {row['step_images_per_s']:.1f})"
             f"{colour} | {row['seconds']:.0f} s")
 
@@ -343,6 +397,7 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
 
 def _evaluate(run: Run, state: dict) -> dict:
     ctx = run.ctx  # every rank evaluates: the forward passes are collective in the tower-parallel layout
+    check_classes(run.splits.classes, state, run.root)
     run.model.load_state_dict(state["model"])
     run.say(f"evaluating {state['path']} (epoch {state['epoch']}) in layout {run.layout} on {run.spec.device}: "
             f"{len(run.splits.val)} val images of {run.num_classes} classes in {run.root}")
@@ -353,6 +408,9 @@ def _evaluate(run: Run, state: dict) -> dict:
         results[crops] = evaluate(run.model, loader, run.spec, ctx, run.corrupt, run.num_classes, n_val,
                                   f"val {crops} crop(s)", run.show)
         r = results[crops]
+        if r["images"] == 0:
+            raise run.nothing_read("val", r["skipped"])
+        skipped = f" ({r['skipped']} unreadable skipped)" if r["skipped"] else ""
         run.say(f"{state['path']}: {crops:2d} crop(s): top-1 error {r['top1_error']:.2f} %, top-5 error "
-                f"{r['top5_error']:.2f} %, loss {r['loss']:.4f} on {r['images']} images")
+                f"{r['top5_error']:.2f} %, loss {r['loss']:.4f} on {r['images']} images{skipped}")
     return results
