@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 
-from .model import FC8, LAYERS, POOL5_SIZE, TOWERS, canonical_shapes, check_positive, multiply_adds
+from .model import FC8, LAYERS, POOL5_SIZE, TOWERS, canonical_shapes, multiply_adds
 
 # Spatial size of each conv layer's output at 224 (padded to 227) or 227 input, and after its pooling.
 CONV_OUT = {"conv1": 55, "conv2": 27, "conv3": 13, "conv4": 13, "conv5": 13}
@@ -73,12 +73,11 @@ def main(argv=None) -> int:
     parser.add_argument("--num-classes", "--num_classes", type=int, default=1000)
     parser.add_argument("--in-channels", "--in_channels", type=int, default=3)
     args = parser.parse_args(argv)
-    try:
-        check_positive("num_classes", args.num_classes)
-        check_positive("in_channels", args.in_channels)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    for flag, value, example in (("--num-classes", args.num_classes, 1000), ("--in-channels", args.in_channels, 3)):
+        if value < 1:
+            print(f"alexnet2gpu-info: error: {flag} must be a whole number of at least 1, got {value}: pass e.g. "
+                  f"{flag} {example}.", file=sys.stderr)
+            return 2
     print(format_summary(args.layout, args.num_classes, args.in_channels))
     return 0
 

@@ -93,7 +93,13 @@ INIT_SCHEMES = {
 
 def check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}: pass e.g. {name}=1000.")
+        example = {"num_classes": 1000, "in_channels": 3}.get(name, 1)
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}: pass e.g. {name}={example}.")
+
+
+def check_dropout(p: float) -> None:
+    if not isinstance(p, (int, float)) or not 0 <= p <= 1:  # NaN fails both comparisons
+        raise ValueError(f"dropout is a probability from 0 to 1, got {p!r}: pass e.g. dropout=0.5 (the paper's).")
 
 
 def check_init(init: str) -> None:
@@ -147,8 +153,21 @@ def check_state_dict(state: dict, num_classes: int, in_channels: int) -> None:
             )
 
 
-def check_input(x: torch.Tensor, in_channels: int) -> int:
-    """Return the right/bottom zero padding conv1 needs for `x`, or raise a clear error."""
+def check_input(x: torch.Tensor, in_channels: int, weight: torch.Tensor | None = None, moved: bool = False) -> int:
+    """Return the right/bottom zero padding conv1 needs for `x`, or raise a clear error. With conv1's
+    `weight`: `x` must have its dtype (any float under autocast) and, unless the layout moves the input
+    itself (`moved`), be on its device."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"AlexNet takes a torch.Tensor, got {type(x).__module__}.{type(x).__name__}: convert it "
+                         "with torch.as_tensor(x).")
+    if weight is not None and x.dtype != weight.dtype and not (
+            x.is_floating_point() and torch.is_autocast_enabled(weight.device.type)):
+        hint = (f"x.to({weight.dtype}) after subtracting the mean (data.to_model_input)" if not x.is_floating_point()
+                else f"x.to({weight.dtype})" + (", or run under torch.autocast" if x.element_size() == 2 else ""))
+        raise ValueError(f"AlexNet's weights are {weight.dtype} and the input is {x.dtype}: pass {hint}.")
+    if weight is not None and not moved and x.device != weight.device:
+        raise ValueError(f"the input is on {x.device} and the model on {weight.device}: move the input with "
+                         f"x.to('{weight.device}').")
     if x.dim() != 4 or x.shape[1] != in_channels or x.shape[2] != x.shape[3] or x.shape[2] not in INPUT_PAD:
         got = " x ".join(str(s) for s in x.shape)
         raise ValueError(
@@ -195,6 +214,7 @@ class TowerStack(nn.Module):
 
     def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
         super().__init__()
+        check_dropout(dropout)
         self.towers = towers
         self.lrn_impl = "fast"
         self.conv_impl = "grouped"

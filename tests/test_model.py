@@ -1,12 +1,14 @@
 """The merged network against the paper's table (docs/paper.md §1-3): counts, shapes, init, clear errors."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from alexnet2gpu import AlexNet, canonical_shapes, init_weights
 from alexnet2gpu.info import exchange_bytes_per_image, format_summary, layer_rows, main
 from alexnet2gpu.model import multiply_adds
+from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
 
 PAPER_PARAMS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936, "conv5": 442_624,
                 "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
@@ -100,12 +102,35 @@ def test_wrong_input_is_a_clear_error(model, shape):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_classes=0), "num_classes must be a whole number of at least 1"),
-    (dict(in_channels=-1), "in_channels must be a whole number of at least 1"),
+    (dict(in_channels=-1), "in_channels must be a whole number of at least 1, got -1: pass e.g. in_channels=3"),
+    (dict(dropout=float("nan")), "dropout is a probability from 0 to 1, got nan"),
+    (dict(dropout=1.5), "dropout is a probability from 0 to 1, got 1.5"),
     (dict(init="xavier"), "unknown init scheme 'xavier': choose one of paper, caffe"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AlexNet(**kwargs)
+
+
+@pytest.mark.parametrize("make_input, match", [
+    (lambda: torch.zeros(1, 3, 224, 224, dtype=torch.uint8), "weights are torch.float32 and the input is torch.uint8: "
+     "pass x.to\\(torch.float32\\) after subtracting the mean"),
+    (lambda: torch.zeros(1, 3, 224, 224, dtype=torch.float64), "the input is torch.float64: pass x.to\\(torch.float32\\)\\.$"),
+    (lambda: torch.zeros(1, 3, 224, 224, dtype=torch.bfloat16), "or run under torch.autocast"),
+    (lambda: np.zeros((1, 3, 224, 224), np.float32), "takes a torch.Tensor, got numpy.ndarray"),
+])
+@pytest.mark.parametrize("layout", ["merged", "two-device"])
+def test_input_of_another_dtype_or_type_is_a_clear_error(layout, make_input, match):
+    model = AlexNet(10) if layout == "merged" else TwoTowerAlexNet(10, devices=("cpu", "cpu"))
+    with pytest.raises(ValueError, match=match):
+        model(make_input())
+
+
+def test_input_on_another_device_is_a_clear_error_and_autocast_takes_any_float(model):
+    with pytest.raises(ValueError, match="the input is on meta and the model on cpu: move the input with x.to"):
+        model(torch.zeros(1, 3, 224, 224, device="meta"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.zeros(1, 3, 224, 224, dtype=torch.bfloat16)).shape == (1, 1000)
 
 
 def test_foreign_state_dicts_are_refused(model):
@@ -143,4 +168,7 @@ def test_info_summary_totals(capsys):
         math.prod(s) for s in canonical_shapes(10, 1).values())
     assert exchange_bytes_per_image()["conv3"] == 2 * 13 * 13 * 128 * 4
     assert "1 input channels, 10 classes" in format_summary("merged", 10, 1)
+    capsys.readouterr()
     assert main(["--num-classes", "0"]) == 2
+    assert capsys.readouterr().err == ("alexnet2gpu-info: error: --num-classes must be a whole number of at least 1, "
+                                       "got 0: pass e.g. --num-classes 1000.\n")

@@ -27,7 +27,7 @@ class AlexNet(Layout):
             self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = check_input(x, self.in_channels)
+        pad = check_input(x, self.in_channels, self.stack.conv1.weight)
         h = self.stack.conv_cross(self.stack.features(x, pad))
         h = self.stack.fully_connected(h, "fc6")
         h = self.stack.fully_connected(h, "fc7")

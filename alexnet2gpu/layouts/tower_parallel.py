@@ -50,7 +50,7 @@ class TowerParallelAlexNet(Layout):
         self.exchanges.append((layer, maps.numel() * maps.element_size() * towers_sending))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = check_input(x, self.in_channels)
+        pad = check_input(x, self.in_channels, self.stack.conv1.weight, moved=True)
         self.exchanges = []
         h = self.stack.features(x.to(self.device, non_blocking=True), pad)
         self._received("conv3", h, TOWERS - 1)

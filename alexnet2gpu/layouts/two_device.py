@@ -74,7 +74,7 @@ class TwoTowerAlexNet(Layout):
         return gather_local(maps, self.devices[tower])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = check_input(x, self.in_channels)
+        pad = check_input(x, self.in_channels, self.towers[0].conv1.weight, moved=True)
         self.exchanges = []
         towers = list(enumerate(self.towers))
         maps = [tower.features(x.to(self.devices[t], non_blocking=True), pad) for t, tower in towers]
