@@ -57,10 +57,14 @@ def make_context(cfg: Config) -> Context:
         raise TrainError(str(error)) from None
 
 
-def resolve_layout(layout: str, ctx: Context) -> str:
-    """auto: tower-parallel under torchrun, two-device on a machine with 2+ GPUs, merged otherwise."""
+def resolve_layout(layout: str, ctx: Context, devices: list | None = None) -> str:
+    """auto: tower-parallel under torchrun, two-device with --devices or on a machine with 2+ GPUs, merged
+    otherwise. --devices places the two-device layout's towers; another layout would ignore it."""
+    if devices and (layout not in ("auto", "two-device") or ctx.distributed):
+        raise TrainError(f"--devices places the two-device layout's towers, and this run's layout is "
+                         f"{'tower-parallel' if ctx.distributed else layout}: drop --devices, or pass --layout two-device.")
     if layout == "auto" and not ctx.distributed:
-        return "two-device" if torch.cuda.device_count() >= 2 else "merged"
+        return "two-device" if devices or torch.cuda.device_count() >= 2 else "merged"
     return resolve_process_layout(None if layout == "auto" else layout, ctx)
 
 
@@ -158,7 +162,7 @@ class Run:
             if moved:
                 self.say(f"note: the data moved: {state['config'].get('data') or 'the built-in set'} -> {self.root}, "
                          f"with the same {self.num_classes} classes as the checkpoint")
-        self.layout = resolve_layout(cfg.layout, self.ctx)
+        self.layout = resolve_layout(cfg.layout, self.ctx, cfg.devices)
         self.device = resolve_device(cfg.device, self.ctx)
         if cfg.amp not in (None, "bf16"):
             raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")

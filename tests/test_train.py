@@ -96,6 +96,9 @@ def make_odd_folders(tmp_path, tiny):
     ("dist-timeout", ["--dist-timeout", "nan"], "--dist-timeout must be a number above 0"),
     ("lr-steps", ["--lr-steps", "0,5"], "--lr-steps are epochs .* at least 1; got \\[0\\]"),
     ("run-name", ["--run-name", "../elsewhere"], "--run-name '../elsewhere' must be a plain folder name"),
+    ("devices", ["--data", "{tiny}", "--layout", "merged", "--devices", "cpu,cpu"],
+     "--devices places the two-device layout's towers, and this run's layout is merged"),
+    ("one-device", ["--data", "{tiny}", "--devices", "cpu"], "devices must be two entries, one per tower"),
 ])
 def test_bad_input_gets_one_sentence_and_a_non_zero_exit(case, args, message, tmp_path, tiny, capsys):
     paths = dict(make_odd_folders(tmp_path, tiny), tmp=tmp_path, tiny=tiny)
