@@ -392,6 +392,8 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
     """Centre-crop and ten-crop errors of a checkpoint on the validation set (the paper's test protocol)."""
     state = ckpt.load_checkpoint(path)
     saved = Config(**{k: v for k, v in state["config"].items() if k in {f.name for f in fields(Config)}})
+    for k in PLACEMENT:  # chosen afresh, as on resume: the checkpoint's devices may not be on this machine
+        setattr(saved, k, getattr(Config(), k))
     for k in EVALUATION:
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
