@@ -16,7 +16,7 @@ from alexnet2gpu.checkpoint import load_checkpoint
 from alexnet2gpu.runlock import LOCK_FILE, claim_run_folder
 from alexnet2gpu.synthetic import ensure_synthetic
 
-from test_train import TINY, run_main, train
+from test_train import TINY, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
