@@ -94,6 +94,13 @@ class Config:
                                   "the training GPU; workers only read files), auto: gpu on a CUDA device when the "
                                   "data folder is prepared (all images 256x256), else cpu",
                           choices=("auto", "cpu", "gpu"), resume=True, evaluate=True, placement=True)
+    init_from: str | None = setting(None, "start a new run (epoch 1, fresh optimizer) from the weights of a checkpoint, "
+                                          "run folder or .safetensors file; fc8 is drawn afresh when the number of "
+                                          "classes differs", parse=str)
+    log_every: int | None = setting(None, "with stdout not a terminal, a progress line every N steps (0: none)",
+                                    parse=int, shown="about every 30 s of training", resume=True)
+    tensorboard: bool = setting(False, "TensorBoard event files in RUN/tensorboard (pip install "
+                                       "'alexnet2gpu[tensorboard]')", resume=True)
 
     def describe(self) -> str:
         return "\n".join(f"  {f.name:16s} {getattr(self, f.name)!r}" for f in fields(self))

@@ -154,12 +154,12 @@ READ_SECONDS = 1.0  # how often the training loop reads the device (progress bar
 
 
 def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, total_images: int, desc: str,
-                    first_step: int = 0, max_steps: int | None = None, show: bool = True) -> EpochStats:
+                    first_step: int = 0, max_steps: int | None = None, show: bool = True, log=None) -> EpochStats:
     """Train over `loader`; stop early once the run's step count reaches max_steps.
 
     The loop never waits for the device except every READ_SECONDS (the progress bar's loss and the
-    non-finite check) and at the end of the epoch: losses are summed on the device. `step_seconds` is the
-    epoch's time less the time spent waiting for the loader.
+    non-finite check), when `log` (a batch_log.StepLog) has a line due, and at the end of the epoch: losses
+    are summed on the device. `step_seconds` is the epoch's time less the time spent waiting for the loader.
     """
     model.train()
     stats = EpochStats()
@@ -182,9 +182,13 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, tot
         stats.images += len(batch)
         stats.steps += 1
         text = ""
-        if time.perf_counter() - last_read >= READ_SECONDS:
+        log_due = log is not None and log.due(step, time.perf_counter())
+        if log_due or time.perf_counter() - last_read >= READ_SECONDS:
             guard.check()
-            text, last_read = f"loss {loss.item():.3f}", time.perf_counter()
+            value = loss.item()
+            text, last_read = f"loss {value:.3f}", time.perf_counter()
+            if log_due:
+                log.record(step, value, stats.images, stats.wait_seconds, last_read)
         bar.update(len(batch), text)
     guard.check()
     synchronize(spec.device)
@@ -213,6 +217,15 @@ def _counted(loader, corrupt, stats: EpochStats | None = None, skipped: list | N
             yield batch
 
 
+def crop_probabilities(model, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """N x classes softmax probabilities; ten-crop input (N x 10 x C x H x W) averages the crops'
+    probabilities, not their logits (paper §4.1)."""
+    crops = x.shape[1] if x.dim() == 5 else 1
+    with spec.autocast():
+        logits = model(x.flatten(0, 1) if crops > 1 else x).float()
+    return logits.softmax(dim=1).view(x.shape[0], crops, -1).mean(dim=1)
+
+
 @torch.no_grad()
 def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, total_images: int = 0,
              desc: str = "val", show: bool = True) -> dict:
@@ -225,10 +238,7 @@ def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, tot
     images, skipped = 0, [0]
     bar = Progress(total_images, desc, enabled=None if show else False)
     for batch, x, targets in spec.batches(_counted(loader, corrupt, skipped=skipped), train=False):
-        crops = x.shape[1] if x.dim() == 5 else 1
-        with spec.autocast():
-            logits = model(x.flatten(0, 1) if crops > 1 else x).float()
-        probs = logits.softmax(dim=1).view(len(batch), crops, -1).mean(dim=1)
+        probs = crop_probabilities(model, x, spec)
         targets = targets.to(probs.device)
         topk = probs.topk(k, dim=1).indices
         sums += torch.stack([F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum").double(),

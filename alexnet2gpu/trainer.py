@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import world
+from .batch_log import StepLog
 from .config import EVALUATION, PLACEMENT, RESUMABLE, Config
 from .config_checks import check_classes, check_values, same_folder
 from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
@@ -25,10 +27,12 @@ from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
 from .gpu_decode import DecodedLoader, resolve_decode
 from .layouts import build_model, resolve_layout as resolve_process_layout
+from .model import canonical_shapes
 from .optim import get_lr, load_momentum_buffers, make_optimizer, make_schedule, momentum_buffers, set_lr
 from .report import colourfulness, save_conv1_kernels, save_curves, write_metrics
 from .runlock import RunFolderLock, claim_run_folder
 from .synthetic import ensure_synthetic
+from .weights_io import initial_weights, load_weights
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
 
@@ -139,14 +143,21 @@ class Run:
         self._model(self.cfg, ctx)
         self.history, self.epoch, self.step, self.best = [], 0, 0, float("inf")
         self.last_checkpoint: str | None = None  # the newest checkpoint on disk, named when a run stops
+        self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
+        self.board = None  # board.Board with --tensorboard, on the main rank
         if state:
             self._restore(state)
         else:
             self.run_dir = new_run_dir(cfg)
+            if self.start_weights is not None:  # collective in the tower-parallel layout, like every load
+                self.model.load_state_dict(initial_weights(self.model.state_dict(), self.start_weights)[0])
         self.show = ctx.is_main
 
     def _prepare(self, cfg: Config, given: dict) -> dict | None:
         """Config, data and placement: everything checked before the model is built. Returns the resumed state."""
+        if cfg.resume is not None and cfg.init_from is not None:
+            raise TrainError("--resume continues a run and --init-from starts a new one from another run's weights: "
+                             "pass one of them.")
         state = self._find_resume(cfg)
         self.cfg = cfg = resume_config(state["config"], given) if state else cfg
         moved = state is not None and "data" in given and not same_folder(given["data"], state["config"].get("data"))
@@ -169,6 +180,12 @@ class Run:
         if cfg.amp and self.device.type != "cuda":
             raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
         self.decode = resolve_decode(cfg.decode, self.device, self.root)
+        self.start_weights, self.init_note = None, ""
+        if cfg.init_from is not None and not state:  # checked here, before any model is built
+            self.start_weights = load_weights(cfg.init_from)
+            shapes = canonical_shapes(self.num_classes, cfg.in_channels)
+            self.init_note = initial_weights({k: torch.empty(v, device="meta") for k, v in shapes.items()},
+                                             self.start_weights)[1]
         return state
 
     def _find_resume(self, cfg: Config) -> dict | None:
@@ -234,6 +251,7 @@ class Run:
                 f"images; mean {[round(m, 2) for m in self.mean]}\n"
                 f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}; JPEG decode: {self.decode}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
+                + (f"{self.init_note}\n" if self.init_note else "") +
                 f"run folder {self.run_dir}")
 
     def loaders(self, epoch: int):
@@ -274,9 +292,12 @@ class Run:
         lr = get_lr(self.optimizer)
         # Dropout masks: per rank (each tower its own) and per epoch, so resuming needs no saved RNG state.
         torch.manual_seed(self.ctx.rank_seed(cfg.seed, epoch))
+        if self.step_log is not None:
+            self.step_log.begin(epoch, cfg.epochs, n_train)
         try:
             stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, self.ctx, self.corrupt,
-                                    n_train, f"epoch {epoch}/{cfg.epochs}", self.step, cfg.max_steps, self.show)
+                                    n_train, f"epoch {epoch}/{cfg.epochs}", self.step, cfg.max_steps, self.show,
+                                    self.step_log)
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
                 raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why
@@ -326,17 +347,29 @@ class Run:
                    f"{self.last_checkpoint or 'none (no epoch finished yet)'}.")
         return TrainError(message) if self.ctx.is_main else world.Stopped(message)
 
+    def open_logs(self) -> None:
+        """The batch-job lines (when stdout is no terminal, or --log-every is given) and TensorBoard (main rank)."""
+        if self.ctx.is_main and self.cfg.tensorboard:
+            from .board import Board
+            self.board = Board(self.run_dir, self.step)
+        lines = self.show and (self.cfg.log_every is not None or not sys.stdout.isatty())
+        self.step_log = StepLog(self.optimizer, self.spec.device, self.cfg.log_every, lines, self.board,
+                                self.ctx.num_pairs)
+
     def fit(self) -> list[dict]:
         lock = self.ctx.on_main(self.claim_folder)  # the other ranks never write the folder
         try:
             return self._fit()
         finally:
+            if self.board is not None:
+                self.board.close()
             if lock is not None:
                 lock.release()
 
     def _fit(self) -> list[dict]:
         cfg = self.cfg
         self.say(self.banner())
+        self.open_logs()
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
@@ -348,6 +381,8 @@ class Run:
             is_best = row["val_top1_error"] < self.best
             self.best = min(self.best, row["val_top1_error"])
             state = self.snapshot(weights)
+            if self.board is not None:  # before the checkpoint: a resume purges what follows it (board.py)
+                self.board.epoch(row, self.step, weights["conv1.weight"])
             # Every rank leaves the epoch once its checkpoint is on disk: a rank lost later resumes from it.
             self.last_checkpoint = self.ctx.on_main(lambda: self.write_outputs(weights, state, epoch, is_best))
             self.say(epoch_line(row, cfg.epochs))
@@ -390,14 +425,16 @@ def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None, log=
 
 def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
     """Centre-crop and ten-crop errors of a checkpoint on the validation set (the paper's test protocol)."""
-    state = ckpt.load_checkpoint(path)
-    saved = Config(**{k: v for k, v in state["config"].items() if k in {f.name for f in fields(Config)}})
+    weights = load_weights(path)  # a checkpoint, a run folder or a .safetensors file
+    saved = Config(**{k: v for k, v in weights.config.items() if k in {f.name for f in fields(Config)}})
+    saved.num_classes, saved.in_channels, saved.crop = weights.num_classes, weights.in_channels, weights.crop
     for k in PLACEMENT:  # chosen afresh, as on resume: the checkpoint's devices may not be on this machine
         setattr(saved, k, getattr(Config(), k))
     for k in EVALUATION:
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
-    saved.mean, saved.resume = state["mean"], None
+    saved.mean, saved.resume, saved.init_from = weights.mean, None, None
+    state = dict(model=weights.model, path=weights.path, epoch=weights.epoch)
     return in_world(saved, None, lambda ctx: _evaluate(Run(saved, ctx, log), state))
 
 

@@ -13,13 +13,15 @@ Continue the latest run under runs/ (or a given run folder / checkpoint file):
     python train.py --resume runs/run-20250101-120000
 Ten-crop and centre-crop error of a checkpoint (the paper's test protocol):
     python train.py --evaluate runs/run-20250101-120000/checkpoints/best.pt --data /data/ilsvrc2012
+Fine-tune another run's weights on new classes (fc8 drawn afresh), with TensorBoard curves:
+    python train.py --data /data/birds --init-from runs/run-20250101-120000/checkpoints/best.pt --tensorboard
 A quick smoke test (2 steps, then validate and checkpoint):
     python train.py --max-steps 2 --out /tmp/runs
 One tower per process (the paper's two GPUs as two ranks; 4 processes = 2 tower pairs, data-parallel):
     torchrun --standalone --nproc_per_node=2 train.py --data /data/ilsvrc2012
     torchrun --standalone --nproc_per_node=4 --max-restarts=3 train.py --data /data/ilsvrc2012 --resume auto
 Outputs in RUN/ = OUT/run-YYYYmmdd-HHMMSS: config.json, metrics.csv, curves.png, conv1_kernels.png,
-checkpoints/epoch_NNNN.pt (the last --keep) and checkpoints/best.pt.
+checkpoints/epoch_NNNN.pt (the last --keep) and checkpoints/best.pt (tensorboard/ with --tensorboard).
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
         parse = meta["parse"] or (type(meta["choices"][0]) if meta["choices"] else None) or \
             (type(f.default) if f.default is not None else str)
         add(flag, *meta["short"], type=parse, choices=meta["choices"], help=_help(f))
-    add("--evaluate", metavar="CKPT", help="only evaluate CKPT on val: centre crop and ten crops")
+    add("--evaluate", metavar="CKPT", help="only evaluate CKPT (or a run folder, or a .safetensors file) on val: "
+                                           "centre crop and ten crops")
     return p
 
 

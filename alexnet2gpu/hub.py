@@ -1,0 +1,40 @@
+"""The network with (or without) trained weights, in one call: what hubconf.py's `alexnet` entry returns.
+
+    torch.hub.load("path/to/alexnet2gpu", "alexnet", source="local", weights="runs/RUN/checkpoints/best.pt")
+
+`weights` is anything `weights_io.load_weights` reads: a train.py checkpoint, a run folder or a .safetensors
+file. With weights, the module also carries what using them needs: `classes` (names in label order),
+`mean` (per channel, on 0..255, to subtract from the input) and `crop` (224 or 227).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .layouts import build_model
+from .weights_io import Weights, load_weights
+
+HUB_LAYOUTS = ("merged", "two-device")  # tower-parallel needs one process per tower (torchrun): not a hub model
+
+
+def load_network(weights=None, num_classes: int | None = None, in_channels: int | None = None,
+                 layout: str = "merged", device="cpu", devices=None, init: str = "paper",
+                 dropout: float = 0.5) -> nn.Module:
+    """AlexNet in `layout` (merged on `device`, or two-device on `devices`), holding `weights` when given,
+    else freshly drawn with `init`. num_classes and in_channels default to the weights' (1000 and 3 without);
+    when given they must agree with them."""
+    if layout not in HUB_LAYOUTS:
+        raise ValueError(f"layout {layout!r} cannot be loaded from the hub: choose one of {', '.join(HUB_LAYOUTS)} "
+                         "(the tower-parallel layout runs under torchrun: train.py --resume or --init-from).")
+    loaded = weights if isinstance(weights, Weights) else (load_weights(weights) if weights is not None else None)
+    if loaded is not None:
+        for name, wanted, have in (("num_classes", num_classes, loaded.num_classes),
+                                   ("in_channels", in_channels, loaded.in_channels)):
+            if wanted is not None and wanted != have:
+                raise ValueError(f"{name}={wanted} but the weights in {loaded.path} have {name}={have}: leave "
+                                 f"{name} out, or fine-tune them to {wanted} with train.py --init-from.")
+        num_classes, in_channels = loaded.num_classes, loaded.in_channels
+    model = build_model(layout, num_classes or 1000, in_channels or 3, init, dropout, device=device, devices=devices)
+    if loaded is not None:
+        model.load_state_dict(loaded.model)
+        model.classes, model.mean, model.crop = loaded.classes, loaded.mean, loaded.crop
+    return model
