@@ -40,6 +40,7 @@ class _BatchChunkedWeightGrad(torch.autograd.Function):
 
 def conv2d_chunked_weight_grad(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """`conv(x)` (groups=1, no dilation); on the CPU its weight gradient is summed over batch slices."""
-    if x.device.type != "cpu" or x.shape[0] <= CHUNK_IMAGES or conv.groups != 1:
+    # Exporting (export.py) traces the plain convolution: the batch is symbolic and no gradient is taken.
+    if torch.compiler.is_exporting() or x.device.type != "cpu" or x.shape[0] <= CHUNK_IMAGES or conv.groups != 1:
         return conv(x)
     return _BatchChunkedWeightGrad.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)
