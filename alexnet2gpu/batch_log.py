@@ -24,8 +24,9 @@ class StepLog:
     the same figures as scalars."""
 
     def __init__(self, optimizer, device: torch.device, every: int | None = None, lines: bool = True,
-                 board=None, num_pairs: int = 1, stream=None, seconds: float = DEFAULT_SECONDS):
-        self.optimizer, self.device, self.every, self.seconds = optimizer, torch.device(device), every, seconds
+                 board=None, num_pairs: int = 1, stream=None, seconds: float | None = None):
+        self.optimizer, self.device, self.every = optimizer, torch.device(device), every
+        self.seconds = DEFAULT_SECONDS if seconds is None else seconds
         self.lines, self.board, self.num_pairs = lines, board, num_pairs
         self.stream = stream or sys.stdout
         self.begin(0, 0, 0)
