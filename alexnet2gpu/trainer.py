@@ -434,7 +434,7 @@ def evaluate_checkpoint(path, cfg: Config, log=print) -> dict:
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
     saved.mean, saved.resume, saved.init_from = weights.mean, None, None
-    state = dict(model=weights.model, path=weights.path, epoch=weights.epoch)
+    state = dict(model=weights.model, path=weights.path, epoch=weights.epoch, classes=weights.classes)
     return in_world(saved, None, lambda ctx: _evaluate(Run(saved, ctx, log), state))
 
 

@@ -1,5 +1,6 @@
 """Weights in and out: the hub entry from this clone, .safetensors files read wherever a checkpoint is,
 fine-tuning with --init-from (fc8 drawn afresh for other classes), and each missing extra's message."""
+import os
 import sys
 
 import pytest
@@ -118,7 +119,7 @@ def test_fine_tune_ten_classes_to_three(checkpoint10, tiny3, tmp_path, capsys):
 @pytest.mark.slow
 def test_evaluate_reads_a_safetensors_file(checkpoint10, tiny3, tmp_path, capsys):
     """--evaluate takes the exported file as it takes the checkpoint, with the same errors."""
-    ft = write_untrained_checkpoint(tmp_path / "run3", num_classes=3)
+    ft = write_untrained_checkpoint(tmp_path / "run3", num_classes=3, classes=sorted(os.listdir(tiny3 / "train")))
     save_safetensors(load_weights(ft), tmp_path / "w.safetensors")
     common = ["--data", str(tiny3), "--workers", "0", "--device", "cpu"]
     assert train.main(["--evaluate", str(ft)] + common) == 0
@@ -126,3 +127,7 @@ def test_evaluate_reads_a_safetensors_file(checkpoint10, tiny3, tmp_path, capsys
     assert train.main(["--evaluate", str(tmp_path / "w.safetensors")] + common) == 0
     from_st = [l.split(": ", 1)[1] for l in capsys.readouterr().out.splitlines() if "crop(s): top-1" in l]
     assert len(from_pt) == 2 and from_st == from_pt
+    other = write_untrained_checkpoint(tmp_path / "other", num_classes=3)  # classes c0, c1, c2
+    save_safetensors(load_weights(other), tmp_path / "other.safetensors")
+    assert train.main(["--evaluate", str(tmp_path / "other.safetensors")] + common) == 1
+    assert "has other classes than checkpoint" in capsys.readouterr().err
