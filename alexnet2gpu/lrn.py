@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .lrn_op import TRITON_AVAILABLE, WINDOW, relu_lrn
+
 LRN_IMPLS = ("fast", "chunked", "triton", "shifted", "native", "compiled")
 CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
 
@@ -187,8 +189,7 @@ def resolve_impl(impl: str, device: torch.device, size: int, after_relu: bool) -
     if impl not in LRN_IMPLS:
         raise ValueError(f"unknown LRN implementation {impl!r}: choose one of {', '.join(LRN_IMPLS)}.")
     if impl in ("fast", "triton"):
-        from .lrn_op import WINDOW, triton_available
-        usable = after_relu and size == WINDOW and triton_available()
+        usable = after_relu and size == WINDOW and TRITON_AVAILABLE
         if impl == "fast":
             return "triton" if usable and device.type == "cuda" else "chunked"
         if not usable:
@@ -227,7 +228,6 @@ def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: flo
     in-place ReLU (a convolution's backward does not need its output, so the ReLU may overwrite it) and the LRN."""
     _check_towers(z.shape[1], towers)
     if resolve_impl(impl, z.device, size, after_relu=True) == "triton":
-        from .lrn_op import relu_lrn
         return relu_lrn(z, towers, alpha, beta, k)
     return local_response_norm(F.relu(z, inplace=True), towers, size, alpha, beta, k, impl)
 

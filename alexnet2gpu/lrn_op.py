@@ -13,8 +13,9 @@ import torch
 WINDOW = 5  # lrn_kernels.SIZE, without importing Triton
 
 
-def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+# Looked up once, at import: torch.compile (torch 2.11) cannot trace importlib's lookup, and a call per LRN
+# split every compiled graph at each LRN.
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 
 
 def _kernels():

@@ -122,3 +122,18 @@ def test_the_backward_form_follows_the_layout_and_the_tower_width():
     assert default_backward_form(maps(2, 48, torch.float32, torch.channels_last).detach(), 2) == "flat"
     assert default_backward_form(maps(2, 64, torch.float32, torch.channels_last).detach(), 2) == "tile"
     assert default_backward_form(maps(2, 48, torch.float32, torch.contiguous_format).detach(), 2) == "tile"
+
+
+def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
+    """torch.compile in torch 2.11 cannot trace importlib's find_spec: one lookup per LRN call split every
+    compiled CUDA graph at each LRN (seen on an H100). Resolving must use what was looked up at import."""
+    import importlib.util
+
+    from alexnet2gpu.lrn import resolve_impl
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("importlib.util.find_spec called while resolving the LRN")
+
+    monkeypatch.setattr(importlib.util, "find_spec", refuse)
+    assert resolve_impl("fast", torch.device("cuda"), LRN_SIZE, after_relu=True) == "triton"
+    assert resolve_impl("fast", torch.device("cpu"), LRN_SIZE, after_relu=True) == "chunked"

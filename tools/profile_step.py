@@ -13,7 +13,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from alexnet2gpu.bench.measure import make_train_step, synthetic_batch
-from alexnet2gpu.bench.variants import AMP_DTYPES, VARIANTS, build_variant
+from alexnet2gpu.bench.variants import VARIANTS, build_variant
+from alexnet2gpu.device import AMP_DTYPES
 
 
 def main(argv=None) -> int:
