@@ -153,9 +153,11 @@ STEP_HOOKS: list = []
 READ_SECONDS = 1.0  # how often the training loop reads the device (progress bar loss, non-finite check)
 
 
-def train_one_epoch(model, optimizer, loader, spec: InputSpec, ctx, corrupt, total_images: int, desc: str,
+def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total_images: int, desc: str, ctx=None,
                     first_step: int = 0, max_steps: int | None = None, show: bool = True, log=None) -> EpochStats:
-    """Train over `loader`; stop early once the run's step count reaches max_steps.
+    """Train over `loader`; stop early once the run's step count reaches max_steps. `corrupt` (a
+    data.CorruptLog) records the unreadable images; `total_images` and `desc` are the progress bar's, which
+    `show` turns off; `ctx` (a world.Context) averages the gradients over tower pairs.
 
     The loop never waits for the device except every READ_SECONDS (the progress bar's loss and the
     non-finite check), when `log` (a batch_log.StepLog) has a line due, and at the end of the epoch: losses
@@ -227,7 +229,7 @@ def crop_probabilities(model, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, loader, spec: InputSpec, ctx, corrupt, num_classes: int, total_images: int = 0,
+def evaluate(model, loader, spec: InputSpec, *, corrupt, num_classes: int, ctx=None, total_images: int = 0,
              desc: str = "val", show: bool = True) -> dict:
     """Loss and top-1/top-5 error (percent) over the images read, and `skipped`, the unreadable ones left out.
     Ten-crop batches (N x 10 x C x H x W) average the crops' softmax probabilities. Sums are added up over

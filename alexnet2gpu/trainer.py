@@ -295,9 +295,9 @@ class Run:
         if self.step_log is not None:
             self.step_log.begin(epoch, cfg.epochs, n_train)
         try:
-            stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, self.ctx, self.corrupt,
-                                    n_train, f"epoch {epoch}/{cfg.epochs}", self.step, cfg.max_steps, self.show,
-                                    self.step_log)
+            stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, corrupt=self.corrupt,
+                                    total_images=n_train, desc=f"epoch {epoch}/{cfg.epochs}", ctx=self.ctx,
+                                    first_step=self.step, max_steps=cfg.max_steps, show=self.show, log=self.step_log)
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
                 raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why
@@ -306,8 +306,8 @@ class Run:
         if stats.images == 0:
             raise self.nothing_read("train", len(self.splits.train))
         self.step += stats.steps
-        val = evaluate(self.model, val_loader, self.spec, self.ctx, self.corrupt, self.num_classes, n_val,
-                       "val", self.show)
+        val = evaluate(self.model, val_loader, self.spec, corrupt=self.corrupt, num_classes=self.num_classes,
+                       ctx=self.ctx, total_images=n_val, desc="val", show=self.show)
         if val["images"] == 0:  # an error over no images would read 0 % and mark the epoch best
             raise self.nothing_read("val", val["skipped"])
         workers = max(1, cfg.workers)
@@ -448,8 +448,8 @@ def _evaluate(run: Run, state: dict) -> dict:
     for crops in (1, 10):
         run.cfg.val_crops = crops
         _, _, loader, n_val = run.loaders(0)
-        results[crops] = evaluate(run.model, loader, run.spec, ctx, run.corrupt, run.num_classes, n_val,
-                                  f"val {crops} crop(s)", run.show)
+        results[crops] = evaluate(run.model, loader, run.spec, corrupt=run.corrupt, num_classes=run.num_classes,
+                                  ctx=ctx, total_images=n_val, desc=f"val {crops} crop(s)", show=run.show)
         r = results[crops]
         if r["images"] == 0:
             raise run.nothing_read("val", r["skipped"])

@@ -104,7 +104,7 @@ def test_ten_crop_evaluation_averages_probabilities_not_logits():
 
     batch = data.Batch(torch.zeros(1, 10, 3, 2, 2, dtype=torch.uint8), torch.zeros(1, 3), torch.tensor([1]), [])
     spec = InputSpec(torch.device("cpu"), torch.zeros(3))
-    out = evaluate(Fixed(), [batch], spec, None, CorruptLog(0), num_classes=2, show=False)
+    out = evaluate(Fixed(), [batch], spec, corrupt=CorruptLog(0), num_classes=2, show=False)
     assert out["top1_error"] == 0.0
     assert out["loss"] == pytest.approx(-float(logits.softmax(1).mean(0)[1].log()))
 

@@ -160,8 +160,9 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
         val = make_loader(FolderDataset(samples, "ten", decode=decode), EpochSampler(len(samples), 0, shuffle=False), 2, 0)
         if decode == "gpu":
             loader, val = DecodedLoader(loader, spec.decode), DecodedLoader(val, spec.decode)
-        stats = train_one_epoch(model, optimizer, loader, spec, None, corrupt, len(samples), "t", show=False)
-        result = evaluate(model, val, spec, None, corrupt, 2, show=False)
+        stats = train_one_epoch(model, optimizer, loader, spec, corrupt=corrupt, total_images=len(samples), desc="t",
+                                show=False)
+        result = evaluate(model, val, spec, corrupt=corrupt, num_classes=2, show=False)
         return stats.loss, stats.images, result, corrupt.paths
 
     assert run("gpu") == run("cpu")

@@ -42,7 +42,8 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
 
     def epoch(n: int):
         loader = (batches[i % len(batches)] for i in range(n))
-        return train_one_epoch(model, optimizer, loader, spec, None, corrupt, n * batch, ROW, show=False)
+        return train_one_epoch(model, optimizer, loader, spec, corrupt=corrupt, total_images=n * batch, desc=ROW,
+                               show=False)
 
     epoch(max(1, warmup))
     stats = epoch(steps)
