@@ -38,6 +38,21 @@ class Stopped(RuntimeError):
     """This rank stops because the main rank failed and reports why itself (so the cause is printed once)."""
 
 
+class Printer:
+    """print() where `on`, nothing elsewhere: `Context.say` is on for the main rank only, so each line is said
+    once whatever the world's size. Progress bars and batch-job lines follow `on` too."""
+
+    def __init__(self, on: bool = True, write=None):
+        self.on, self.write = on, write
+
+    def __call__(self, *args) -> None:
+        if self.on:
+            if self.write is None:
+                print(*args, flush=True)  # flushed: under torchrun, lines appear as they happen, not at exit
+            else:
+                self.write(*args)
+
+
 @dataclass
 class Context:
     """Where this process stands. The defaults describe a single process holding both towers."""
@@ -71,10 +86,10 @@ class Context:
                 f"timeout {self.timeout_s:g}s; rank {self.rank} = pair {self.pair} tower {self.tower} on {self.device}")
         return "; ".join([text] + self.notes)
 
-    def print(self, *args, **kwargs) -> None:
-        """print() on rank 0 only."""
-        if self.is_main:
-            print(*args, **kwargs, flush=True)
+    @property
+    def say(self) -> "Printer":
+        """The printer of lines for the user: print() on the main rank, silent on the others."""
+        return Printer(self.is_main)
 
     def average_gradients(self, params) -> None:
         """Average each gradient over the data-parallel group (a no-op for one pair): one all-reduce of all

@@ -15,5 +15,5 @@ with ctx.guard():
     if attempt == 0 and ctx.rank == 1:
         os._exit(1)
     y.sum().backward()
-ctx.print(f"attempt {attempt}: {ctx.describe()}; gathered {y.flatten().tolist()}, grad {x.grad.flatten().tolist()}")
+ctx.say(f"attempt {attempt}: {ctx.describe()}; gathered {y.flatten().tolist()}, grad {x.grad.flatten().tolist()}")
 world.teardown()
