@@ -116,3 +116,16 @@ EVALUATION = _marked("evaluate")  # --evaluate may change these; everything else
 # Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
 # run begun under torchrun continues in one process, or the other way round, without flags to undo.
 PLACEMENT = _marked("placement")
+
+
+def resume_config(saved: dict, given: dict) -> Config:
+    """A resumed run's config: the checkpoint's, with its placement chosen afresh and the flags in `given`
+    that a resumed run may change."""
+    known = {f.name for f in fields(Config)}
+    cfg = Config(**{k: v for k, v in saved.items() if k in known})
+    for k in PLACEMENT:
+        setattr(cfg, k, getattr(Config(), k))
+    for k in RESUMABLE:
+        if k in given:
+            setattr(cfg, k, given[k])
+    return cfg

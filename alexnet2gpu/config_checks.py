@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .data import PCA_NOISE
 from .errors import TrainError
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
@@ -61,6 +62,26 @@ def check_values(cfg) -> None:
     if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name):
         raise TrainError(f"--run-name {name!r} must be a plain folder name (no '/', not '.' or '..'): the run "
                          "folder is created inside --out.")
+
+
+def check_config(cfg) -> None:
+    """Every setting of a trainer.Config that a run's set-up reads before it opens the data."""
+    for name in ("epochs", "batch_size", "in_channels", "crop"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {getattr(cfg, name)!r}.")
+    if cfg.num_classes is not None and cfg.num_classes < 1:
+        raise TrainError(f"--num-classes must be at least 1, got {cfg.num_classes}.")
+    if cfg.in_channels not in (1, 3):
+        raise TrainError(f"--in-channels {cfg.in_channels}: image folders give 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
+    if cfg.pca not in ("none", *PCA_NOISE):
+        raise TrainError(f"--pca {cfg.pca!r}: choose paper, original or none.")
+    if cfg.pca != "none" and cfg.in_channels != 3:
+        raise TrainError("PCA colour noise needs RGB input: pass --pca none with --in-channels 1.")
+    if cfg.crop not in (224, 227):
+        raise TrainError(f"--crop {cfg.crop}: AlexNet takes 224 (paper) or 227 (caffe) crops.")
+    check_values(cfg)
+    if cfg.mean is not None and len(cfg.mean) != cfg.in_channels:
+        raise TrainError(f"--mean needs {cfg.in_channels} comma-separated values (one per channel), got {cfg.mean}.")
 
 
 def same_folder(a, b) -> bool:
