@@ -6,10 +6,8 @@ files. Collective calls (model.state_dict, model.to_canonical, evaluation) are m
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -18,9 +16,9 @@ import torch
 from . import checkpoint as ckpt
 from . import world
 from .batch_log import StepLog
-from .config import EVALUATION, PLACEMENT, RESUMABLE, Config
-from .config_checks import check_classes, check_values, same_folder
-from .data import (PCA_NOISE, CorruptLog, EpochSampler, FolderDataset, dataset_mean, make_loader, open_folders)
+from .config import EVALUATION, PLACEMENT, Config, resume_config
+from .config_checks import check_classes, check_config, same_folder
+from .data import CorruptLog
 from .world import Context
 from .device import check_device, default_device_type
 from .engine import InputSpec, NonFiniteLoss, evaluate, train_one_epoch
@@ -29,23 +27,13 @@ from .gpu_decode import DecodedLoader, resolve_decode
 from .layouts import build_model, resolve_layout as resolve_process_layout
 from .model import canonical_shapes
 from .optim import get_lr, load_momentum_buffers, make_optimizer, make_schedule, momentum_buffers, set_lr
-from .report import colourfulness, save_conv1_kernels, save_curves, write_metrics
-from .runlock import RunFolderLock, claim_run_folder
-from .synthetic import ensure_synthetic
+from .report import colourfulness
+from .run_data import epoch_loaders, open_data
+from .run_folder import claim_run_dir, new_run_dir, write_epoch
+from .runlock import RunFolderLock
 from .weights_io import initial_weights, load_weights
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
-
-
-def resume_config(saved: dict, given: dict) -> Config:
-    known = {f.name for f in fields(Config)}
-    cfg = Config(**{k: v for k, v in saved.items() if k in known})
-    for k in PLACEMENT:
-        setattr(cfg, k, getattr(Config(), k))
-    for k in RESUMABLE:
-        if k in given:
-            setattr(cfg, k, given[k])
-    return cfg
 
 
 def make_context(cfg: Config) -> Context:
@@ -84,51 +72,6 @@ def effective_lr(cfg: Config, ctx: Context) -> tuple[float, str]:
         lr = cfg.lr * batch / PAPER_BATCH
         return lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {lr:g} = {cfg.lr:g} x {batch}/{PAPER_BATCH} (linear scaling)"
     return cfg.lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {cfg.lr:g} as given (no scaling)"
-
-
-def check_config(cfg: Config) -> None:
-    for name in ("epochs", "batch_size", "in_channels", "crop"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise TrainError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {getattr(cfg, name)!r}.")
-    if cfg.num_classes is not None and cfg.num_classes < 1:
-        raise TrainError(f"--num-classes must be at least 1, got {cfg.num_classes}.")
-    if cfg.in_channels not in (1, 3):
-        raise TrainError(f"--in-channels {cfg.in_channels}: image folders give 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
-    if cfg.pca not in ("none", *PCA_NOISE):
-        raise TrainError(f"--pca {cfg.pca!r}: choose paper, original or none.")
-    if cfg.pca != "none" and cfg.in_channels != 3:
-        raise TrainError("PCA colour noise needs RGB input: pass --pca none with --in-channels 1.")
-    if cfg.crop not in (224, 227):
-        raise TrainError(f"--crop {cfg.crop}: AlexNet takes 224 (paper) or 227 (caffe) crops.")
-    check_values(cfg)
-    if cfg.mean is not None and len(cfg.mean) != cfg.in_channels:
-        raise TrainError(f"--mean needs {cfg.in_channels} comma-separated values (one per channel), got {cfg.mean}.")
-
-
-def epoch_loaders(cfg: Config, splits, ctx: Context, epoch: int, pin: bool = False, decode: str = "cpu"):
-    """(train loader, its images, val loader, its images) of this rank's tower pair for one epoch.
-
-    Sharded by pair, never by rank: both ranks of a pair build the same batches, augmentation included.
-    Pair p takes every R-th sample of the epoch's permutation, so the pairs' k-th batches of B together are
-    the merged layout's k-th batch of R x B (what the gradient average over the pairs then reproduces).
-    """
-    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop, decode)
-    val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop,
-                        decode)
-    train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
-    val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
-    val_batch = max(1, cfg.batch_size // cfg.val_crops)
-    return (make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin), len(train_sampler),
-            make_loader(val, val_sampler, val_batch, cfg.workers, pin), len(val_sampler))
-
-
-def new_run_dir(cfg: Config) -> Path:
-    name = cfg.run_name or time.strftime("run-%Y%m%d-%H%M%S")
-    path, n = Path(cfg.out) / name, 1
-    while cfg.run_name is None and path.exists():
-        n += 1
-        path = Path(cfg.out) / f"{name}-{n}"
-    return path
 
 
 class Run:
@@ -200,17 +143,8 @@ class Run:
         return state
 
     def _data(self, cfg: Config, resumed: bool = False) -> None:
-        root = cfg.data
-        if root is None:
-            root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=self.say)
-        if resumed and not Path(root).is_dir():
-            raise TrainError(f"the run's data folder {root} does not exist: if it moved, pass --data with its new "
-                             "place (its classes must be the checkpoint's).")
-        self.root = Path(root)
-        self.splits = open_folders(root, cfg.num_classes, self.say)
-        self.num_classes = len(self.splits.classes)
-        self.mean = cfg.mean or dataset_mean(root, self.splits.train, cfg.in_channels, cfg.mean_images,
-                                             cfg.workers, self.corrupt, self.say)
+        data = open_data(cfg, self.corrupt, self.say, resumed)
+        self.root, self.splits, self.num_classes, self.mean = data.root, data.splits, data.num_classes, data.mean
 
     def _model(self, cfg: Config, ctx: Context) -> None:
         world.seed_all(cfg.seed)  # the same seed on every rank: the same initial weights in every layout
@@ -270,22 +204,6 @@ class Run:
                     metrics=self.history, classes=self.splits.classes, mean=list(self.mean),
                     world_size=self.ctx.world_size, num_pairs=self.ctx.num_pairs)
 
-    def write_reports(self, weights: dict) -> None:
-        try:
-            write_metrics(self.run_dir / "metrics.csv", self.history)
-            save_curves(self.run_dir / "curves.png", self.history)
-            save_conv1_kernels(self.run_dir / "conv1_kernels.png", weights["conv1.weight"])
-        except OSError as e:
-            raise TrainError(f"could not write the reports in {self.run_dir} ({e.strerror or e}): free disk space "
-                             f"and resume with --resume {self.run_dir}.") from None
-
-    def write_outputs(self, weights: dict, state: dict, epoch: int, is_best: bool) -> str:
-        """The epoch's checkpoint, then the reports (main rank only); returns the checkpoint's path. In that
-        order, metrics.csv never holds a row for an epoch whose checkpoint failed to write."""
-        path = str(ckpt.write_checkpoint(self.run_dir, state, epoch, is_best, self.cfg.keep))
-        self.write_reports(weights)
-        return path
-
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
         train_loader, n_train, val_loader, n_val = self.loaders(epoch)
@@ -321,23 +239,8 @@ class Run:
 
     def claim_folder(self) -> RunFolderLock:
         """Lock the run folder for this run's life (main rank): a second run on it gets one sentence."""
-        fresh = self.last_checkpoint is None
-        lock = claim_run_folder(self.run_dir, numbered=fresh and self.cfg.run_name is None)
+        lock = claim_run_dir(self.run_dir, self.cfg, self.history, resumed=self.last_checkpoint is not None)
         self.run_dir = lock.path
-        try:
-            if fresh and ckpt.epoch_files(self.run_dir):
-                raise TrainError(f"run folder {self.run_dir} holds another run's checkpoints: continue that run with "
-                                 f"--resume {self.run_dir}, or pass another --run-name.")
-            (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
-            if not fresh:  # metrics.csv says what the checkpoint says, whatever a failed write left
-                write_metrics(self.run_dir / "metrics.csv", self.history)
-        except OSError as e:
-            lock.release()
-            raise TrainError(f"cannot write in the run folder {self.run_dir} ({e.strerror or e}): pass --out a "
-                             "folder you can write to.") from None
-        except TrainError:
-            lock.release()
-            raise
         return lock
 
     def nothing_read(self, split: str, count: int) -> Exception:
@@ -384,7 +287,7 @@ class Run:
             if self.board is not None:  # before the checkpoint: a resume purges what follows it (board.py)
                 self.board.epoch(row, self.step, weights["conv1.weight"])
             # Every rank leaves the epoch once its checkpoint is on disk: a rank lost later resumes from it.
-            self.last_checkpoint = self.ctx.on_main(lambda: self.write_outputs(weights, state, epoch, is_best))
+            self.last_checkpoint = self.ctx.on_main(lambda: write_epoch(self.run_dir, state, epoch, is_best, cfg.keep, weights))
             self.say(epoch_line(row, cfg.epochs))
         if self.history:
             best = min(self.history, key=lambda r: r["val_top1_error"])

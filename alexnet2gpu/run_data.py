@@ -1,0 +1,51 @@
+"""A run's data: its folders opened and checked once (`open_data`), and each epoch's loaders of this rank's
+tower pair (`epoch_loaders`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .data import CorruptLog, EpochSampler, FolderDataset, Splits, dataset_mean, make_loader, open_folders
+from .errors import TrainError
+from .synthetic import ensure_synthetic
+from .world import Context
+
+
+@dataclass
+class RunData:
+    root: Path
+    splits: Splits
+    num_classes: int
+    mean: list[float]  # per channel, subtracted from every input
+    corrupt: CorruptLog  # the unreadable images met so far
+
+
+def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False) -> RunData:
+    """The folders of --data (the built-in set without it), their classes and their mean."""
+    root = cfg.data
+    if root is None:
+        root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=say)
+    if resumed and not Path(root).is_dir():
+        raise TrainError(f"the run's data folder {root} does not exist: if it moved, pass --data with its new "
+                         "place (its classes must be the checkpoint's).")
+    splits = open_folders(root, cfg.num_classes, say)
+    mean = cfg.mean or dataset_mean(root, splits.train, cfg.in_channels, cfg.mean_images, cfg.workers, corrupt, say)
+    return RunData(Path(root), splits, len(splits.classes), mean, corrupt)
+
+
+def epoch_loaders(cfg: Config, splits: Splits, ctx: Context, epoch: int, pin: bool = False, decode: str = "cpu"):
+    """(train loader, its images, val loader, its images) of this rank's tower pair for one epoch.
+
+    Sharded by pair, never by rank: both ranks of a pair build the same batches, augmentation included.
+    Pair p takes every R-th sample of the epoch's permutation, so the pairs' k-th batches of B together are
+    the merged layout's k-th batch of R x B (what the gradient average over the pairs then reproduces).
+    """
+    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop, decode)
+    val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop,
+                        decode)
+    train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
+    val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
+    val_batch = max(1, cfg.batch_size // cfg.val_crops)
+    return (make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin), len(train_sampler),
+            make_loader(val, val_sampler, val_batch, cfg.workers, pin), len(val_sampler))

@@ -1,0 +1,65 @@
+"""A run's folder: its name, its claim for the run's life, and what each epoch writes there (the checkpoint,
+then metrics.csv and the pictures). Only the main rank calls these."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from . import checkpoint as ckpt
+from .config import Config
+from .errors import TrainError
+from .report import save_conv1_kernels, save_curves, write_metrics
+from .runlock import RunFolderLock, claim_run_folder
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """--out/--run-name, or --out/run-DATE-TIME numbered past the folders already there."""
+    name = cfg.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    path, n = Path(cfg.out) / name, 1
+    while cfg.run_name is None and path.exists():
+        n += 1
+        path = Path(cfg.out) / f"{name}-{n}"
+    return path
+
+
+def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], resumed: bool) -> RunFolderLock:
+    """Lock the run folder for this run's life (lock.path is the folder): a second run on it gets one
+    sentence. Writes config.json, and on resume the checkpoint's metrics.csv."""
+    lock = claim_run_folder(run_dir, numbered=not resumed and cfg.run_name is None)
+    run_dir = lock.path
+    try:
+        if not resumed and ckpt.epoch_files(run_dir):
+            raise TrainError(f"run folder {run_dir} holds another run's checkpoints: continue that run with "
+                             f"--resume {run_dir}, or pass another --run-name.")
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        if resumed:  # metrics.csv says what the checkpoint says, whatever a failed write left
+            write_metrics(run_dir / "metrics.csv", history)
+    except OSError as e:
+        lock.release()
+        raise TrainError(f"cannot write in the run folder {run_dir} ({e.strerror or e}): pass --out a "
+                         "folder you can write to.") from None
+    except TrainError:
+        lock.release()
+        raise
+    return lock
+
+
+def write_reports(run_dir: Path, history: list[dict], weights: dict) -> None:
+    """metrics.csv, curves.png and conv1_kernels.png."""
+    try:
+        write_metrics(run_dir / "metrics.csv", history)
+        save_curves(run_dir / "curves.png", history)
+        save_conv1_kernels(run_dir / "conv1_kernels.png", weights["conv1.weight"])
+    except OSError as e:
+        raise TrainError(f"could not write the reports in {run_dir} ({e.strerror or e}): free disk space "
+                         f"and resume with --resume {run_dir}.") from None
+
+
+def write_epoch(run_dir: Path, state: dict, epoch: int, is_best: bool, keep: int, weights: dict) -> str:
+    """The epoch's checkpoint, then the reports; returns the checkpoint's path. In that order, metrics.csv
+    never holds a row for an epoch whose checkpoint failed to write."""
+    path = str(ckpt.write_checkpoint(run_dir, state, epoch, is_best, keep))
+    write_reports(run_dir, state["metrics"], weights)
+    return path
