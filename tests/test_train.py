@@ -50,7 +50,8 @@ def test_the_paper_command_line_and_the_demo_defaults():
 
 def test_effective_batch_and_lr_rule():
     from alexnet2gpu.world import Context
-    from alexnet2gpu.trainer import Config, effective_lr
+    from alexnet2gpu.config import Config
+    from alexnet2gpu.run_setup import effective_lr
 
     assert effective_lr(Config(batch_size=256, lr_scaling="linear"), Context())[0] == pytest.approx(0.02)
     lr, rule = effective_lr(Config(batch_size=128, lr_scaling="linear"), Context(num_pairs=4))

@@ -23,7 +23,8 @@ from alexnet2gpu.cli import train
 from alexnet2gpu.data import open_folders
 from alexnet2gpu.world import Context
 from alexnet2gpu.synthetic import ensure_synthetic
-from alexnet2gpu.trainer import Config, epoch_loaders, resume_config
+from alexnet2gpu.config import Config, resume_config
+from alexnet2gpu.run_data import epoch_loaders
 from parity import assert_near
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,199 @@
+"""A run's set-up, one step per function, each returning what it made (trainer.start calls them in order):
+the world (`make_context`), everything checked before a model is built (`plan_run`), the model and its
+optimiser (`build_training`), and where training starts (`restore`, or `fresh_start`)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from . import world
+from .config import Config, resume_config
+from .config_checks import check_classes, check_config, same_folder
+from .data import CorruptLog
+from .device import check_device, default_device_type
+from .engine import InputSpec
+from .errors import TrainError
+from .gpu_decode import resolve_decode
+from .layouts import build_model, resolve_layout as resolve_process_layout
+from .model import canonical_shapes
+from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
+from .run_data import RunData, open_data
+from .run_folder import new_run_dir
+from .weights_io import Weights, initial_weights, load_weights
+from .world import Context, Printer
+
+PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
+
+
+def make_context(cfg: Config) -> Context:
+    """The process's place in the world: under torchrun one tower of one tower pair (world.setup), otherwise
+    a single process. Setup mistakes (odd world size, a device naming one GPU) are the same on every rank,
+    so rank 0 reports them and the others stop quietly."""
+    device = cfg.device if cfg.device != "auto" else default_device_type()
+    try:
+        return world.setup(device=device, timeout_s=cfg.dist_timeout)
+    except ValueError as error:
+        if os.environ.get("RANK", "0") != "0":
+            raise world.Stopped(str(error)) from None
+        raise TrainError(str(error)) from None
+
+
+def resolve_layout(layout: str, ctx: Context, devices: list | None = None) -> str:
+    """auto: tower-parallel under torchrun, two-device with --devices or on a machine with 2+ GPUs, merged
+    otherwise. --devices places the two-device layout's towers; another layout would ignore it."""
+    if devices and (layout not in ("auto", "two-device") or ctx.distributed):
+        raise TrainError(f"--devices places the two-device layout's towers, and this run's layout is "
+                         f"{'tower-parallel' if ctx.distributed else layout}: drop --devices, or pass --layout two-device.")
+    if layout == "auto" and not ctx.distributed:
+        return "two-device" if devices or torch.cuda.device_count() >= 2 else "merged"
+    return resolve_process_layout(None if layout == "auto" else layout, ctx)
+
+
+def resolve_device(name: str, ctx: Context) -> torch.device:
+    if ctx.distributed:
+        return ctx.device  # each rank's own: cuda:LOCAL_RANK or the CPU (world.setup)
+    return check_device(default_device_type() if name == "auto" else name)
+
+
+def effective_lr(cfg: Config, ctx: Context) -> tuple[float, str]:
+    batch = cfg.batch_size * ctx.num_pairs
+    if cfg.lr_scaling == "linear":
+        lr = cfg.lr * batch / PAPER_BATCH
+        return lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {lr:g} = {cfg.lr:g} x {batch}/{PAPER_BATCH} (linear scaling)"
+    return cfg.lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {cfg.lr:g} as given (no scaling)"
+
+
+def find_resume(cfg: Config, say: Printer) -> dict | None:
+    """The checkpoint --resume names (auto: the newest under --out), loaded; None for a new run."""
+    if cfg.resume is None:
+        return None
+    path = ckpt.latest_checkpoint(cfg.out) if cfg.resume == "auto" else Path(cfg.resume)
+    if path is None:
+        say(f"--resume auto: no checkpoint under {cfg.out}/, starting a new run")
+        return None
+    state = ckpt.load_checkpoint(path)
+    say(f"resuming from {state['path']} (epoch {state['epoch']} done)")
+    return state
+
+
+@dataclass
+class Plan:
+    """Everything checked before a model is built."""
+
+    cfg: Config
+    state: dict | None  # the checkpoint resumed from
+    data: RunData
+    layout: str
+    device: torch.device
+    decode: str  # where JPEGs are decoded: cpu or gpu
+    start_weights: Weights | None = None  # --init-from
+    init_note: str = ""  # what --init-from took, for the banner
+
+
+def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
+    """Config, data and placement, checked. `given`: the flags set explicitly (a resumed run takes those it
+    may change). Run on the main rank first (Context.main_first): it makes the built-in set and caches the
+    mean, which the others then find, and a mistake is said once."""
+    if cfg.resume is not None and cfg.init_from is not None:
+        raise TrainError("--resume continues a run and --init-from starts a new one from another run's weights: "
+                         "pass one of them.")
+    state = find_resume(cfg, say)
+    cfg = resume_config(state["config"], given) if state else cfg
+    moved = state is not None and "data" in given and not same_folder(given["data"], state["config"].get("data"))
+    if state:
+        cfg.data = given["data"] if moved else cfg.data
+        cfg.mean = state.get("mean") or cfg.mean  # the input the weights were trained on, wherever the data is
+    check_config(cfg)
+    # Each pair reads its own shard: the first rank of each pair names the unreadable images it meets.
+    corrupt = CorruptLog(cfg.max_corrupt, Printer(ctx.tower in (None, 0)))
+    data = open_data(cfg, corrupt, say, resumed=state is not None)
+    if state:
+        check_classes(data.splits.classes, state, data.root)
+        if moved:
+            say(f"note: the data moved: {state['config'].get('data') or 'the built-in set'} -> {data.root}, "
+                f"with the same {data.num_classes} classes as the checkpoint")
+    layout = resolve_layout(cfg.layout, ctx, cfg.devices)
+    device = resolve_device(cfg.device, ctx)
+    if cfg.amp not in (None, "bf16"):
+        raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")
+    if cfg.amp and device.type != "cuda":
+        raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
+    plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root))
+    if cfg.init_from is not None and not state:  # checked here, before any model is built
+        plan.start_weights = load_weights(cfg.init_from)
+        shapes = canonical_shapes(data.num_classes, cfg.in_channels)
+        plan.init_note = initial_weights({k: torch.empty(v, device="meta") for k, v in shapes.items()},
+                                         plan.start_weights)[1]
+    return plan
+
+
+@dataclass
+class Training:
+    """The model and what trains it."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: object  # optim.make_schedule's
+    spec: InputSpec
+    lr_rule: str  # how the lr was found, for the banner
+
+
+def build_training(plan: Plan, ctx: Context) -> Training:
+    cfg = plan.cfg
+    world.seed_all(cfg.seed)  # the same seed on every rank: the same initial weights in every layout
+    model = build_model(plan.layout, plan.data.num_classes, cfg.in_channels, cfg.init, cfg.dropout,
+                        device=plan.device, devices=cfg.devices, ctx=ctx)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if plan.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once and keeps the best
+    if cfg.compile:
+        model.compile()  # in place: the module (its state_dict, its layout methods) stays the same object
+    lr, lr_rule = effective_lr(cfg, ctx)
+    optimizer = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay, cfg.bias_decay)
+    schedule = make_schedule(cfg.schedule, lr, cfg.patience, cfg.lr_steps)
+    first = next(model.parameters()).device  # the layout protocol: input and logits on the first device
+    spec = InputSpec(first, torch.tensor(plan.data.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp)
+    return Training(model, optimizer, schedule, spec, lr_rule)
+
+
+@dataclass
+class Start:
+    """Where training starts: epochs done, steps done, their metrics, the run folder."""
+
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    step: int = 0
+    best: float = float("inf")  # lowest val top-1 error so far
+    last_checkpoint: str | None = None  # the newest checkpoint on disk, named when a run stops
+
+
+def fresh_start(plan: Plan, training: Training) -> Start:
+    """A new run: the weights --init-from names, if any, in a new run folder."""
+    if plan.start_weights is not None:  # collective in the tower-parallel layout, like every load
+        model = training.model
+        model.load_state_dict(initial_weights(model.state_dict(), plan.start_weights)[0])
+    return Start(new_run_dir(plan.cfg))
+
+
+def restore(training: Training, state: dict, cfg: Config, ctx: Context, say: Printer) -> Start:
+    """A resumed run: weights, momentum and schedule from the checkpoint, which any layout and world size
+    can load."""
+    model, optimizer, schedule = training.model, training.optimizer, training.schedule
+    model.load_state_dict(state["model"])
+    schedule.load_state_dict(state["schedule"])
+    set_lr(optimizer, schedule.lr)  # no buffers yet: only sets lr
+    load_momentum_buffers(model, optimizer, model.from_canonical(state["momentum"]))
+    pairs = state.get("num_pairs", 1)
+    if pairs != ctx.num_pairs:
+        say(f"note: this checkpoint was written by {pairs} tower pair(s), now {ctx.num_pairs}: the "
+            f"effective batch becomes {cfg.batch_size * ctx.num_pairs} and the lr continues "
+            f"from the checkpoint ({schedule.lr:g})")
+    history = list(state["metrics"])
+    best = min((r["val_top1_error"] for r in history), default=float("inf"))
+    return Start(ckpt.run_dir_of(state["path"]), history, state["epoch"], state["step"], best, state["path"])
