@@ -26,3 +26,15 @@ def test_torchrun_restarts_after_a_rank_dies():
     assert "attempt 0:" not in done.stdout
     assert "attempt 1: world 2 = 1 tower pair(s)" in done.stdout
     assert "gathered [0.0, 1.0], grad [2.0]" in done.stdout  # both towers' cross layers read each map
+
+
+def test_only_the_main_rank_says_anything(capsys):
+    from alexnet2gpu.world import Context, Printer
+
+    Context(rank=1, world_size=2).say("from rank 1")
+    Context(rank=0, world_size=2).say("from rank 0")
+    assert capsys.readouterr().out == "from rank 0\n"
+    lines = []
+    Printer(True, lines.append)("said")
+    Printer(False, lines.append)("silent")
+    assert lines == ["said"]
