@@ -23,3 +23,22 @@ def test_gpu_tools_import_and_say_they_need_cuda(tool):
 
 def test_the_gpu_check_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "tools" / "gpu_check.sh")]).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_end_to_end_check_prepares_trains_and_reports(tmp_path):
+    """tools/e2e_check.py on a CPU at toy sizes: sources made, prepared (the marker written), train.py run on
+    the prepared folder, and its images/s read back from metrics.csv."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "e2e"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "e2e_check.py"), "--out", str(out), "--device", "cpu",
+                           "--batch-size", "4", "--steps", "2", "--images", "16", "--distinct", "8", "--workers", "0"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "prepared" / "alexnet2gpu_prepared.json").is_file()
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("sources: 32 500x375 JPEGs") and lines[1].startswith("prepare: ")
+    assert lines[2].startswith("train.py --decode auto, batch 4, 2 steps on cpu: ")
+    again = subprocess.run([sys.executable, str(ROOT / "tools" / "e2e_check.py"), "--out", str(out), "--device", "cpu"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "is not empty" in again.stderr

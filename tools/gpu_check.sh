@@ -5,7 +5,7 @@
 # bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a run stopped early still
 # returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite lrn profile decode
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn profile decode
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -15,14 +15,14 @@ ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-lo
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-bench compile cuda-tests suite lrn profile decode} "
+STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn profile decode} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 S=$(date +%s)
 stage() {
   tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
   echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"
 }
-touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt"
+touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt" "$OUT/e2e.txt"
 
 stage "environment"
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'torchvision',
@@ -31,11 +31,12 @@ stage "environment"
 # Two bench runs: compiling takes 30-60 s a row, and a run stopped by its timeout prints nothing.
 want bench && stage "bench.py --device cuda, batch $BATCH, training: eager rows" &&
 timeout ${BENCH_SECONDS:-150} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
-  --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; echo "bench exit $?"
+  --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; rc=$?
+want bench && echo "bench exit $rc"
 want compile && stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows" &&
 timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train \
-  --rows "$COMPILE_ROWS" --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"
-want compile && echo "bench exit $?"
+  --rows "$COMPILE_ROWS" --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"; rc=$?
+want compile && echo "bench exit $rc"
 
 want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, deferred NaN check)" &&
 timeout 150 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py \
@@ -47,6 +48,10 @@ timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider
   tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
 want suite && tail -6 "$OUT/pytest-all.log"
 
+want e2e && stage "prepare on all cores, then train.py end to end on the prepared data (--decode auto)" &&
+timeout ${E2E_SECONDS:-240} python3 tools/e2e_check.py --out "$(mktemp -d)/e2e" > "$OUT/e2e.txt" 2> "$OUT/e2e.err"; rc=$?
+want e2e && { echo "e2e check exit $rc"; cat "$OUT/e2e.txt"; }
+
 want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
 timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 
@@ -56,8 +61,8 @@ for row in ${PROFILE_ROWS:-merged-bf16}; do
 done
 
 want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
-timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"
-want decode && echo "decode check exit $?"
+timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; rc=$?
+want decode && echo "decode check exit $rc"
 
 stage "done"
 {
@@ -69,6 +74,7 @@ grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -1
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err" 2>/dev/null
+echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
 } | tee "$FINAL/summary.txt"
 cp "$OUT/bench.json" "$OUT/bench-compile.json" "$FINAL/" 2>/dev/null

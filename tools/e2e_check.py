@@ -1,0 +1,113 @@
+"""train.py end to end on prepared data, as a user runs it on a GPU box. It generates photo-like 500x375 JPEG
+sources (ILSVRC's typical size) and prepares them once with `alexnet2gpu.prepare`, timing that in source
+images/s. Then it runs train.py on the prepared folder for `--steps` steps and reads images/s from the run's
+metrics.csv. Compare that figure with bench.py's merged-bf16 row on the same card.
+
+    PYTHONPATH=. python3 tools/e2e_check.py --out DIR              # a GPU box: batch 256, bf16, --decode gpu
+    PYTHONPATH=. python3 tools/e2e_check.py --out DIR --device cpu --batch-size 4 --steps 2 --images 12
+
+Sources beyond `--distinct` are hard links to the distinct ones, so generating them stays cheap while
+prepare and the loader still read and decode every file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from alexnet2gpu.prepare import prepare  # noqa: E402
+from alexnet2gpu.prepare_measure import SOURCE_QUALITY, photo_like  # noqa: E402
+
+CLASSES = 8
+
+
+def _write_source(job: tuple[str, int]) -> None:
+    path, seed = job
+    photo_like(seed).save(path, quality=SOURCE_QUALITY)
+
+
+def make_sources(src: Path, images: int, distinct: int, val_per_class: int) -> int:
+    """src/train/cK and src/val/cK of 500x375 JPEGs; returns the number of training files."""
+    jobs, links = [], []
+    for split, count in (("train", images), ("val", val_per_class * CLASSES)):
+        for k in range(CLASSES):
+            (src / split / f"c{k}").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            path = src / split / f"c{i % CLASSES}" / f"{i:07d}.jpg"
+            if split == "train" and i >= distinct:
+                links.append((path, src / split / f"c{i % distinct % CLASSES}" / f"{i % distinct:07d}.jpg"))
+            else:
+                jobs.append((str(path), i + (10**7 if split == "val" else 0)))
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    with multiprocessing.get_context(method).Pool(len(os.sched_getaffinity(0))) as pool:
+        pool.map(_write_source, jobs, chunksize=8)
+    for path, target in links:
+        os.link(target, path)
+    return images
+
+
+def train_command(args, data: Path, runs: Path) -> list[str]:
+    command = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--device", args.device,
+               "--batch-size", str(args.batch_size), "--epochs", "1", "--max-steps", str(args.steps),
+               "--out", str(runs), "--run-name", "e2e", "--decode", args.decode, "--val-crops", "1"]
+    if args.device.startswith("cuda"):
+        command += ["--amp", "bf16", "--channels-last"]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    return command
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="an empty or new folder for the sources, the data and the run")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=150, help="training steps (default %(default)s)")
+    p.add_argument("--images", type=int, default=None, help="training sources (default: steps x batch)")
+    p.add_argument("--distinct", type=int, default=4096, help="distinct sources; the rest are hard links")
+    p.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        print(f"e2e_check: {out} is not empty: pass a new folder with --out.", file=sys.stderr)
+        return 2
+    images = args.images or args.steps * args.batch_size
+    src, data, runs = out / "sources", out / "prepared", out / "runs"
+
+    start = time.perf_counter()
+    make_sources(src, images, min(args.distinct, images), val_per_class=2)
+    made = time.perf_counter() - start
+    start = time.perf_counter()
+    prepare(src, data, log=lambda line: None)
+    prepared = time.perf_counter() - start
+    sources = images + 2 * CLASSES
+
+    done = subprocess.run(train_command(args, data, runs), capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    (out / "train.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        print(f"e2e_check: train.py failed (exit {done.returncode}); its output is in {out / 'train.log'}:\n"
+              + (done.stdout + done.stderr)[-2000:], file=sys.stderr)
+        return 1
+    with open(runs / "e2e" / "metrics.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    print(f"sources: {sources} 500x375 JPEGs written in {made:.1f} s ({min(args.distinct, images)} distinct)")
+    print(f"prepare: {sources / prepared:,.0f} source images/s on {len(os.sched_getaffinity(0))} cores "
+          f"({sources} images in {prepared:.1f} s, the final disk sync included)")
+    print(f"train.py --decode {args.decode}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
+          f"{float(row['images_per_s']):,.0f} images/s over the epoch, {float(row['step_images_per_s']):,.0f} "
+          f"without the time waiting for data, loader {float(row['loader_images_per_s']):,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
