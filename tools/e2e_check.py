@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -22,36 +21,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 from alexnet2gpu.prepare import prepare  # noqa: E402
 from alexnet2gpu.prepare_measure import SOURCE_QUALITY, photo_like  # noqa: E402
-
-CLASSES = 8
+from gpu_decode_check import CLASSES, generate  # noqa: E402  (a sibling in tools/)
 
 
 def _write_source(job: tuple[str, int]) -> None:
+    """A 500x375 source, ILSVRC's typical size, saved as cameras save them."""
     path, seed = job
     photo_like(seed).save(path, quality=SOURCE_QUALITY)
-
-
-def make_sources(src: Path, images: int, distinct: int, val_per_class: int) -> int:
-    """src/train/cK and src/val/cK of 500x375 JPEGs; returns the number of training files."""
-    jobs, links = [], []
-    for split, count in (("train", images), ("val", val_per_class * CLASSES)):
-        for k in range(CLASSES):
-            (src / split / f"c{k}").mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            path = src / split / f"c{i % CLASSES}" / f"{i:07d}.jpg"
-            if split == "train" and i >= distinct:
-                links.append((path, src / split / f"c{i % distinct % CLASSES}" / f"{i % distinct:07d}.jpg"))
-            else:
-                jobs.append((str(path), i + (10**7 if split == "val" else 0)))
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    with multiprocessing.get_context(method).Pool(len(os.sched_getaffinity(0))) as pool:
-        pool.map(_write_source, jobs, chunksize=8)
-    for path, target in links:
-        os.link(target, path)
-    return images
 
 
 def train_command(args, data: Path, runs: Path) -> list[str]:
@@ -84,7 +64,7 @@ def main(argv=None) -> int:
     src, data, runs = out / "sources", out / "prepared", out / "runs"
 
     start = time.perf_counter()
-    make_sources(src, images, min(args.distinct, images), val_per_class=2)
+    generate(src, images, val_per_class=2, distinct=min(args.distinct, images), writer=_write_source)
     made = time.perf_counter() - start
     start = time.perf_counter()
     prepare(src, data, log=lambda line: None)

@@ -54,17 +54,25 @@ def _write_one(job: tuple[str, int]) -> None:
     photo_like(seed).save(path, quality=90)
 
 
-def generate(root: Path, images: int) -> None:
-    """root/train/cK/*.jpg (images in all) and one image per class in root/val, in parallel."""
-    jobs = []
-    for split, count in (("train", images), ("val", CLASSES)):
+def generate(root: Path, images: int, val_per_class: int = 1, distinct: int | None = None, writer=_write_one) -> None:
+    """root/train/cK/*.jpg (images in all) and val_per_class images per class in root/val, written by `writer`
+    in parallel. Training files past the first `distinct` are hard links to those, so the callers' loaders
+    still read and decode every file."""
+    jobs, links = [], []
+    for split, count in (("train", images), ("val", val_per_class * CLASSES)):
         for k in range(CLASSES):
             (root / split / f"c{k}").mkdir(parents=True)
-        jobs += [(str(root / split / f"c{i % CLASSES}" / f"{i:06d}.jpg"), i + (10**6 if split == "val" else 0))
-                 for i in range(count)]
+        for i in range(count):
+            path = root / split / f"c{i % CLASSES}" / f"{i:06d}.jpg"
+            if split == "train" and distinct is not None and i >= distinct:
+                links.append((path, root / split / f"c{i % distinct % CLASSES}" / f"{i % distinct:06d}.jpg"))
+            else:
+                jobs.append((str(path), i + (10**6 if split == "val" else 0)))
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     with multiprocessing.get_context(method).Pool(min(16, os.cpu_count() or 1)) as pool:
-        pool.map(_write_one, jobs, chunksize=16)
+        pool.map(writer, jobs, chunksize=16)
+    for path, target in links:
+        os.link(target, path)
 
 
 def link_copies(root: Path, copies: int) -> int:
