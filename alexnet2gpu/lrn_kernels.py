@@ -202,8 +202,7 @@ def default_backward_form(z: torch.Tensor, towers: int) -> str:
     """Flat tiles for channels-last maps whose tower width is not a power of two (conv1's 48 would leave a
     quarter of a tile's lanes idle), else pixel x channel tiles: the faster of the two on an H100."""
     per_tower = z.shape[1] // towers
-    channels_last = z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous()
-    return "flat" if channels_last and per_tower & (per_tower - 1) else "tile"
+    return "flat" if _memory_format(z) == torch.channels_last and per_tower & (per_tower - 1) else "tile"
 
 
 def _compute(z: torch.Tensor):

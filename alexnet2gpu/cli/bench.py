@@ -70,9 +70,9 @@ def options(args: argparse.Namespace) -> runner.Options:
     opts = runner.Options(device=device, batch_sizes=batches, modes=tuple(m.strip() for m in mode.split(",")),
                           rows=rows or (runner.CUDA_ROWS if cuda else runner.ALL_ROWS), threads=args.threads,
                           num_classes=args.num_classes,
-                          allow_compile=args.compile if args.compile is not None else device.startswith("cuda"),
+                          allow_compile=args.compile if args.compile is not None else cuda,
                           keep_freed_memory=not args.glibc_default_malloc, data=args.data, workers=args.workers)
-    if device.startswith("cuda"):
+    if cuda:
         opts.warmup, opts.steps = 3, 15  # a GPU step is milliseconds: more of them for a steady median
     if args.quick:
         opts.batch_sizes = batches if args.batch_sizes else (8,)
