@@ -5,7 +5,7 @@
 # bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a run stopped early still
 # returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn profile decode
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv profile decode
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -15,14 +15,14 @@ ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-lo
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn profile decode} "
+STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv profile decode} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 S=$(date +%s)
 stage() {
   tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
   echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"
 }
-touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt" "$OUT/e2e.txt"
+touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt" "$OUT/e2e.txt" "$OUT/conv.txt"
 
 stage "environment"
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'torchvision',
@@ -55,6 +55,9 @@ want e2e && { echo "e2e check exit $rc"; cat "$OUT/e2e.txt"; }
 want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
 timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 
+want conv && stage "the five convolutions alone: grouped, split, per-tower dense, torchvision" &&
+for dt in bf16 fp32; do timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"; done
+
 want profile && stage "profile of one training step" &&
 for row in ${PROFILE_ROWS:-merged-bf16}; do
   timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
@@ -72,6 +75,7 @@ echo "-- CUDA tests:"; tail -1 "$OUT/pytest-cuda.log"
 echo "-- tests that start processes:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
+echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z]+ +all)" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err" 2>/dev/null
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null

@@ -1,0 +1,114 @@
+"""Time AlexNet's five convolutions alone on CUDA, forward and forward + backward, in the forms the merged layout
+can run them: one grouped convolution (`grouped`), one convolution per tower on slices of the merged maps
+(`split`), one per tower on dense per-tower maps (`towers`), beside torchvision's alexnet layers. The numbers
+that choose TowerStack's conv_impl on CUDA. Batch 256, cudnn.benchmark on.
+
+    PYTHONPATH=. python3 tools/conv_microbench.py [--dtype bf16|fp32] [--layout channels-last|contiguous]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+# name: (input maps, output maps, kernel, stride, padding, input size, groups) of the merged network (both towers)
+MERGED = {
+    "conv1": (3, 96, 11, 4, 0, 227, 1),
+    "conv2": (96, 256, 5, 1, 2, 27, 2),
+    "conv3": (256, 384, 3, 1, 1, 13, 1),
+    "conv4": (384, 384, 3, 1, 1, 13, 2),
+    "conv5": (384, 256, 3, 1, 1, 13, 2),
+}
+TORCHVISION = {
+    "conv1": (3, 64, 11, 4, 2, 224, 1),
+    "conv2": (64, 192, 5, 1, 2, 27, 1),
+    "conv3": (192, 384, 3, 1, 1, 13, 1),
+    "conv4": (384, 256, 3, 1, 1, 13, 1),
+    "conv5": (256, 256, 3, 1, 1, 13, 1),
+}
+TOWERS = 2
+
+
+def make_step(form: str, spec, batch: int, dtype, fmt, backward: bool, dev: str = "cuda"):
+    """A closure running the layer once in `form` (and its backward, for the input where it has one)."""
+    cin, cout, k, s, p, size, groups = spec
+    weight = (torch.randn(cout, cin // groups, k, k, device=dev, dtype=dtype) * 0.01).contiguous(memory_format=fmt)
+    weight.requires_grad_(backward)
+    bias = torch.zeros(cout, device=dev, dtype=dtype, requires_grad=backward)
+    needs_input_grad = backward and cin != 3  # conv1 reads the image
+    per_tower = form == "towers" and (groups > 1 or cout % TOWERS == 0)
+    if per_tower and groups > 1:  # each tower's own maps, as a dense tensor of its own
+        inputs = [torch.randn(batch, cin // TOWERS, size, size, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+                  for _ in range(TOWERS)]
+    else:
+        inputs = [torch.randn(batch, cin, size, size, device=dev, dtype=dtype).contiguous(memory_format=fmt)]
+    for x in inputs:
+        x.requires_grad_(needs_input_grad)
+    leaves = [t for t in inputs + [weight, bias] if t.requires_grad]
+
+    def forward():
+        if form == "grouped" or (groups == 1 and form == "split"):
+            return [F.conv2d(inputs[0], weight, bias, s, p, groups=groups)]
+        ws, bs = weight.chunk(TOWERS, 0), bias.chunk(TOWERS, 0)
+        if form == "split":  # slices of one merged tensor, then one merged output again
+            xs = inputs[0].chunk(TOWERS, 1)
+            return [torch.cat([F.conv2d(x, w, b, s, p) for x, w, b in zip(xs, ws, bs)], 1)]
+        xs = inputs if groups > 1 else inputs * TOWERS  # towers: a cross layer reads the same maps twice
+        return [F.conv2d(x, w, b, s, p) for x, w, b in zip(xs, ws, bs)]
+
+    if not backward:
+        def step():
+            with torch.no_grad():
+                forward()
+        return step
+    grads = None
+
+    def step():
+        nonlocal grads
+        outs = forward()
+        if grads is None:
+            grads = [torch.randn_like(o) for o in outs]
+        torch.autograd.grad(outs, leaves, grads)
+    return step
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--layout", default="channels-last", choices=["channels-last", "contiguous"])
+    p.add_argument("--batch-size", type=int, default=256)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("conv_microbench.py: needs a CUDA device", file=sys.stderr)
+        return 2
+    from triton.testing import do_bench
+
+    torch.backends.cudnn.benchmark = True
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
+    rows = [("torchvision", name, spec) for name, spec in TORCHVISION.items()]
+    rows += [(form, name, spec) for form in ("grouped", "split", "towers") for name, spec in MERGED.items()]
+    print(f"batch {args.batch_size}, {args.dtype}, {args.layout}; microseconds per call (do_bench median)")
+    print(f"{'form':12} {'layer':6} {'forward':>9} {'fwd+bwd':>9}")
+    totals: dict[str, list[float]] = {}
+    for form, name, spec in rows:
+        times = []
+        for backward in (False, True):
+            try:
+                times.append(do_bench(make_step(form, spec, args.batch_size, dtype, fmt, backward)) * 1e3)
+            except Exception as error:  # one form cuDNN cannot run must not hide the others
+                print(f"{form:12} {name:6} failed: {str(error).splitlines()[0]}")
+                times.append(float("nan"))
+        total = totals.setdefault(form, [0.0, 0.0])
+        total[0] += times[0]
+        total[1] += times[1]
+        print(f"{form:12} {name:6} {times[0]:9.1f} {times[1]:9.1f}")
+    for form, (fwd, both) in totals.items():
+        print(f"{form:12} {'all':6} {fwd:9.1f} {both:9.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
