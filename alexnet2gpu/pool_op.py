@@ -1,55 +1,102 @@
-"""The paper's overlapping max-pool (3x3 windows, stride 2; paper §3.4) as a `torch.library` custom op whose
-forward and backward are ATen's own kernels, for torch.compile on CUDA.
+"""The paper's overlapping max-pool (3x3 windows, stride 2; paper §3.4) as a `torch.library` custom op, for CUDA
+in eager mode and under torch.compile.
 
-Inductor otherwise lowers max-pool into its own kernels, and after the fused ReLU + LRN op those ran several
-times slower than ATen's (docs/BENCHMARKS.md). As custom ops with fake implementations, the compiler keeps them
-whole and fuses everything around them. Eager code calls F.max_pool2d directly (`overlapping_max_pool`).
+Where Triton runs (CUDA tensors, or any tensor with TRITON_INTERPRET=1: the CPU tests), the op's forward and
+backward are the Triton kernels of pool_kernels.py, which keep each window's argmax in one byte; elsewhere, and
+with impl="aten", they are ATen's own kernels (an int64 flat index per output). Either way the op returns
+(pooled maps, argmax), and its backward reads the argmax's dtype to pick the matching kernel.
+
+As a custom op with fake implementations, the compiler keeps it whole (Inductor's own max-pool lowering, after
+the fused ReLU + LRN op, ran several times slower than ATen's: docs/BENCHMARKS.md) and fuses everything around
+it. CPU code calls F.max_pool2d directly (`overlapping_max_pool`), unchanged.
 """
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import torch
 import torch.nn.functional as F
 
 KERNEL, STRIDE = 3, 2  # z = 3, s = 2: windows overlap by one pixel (paper §3.4)
+POOL_IMPLS = ("fast", "aten")  # "fast": the Triton kernels where Triton runs; "aten": ATen's kernels
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# Looked up once, at import: torch.compile cannot trace importlib's lookup (a call per pool would split every
+# compiled graph there). Triton reads TRITON_INTERPRET when its kernels are defined, so once is enough here too.
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _kernels():
+    from . import pool_kernels  # Triton is imported on first use only
+    return pool_kernels
+
+
+def uses_triton(x: torch.Tensor, impl: str = "fast") -> bool:
+    """Whether the op runs the Triton kernels on x: impl "fast", Triton present and able to run on x's device,
+    and maps the kernels take (N x C x H x W floats of at least 3x3; ATen reports anything else)."""
+    return (impl == "fast" and TRITON_AVAILABLE and (x.is_cuda or INTERPRETED) and x.dim() == 4
+            and x.dtype in FLOATS and x.shape[2] >= KERNEL and x.shape[3] >= KERNEL)
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """x itself when it is channels-last or contiguous (what the kernels walk), else a contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
 
 
 @torch.library.custom_op("alexnet2gpu::max_pool", mutates_args=())
-def max_pool(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pooled maps and, for the backward, the flat index of each window's maximum."""
+def max_pool(x: torch.Tensor, impl: str = "fast") -> tuple[torch.Tensor, torch.Tensor]:
+    """The pooled maps and, for the backward, each window's argmax: int8 window position (Triton) or int64
+    flat input index (ATen)."""
+    if uses_triton(x, impl):
+        return _kernels().max_pool_forward(_dense(x))
     return torch.ops.aten.max_pool2d_with_indices.default(x, [KERNEL, KERNEL], [STRIDE, STRIDE])
 
 
 @max_pool.register_fake
-def _(x):
+def _(x, impl="fast"):
+    if uses_triton(x, impl):
+        return _kernels().empty_outputs(_dense(x))
     return torch.ops.aten.max_pool2d_with_indices.default(x, [KERNEL, KERNEL], [STRIDE, STRIDE])
 
 
 @torch.library.custom_op("alexnet2gpu::max_pool_backward", mutates_args=())
 def max_pool_backward(grad: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """dL/dx: the Triton gather for an int8 argmax, ATen's backward for int64 indices."""
+    if indices.dtype == torch.int8:
+        return _kernels().max_pool_backward(grad, _dense(x), indices)
     return torch.ops.aten.max_pool2d_with_indices_backward.default(
         grad, x, [KERNEL, KERNEL], [STRIDE, STRIDE], [0, 0], [1, 1], False, indices)
 
 
 @max_pool_backward.register_fake
 def _(grad, x, indices):
+    if indices.dtype == torch.int8:
+        return _kernels().empty_input_grad(_dense(x))
     return torch.empty_like(x)
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], output[1])
+    ctx.save_for_backward(inputs[0], output[1])  # x only for its shape and layout on the Triton path
     ctx.mark_non_differentiable(output[1])
 
 
 def _backward(ctx, grad, _grad_indices):
     x, indices = ctx.saved_tensors
-    return max_pool_backward(grad, x, indices)
+    return max_pool_backward(grad, x, indices), None
 
 
 max_pool.register_autograd(_backward, setup_context=_setup_context)
 
 
-def overlapping_max_pool(x: torch.Tensor) -> torch.Tensor:
-    """3x3 stride-2 max-pool: the custom op while torch.compile traces a CUDA model, else F.max_pool2d."""
-    if x.is_cuda and torch.compiler.is_compiling():
-        return max_pool(x)[0]
+def overlapping_max_pool(x: torch.Tensor, impl: str = "fast") -> torch.Tensor:
+    """3x3 stride-2 max-pool. On CUDA the custom op: the Triton kernels (impl "fast", when Triton is installed),
+    or ATen's under torch.compile (impl "aten"); otherwise, and on the CPU, F.max_pool2d."""
+    if impl not in POOL_IMPLS:
+        raise ValueError(f"unknown pool_impl {impl!r}: choose one of {', '.join(POOL_IMPLS)}.")
+    if x.is_cuda and (torch.compiler.is_compiling() or (impl == "fast" and TRITON_AVAILABLE)):
+        return max_pool(x, impl)[0]
     return F.max_pool2d(x, kernel_size=KERNEL, stride=STRIDE)
