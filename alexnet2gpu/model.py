@@ -199,9 +199,10 @@ class TowerStack(nn.Module):
     output channels [0, O/2), and that half is tower 0. LRN runs per tower (docs/paper.md §2). The forward is
     cut into stages at the layers that read both towers; a layout gathers the towers' maps between stages.
 
-    Two internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
-    ("fast", "native", "compiled"; see lrn.py) and `conv_impl` ("grouped": one grouped convolution for
-    conv2/4/5; "split": one convolution per tower on slices of the same weight, then concatenated).
+    Internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
+    ("fast", "native", "compiled"; see lrn.py), `conv_impl` ("grouped": one grouped convolution for
+    conv2/4/5; "split": one convolution per tower on slices of the same weight, then concatenated) and
+    `pool_impl` ("fast": the Triton max-pool on CUDA; "aten": ATen's kernels; see pool_op.py).
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
@@ -218,6 +219,7 @@ class TowerStack(nn.Module):
         self.towers = towers
         self.lrn_impl = "fast"
         self.conv_impl = "grouped"
+        self.pool_impl = "fast"
         for layer in LAYERS:
             fan_in = layer_in_features(layer, in_channels)
             out = layer.out * towers
@@ -246,7 +248,7 @@ class TowerStack(nn.Module):
         else:  # in place: a convolution's backward does not need its output, so ReLU may overwrite it
             h = F.relu(h, inplace=True)
         if "pool" in layer.lrn_pool:
-            h = overlapping_max_pool(h)  # paper §3.4
+            h = overlapping_max_pool(h, self.pool_impl)  # paper §3.4
         return h
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:

@@ -118,6 +118,15 @@ def test_the_cpu_keeps_max_pool2d_and_a_wrong_impl_is_a_clear_error(monkeypatch)
         overlapping_max_pool(x, "cudnn")
 
 
+def test_the_bench_variant_sets_the_pool_impl_and_the_model_threads_it():
+    from alexnet2gpu.bench.variants import VARIANTS, build_variant
+    model = build_variant(VARIANTS["merged-bf16-aten-pool"], torch.device("cpu"), num_classes=10)
+    assert model.stack.pool_impl == "aten"
+    model.stack.pool_impl = "cudnn"
+    with pytest.raises(ValueError, match="unknown pool_impl 'cudnn'"):
+        model(torch.randn(1, 3, 224, 224))
+
+
 def test_the_dispatch_resolves_without_an_import_lookup(monkeypatch):
     """torch.compile cannot trace importlib's find_spec: a lookup per call would split compiled graphs at
     each pool. The choice uses what was looked up at import."""

@@ -23,6 +23,7 @@ class Variant:
     layout: str = "merged"  # "merged", "two-device" or "torchvision"
     lrn_impl: str = "fast"
     conv_impl: str = "grouped"
+    pool_impl: str = "fast"
     channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
     contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout
     compile: bool = False  # torch.compile the whole model
@@ -49,6 +50,8 @@ VARIANTS = {v.name: v for v in (
             channels_last=True, conv_impl="split", needs=("cuda",)),
     Variant("merged-bf16-contiguous", "merged-bf16 in the contiguous N x C x H x W layout", amp="bf16",
             contiguous=True, needs=("cuda",)),
+    Variant("merged-bf16-aten-pool", "merged-bf16 with ATen's max-pool kernels instead of the Triton ones",
+            amp="bf16", channels_last=True, pool_impl="aten", needs=("cuda",)),
     Variant("merged-bf16-chunked-lrn", "merged-bf16 with the CPU's chunked LRN instead of the Triton kernels",
             amp="bf16", channels_last=True, lrn_impl="chunked", needs=("cuda",)),
     Variant("torchvision-bf16", "torchvision's alexnet, bf16 autocast, channels-last", layout="torchvision",
@@ -77,6 +80,7 @@ def build_variant(variant: Variant, device: torch.device, num_classes: int = 100
     for module in model.modules():
         if isinstance(module, TowerStack):
             module.lrn_impl, module.conv_impl = variant.lrn_impl, variant.conv_impl
+            module.pool_impl = variant.pool_impl
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if variant.contiguous:
