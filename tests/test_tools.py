@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path of the tools")
-@pytest.mark.parametrize("tool", ["profile_step.py", "lrn_microbench.py", "conv_microbench.py"])
+@pytest.mark.parametrize("tool", ["profile_step.py", "lrn_microbench.py", "conv_microbench.py",
+                                  "pool_microbench.py"])
 def test_gpu_tools_import_and_say_they_need_cuda(tool):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, str(ROOT / "tools" / tool)], env=env, capture_output=True, text=True,

@@ -1,28 +1,30 @@
 #!/bin/bash
 # The whole GPU check in one run, for a CUDA machine with one GPU (the two-device layout then puts both towers
-# on cuda:0): bench.py's GPU rows, the CUDA tests, the LRN kernels alone, a profile of a training step, the GPU
-# data path, the tests that start processes. A summary is printed last and kept in $OUT/summary.txt with the
-# bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a run stopped early still
-# returns what it measured ($OUT defaults to /tmp/gpu_check).
+# on cuda:0): bench.py's GPU rows, the CUDA tests, the LRN and max-pool kernels alone, a profile of a training
+# step, the GPU data path, the tests that start processes. A summary is printed last and kept in
+# $OUT/summary.txt with the bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a
+# run stopped early still returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv profile decode
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv
+#                                                 # pool profile decode
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
-ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-loop}
+ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-aten-pool,torchvision-bf16,train-loop}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv profile decode} "
+STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 S=$(date +%s)
 stage() {
   tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
   echo "== $1 at +$(( $(date +%s) - S ))s" | tee -a "$OUT/stages.log"
 }
-touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt" "$OUT/e2e.txt" "$OUT/conv.txt"
+touch "$OUT/pytest-cuda.log" "$OUT/pytest-all.log" "$OUT/bench.txt" "$OUT/bench-compile.txt" "$OUT/lrn.txt" \
+  "$OUT/e2e.txt" "$OUT/conv.txt" "$OUT/pool.txt"
 
 stage "environment"
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'torchvision',
@@ -58,6 +60,9 @@ timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$
 want conv && stage "the five convolutions alone: grouped, split, per-tower dense, torchvision" &&
 for dt in bf16 fp32; do timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"; done
 
+want pool && stage "the max-pool kernels alone: ATen against Triton, tiles, warps" &&
+timeout 100 python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
+
 want profile && stage "profile of one training step" &&
 for row in ${PROFILE_ROWS:-merged-bf16}; do
   timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
@@ -76,6 +81,7 @@ echo "-- tests that start processes:"; grep -E "passed|failed|error" "$OUT/pytes
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
 echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z]+ +all)" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
+echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err" 2>/dev/null
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
