@@ -20,6 +20,14 @@ def _strs(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _auto_or_number(text: str):
+    """A number where the text is one, else the text ("auto", or a mistake the run's checks name)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
+
+
 def setting(default, help: str, *, demo=MISSING, parse=None, choices=None, short: tuple = (), shown: str | None = None,
             resume: bool = False, evaluate: bool = False, placement: bool = False):
     """One setting. `demo`: its value without --data (the built-in set); `parse`: how its flag's text is
@@ -94,6 +102,10 @@ class Config:
                                   "the training GPU; workers only read files), auto: gpu on a CUDA device when the "
                                   "data folder is prepared (all images 256x256), else cpu",
                           choices=("auto", "cpu", "gpu"), resume=True, evaluate=True, placement=True)
+    cpu_decode_share: str | float = setting(
+        "auto", "with --decode gpu: the fraction of JPEGs the loader workers decode on their cores (libjpeg-turbo), "
+                "the rest on the GPU; auto: W*c / (W*c + G) for W workers at c images/s each and the GPU's G "
+                "(gpu_decode.py)", parse=_auto_or_number, resume=True, evaluate=True)
     init_from: str | None = setting(None, "start a new run (epoch 1, fresh optimizer) from the weights of a checkpoint, "
                                           "run folder or .safetensors file; fc8 is drawn afresh when the number of "
                                           "classes differs", parse=str)

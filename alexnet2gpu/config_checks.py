@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .data import PCA_NOISE
 from .errors import TrainError
+from .gpu_decode import resolve_cpu_share
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
 
@@ -53,6 +54,7 @@ def check_values(cfg) -> None:
     _number(cfg, "dist_timeout", 0, low_open=True)
     _number(cfg, "train_per_class", 0, whole=True)
     _number(cfg, "val_per_class", 0, whole=True)
+    resolve_cpu_share(cfg.cpu_decode_share, cfg.workers)  # "auto" or a fraction, whatever --decode says
     bad_steps = [s for s in cfg.lr_steps or [] if not isinstance(s, int) or s < 1]
     if bad_steps:
         raise TrainError(f"--lr-steps are epochs after which the lr drops, whole numbers of at least 1; got {bad_steps}.")

@@ -2,14 +2,14 @@
 
 Workers decode and crop to uint8; the float work (mean subtraction, PCA noise) runs on the training device
 (`to_model_input`), so a GPU gets uint8 batches. With `decode="gpu"` workers only read the files' bytes, and
-the JPEG decoding and the same crops and flips run on the device too (gpu_decode.py). Every random choice
+the JPEG decoding and the same crops and flips run on the device too (gpu_decode.py), except for a share of
+the images the workers decode themselves to help the device along. Every random choice
 of an image's augmentation is a function of (seed, epoch, sample index) only: the two ranks of a tower pair
 see bit-identical batches whatever their worker count, and a resumed run draws exactly what an
 uninterrupted one would have.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -17,12 +17,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .batch import Batch, DecodedImage, EncodedImage, Unreadable, collate  # the loader's batches (also imported from here)
 from .errors import TrainError
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center, to_grey, to_rgb, why_unreadable
 from .prepare import prepared_info
@@ -150,16 +150,23 @@ class FolderDataset(torch.utils.data.Dataset):
     an unreadable image gives None and is skipped by `collate`.
 
     decode="cpu" (default): the worker decodes and crops. decode="gpu": the worker reads the file's bytes and
-    computes the same crop offsets and flip, and gpu_decode.decode_images decodes and crops on the device."""
+    computes the same crop offsets and flip, and gpu_decode.decode_images decodes and crops on the device;
+    except for the `cpu_share` of the samples (`decoded_in_worker`), which the worker decodes itself as the
+    device path would (gpu_decode.decode_in_worker) and crops with the same parameters."""
 
     def __init__(self, samples: list[tuple[str, int]], mode: str, in_channels: int = 3, seed: int = 0, crop: int = 224,
-                 decode: str = "cpu"):
+                 decode: str = "cpu", cpu_share: float = 0.0):
         if mode not in ("train", "center", "ten"):
             raise ValueError(f"unknown mode {mode!r}")
         if decode not in DECODE_MODES:
             raise ValueError(f"unknown decode {decode!r}: choose cpu or gpu.")
+        if not 0.0 <= cpu_share <= 1.0:
+            raise ValueError(f"cpu_share {cpu_share!r}: pass a fraction from 0 to 1.")
         self.samples, self.mode, self.in_channels, self.seed, self.crop = samples, mode, in_channels, seed, crop
-        self.decode = decode
+        self.decode, self.cpu_share = decode, cpu_share
+        if decode == "gpu" and cpu_share > 0:
+            from .gpu_decode import import_decoders  # gpu_decode imports this module
+            import_decoders()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -169,107 +176,76 @@ class FolderDataset(torch.utils.data.Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.samples[index]
         if self.decode == "gpu":
-            return self._encoded(path, label, epoch, index), path, time.perf_counter() - start
+            here = decoded_in_worker(index, self.cpu_share)
+            item = (self._decoded_here if here else self._encoded)(path, label, epoch, index)
+            return item, path, time.perf_counter() - start
         try:
             a = load_image(path, self.in_channels)
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files; never stop a run for one
             return Unreadable(why_unreadable(e)), path, time.perf_counter() - start
-        alphas = np.zeros(3, np.float32)
-        if self.mode == "train":
-            ox, oy, flip, alphas = augmentation(self.seed, epoch, index, self.crop)
-            a = a[oy:oy + self.crop, ox:ox + self.crop]
-            a = a[:, ::-1] if flip else a
-            x = torch.from_numpy(a.copy()).permute(2, 0, 1)
-        elif self.mode == "center":
-            o = (RESIZE - self.crop) // 2
-            x = torch.from_numpy(a[o:o + self.crop, o:o + self.crop].copy()).permute(2, 0, 1)
-        else:
-            x = torch.from_numpy(ten_crops(a, self.crop)).permute(0, 3, 1, 2)
-        return (x, torch.from_numpy(alphas), label), path, time.perf_counter() - start
+        ox, oy, flip, alphas = self._augmentation(epoch, index)
+        return (self._cut(a, ox, oy, flip), torch.from_numpy(alphas), label), path, time.perf_counter() - start
 
-    def _encoded(self, path: str, label: int, epoch: int, index: int) -> EncodedImage | None:
-        """The file's bytes and its augmentation, or None when the file cannot be read. Outside training the
-        crop is the centre one (ten crops: fixed windows) and there is no noise."""
+    def _augmentation(self, epoch: int, index: int) -> tuple[int, int, bool, np.ndarray]:
+        """(x offset, y offset, flip, PCA alphas): drawn in training; outside it the centre crop (ten crops:
+        fixed windows) and no noise."""
+        if self.mode == "train":
+            return augmentation(self.seed, epoch, index, self.crop)
+        centre = (RESIZE - self.crop) // 2
+        return centre, centre, False, np.zeros(3, np.float32)
+
+    def _cut(self, a: np.ndarray, ox: int, oy: int, flip: bool) -> torch.Tensor:
+        """256 x 256 x C uint8 -> the mode's crop(s) as C x crop x crop (ten: 10 x C x crop x crop)."""
+        if self.mode == "ten":
+            return torch.from_numpy(ten_crops(a, self.crop)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(a[oy:oy + self.crop, ox:ox + self.crop].copy())
+        # torch.flip: a fraction of the time of NumPy's copy of a reversed view of 3-byte pixels
+        return (x.flip(1) if flip else x).permute(2, 0, 1)
+
+    def _read(self, path: str) -> torch.Tensor | None:
+        """The file's bytes, 1-D uint8, or None when it cannot be read or is empty (no image)."""
         try:
             data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
         except (OSError, ValueError):
             return None
-        if data.numel() == 0:
-            return None  # an empty file is no image
-        centre = (RESIZE - self.crop) // 2
-        ox, oy, flip, alphas = centre, centre, False, np.zeros(3, np.float32)
-        if self.mode == "train":
-            ox, oy, flip, alphas = augmentation(self.seed, epoch, index, self.crop)
+        return data if data.numel() else None
+
+    def _encoded(self, path: str, label: int, epoch: int, index: int) -> EncodedImage | None:
+        """The file's bytes and its augmentation, or None when the file cannot be read."""
+        data = self._read(path)
+        if data is None:
+            return None
+        ox, oy, flip, alphas = self._augmentation(epoch, index)
         crop_flip = torch.tensor([ox, oy, int(flip)], dtype=torch.int32)
         return EncodedImage(data, torch.from_numpy(alphas), label, crop_flip, self.mode, self.in_channels, self.crop)
 
-
-class Unreadable(NamedTuple):
-    """A FolderDataset item that could not be read, and why (collate names it in Batch.corrupt)."""
-    reason: str
-
-
-class EncodedImage(NamedTuple):
-    """One FolderDataset(decode="gpu") item: what the device needs to decode and crop it as the CPU would."""
-    data: torch.Tensor  # the file's bytes, 1-D uint8
-    alphas: torch.Tensor
-    label: int
-    crop_flip: torch.Tensor  # (x offset, y offset, flip) int32
-    mode: str
-    in_channels: int
-    crop: int
-
-
-@dataclass
-class Batch:
-    images: torch.Tensor | None  # N x C x crop x crop (ten crops: N x 10 x C x crop x crop), uint8; None while encoded
-    alphas: torch.Tensor  # N x 3 PCA noise coefficients (zeros outside training)
-    targets: torch.Tensor  # N
-    corrupt: list[str]  # paths skipped in this batch because they could not be read
-    seconds: float = 0.0  # time the loader spent decoding and cropping this batch (reading only, when encoded)
-    # FolderDataset(decode="gpu") batches: still-encoded files, decoded on the device by gpu_decode. The bytes
-    # travel as one tensor: a worker hands each tensor over with its own file descriptor, and N per batch
-    # times the prefetched batches would pass the usual limit of 1024 open files.
-    encoded: torch.Tensor | None = None  # the N files' bytes end to end, 1-D uint8
-    encoded_sizes: list[int] | None = None  # each file's length in bytes
-    crop_flip: torch.Tensor | None = None  # N x 3 int32: x offset, y offset, flip (0/1) of each image's crop
-    paths: list[str] | None = None  # N file paths, to name the images the device cannot decode
-    mode: str | None = None  # the dataset's mode: train, center or ten
-    in_channels: int = 0
-    crop: int = 0
-    reasons: dict = dataclasses.field(default_factory=dict)  # corrupt path -> why it could not be read, where known
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def files(self) -> list[torch.Tensor]:
-        """Each encoded file's bytes (views of `encoded`)."""
-        return list(self.encoded.split(self.encoded_sizes))
-
-    def pin_memory(self):
-        # The encoded bytes stay in pageable memory: the JPEG decoder reads them on the host.
-        pin = lambda t: None if t is None else t.pin_memory()
-        return dataclasses.replace(self, images=pin(self.images), alphas=pin(self.alphas),
-                                   targets=pin(self.targets), crop_flip=pin(self.crop_flip))
+    def _decoded_here(self, path: str, label: int, epoch: int, index: int) -> DecodedImage | Unreadable | None:
+        """The file decoded on this worker's CPU as the device path decodes it, then cut as `_encoded`'s
+        parameters say; None when the file cannot be read, Unreadable when no decoder reads it."""
+        from .gpu_decode import decode_in_worker  # gpu_decode imports this module
+        data = self._read(path)
+        if data is None:
+            return None
+        image = decode_in_worker(data, self.in_channels)
+        if image is None:
+            return Unreadable("not an image torchvision's decoders or PIL can read")
+        ox, oy, flip, alphas = self._augmentation(epoch, index)
+        crop_flip = torch.tensor([ox, oy, int(flip)], dtype=torch.int32)
+        x = self._cut(image.permute(1, 2, 0).numpy(), ox, oy, flip)
+        return DecodedImage(x, torch.from_numpy(alphas), label, crop_flip, self.mode, self.in_channels, self.crop)
 
 
-def collate(items) -> Batch:
-    unread = lambda item: item is None or isinstance(item, Unreadable)
-    good = [item for item, _, _ in items if not unread(item)]
-    corrupt = [path for item, path, _ in items if unread(item)]
-    reasons = {path: item.reason for item, path, _ in items if isinstance(item, Unreadable)}
-    seconds = sum(s for _, _, s in items)
-    if not good:
-        empty = torch.zeros(0, dtype=torch.uint8)
-        return Batch(empty, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), corrupt, seconds, reasons=reasons)
-    if isinstance(good[0], EncodedImage):
-        first = good[0]
-        paths = [path for item, path, _ in items if item is not None]
-        return Batch(None, torch.stack([g.alphas for g in good]), torch.tensor([g.label for g in good]), corrupt,
-                     seconds, torch.cat([g.data for g in good]), [len(g.data) for g in good],
-                     torch.stack([g.crop_flip for g in good]), paths, first.mode, first.in_channels, first.crop, reasons)
-    images, alphas, targets = zip(*good)
-    return Batch(torch.stack(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds, reasons=reasons)
+# The fractional parts of index x (golden ratio - 1) spread evenly over [0, 1) for any run of consecutive
+# indices (Weyl's sequence; the three-distance theorem bounds the gaps), so a share f of any stretch of the
+# sample list - a validation batch - is decoded in the workers, not only of the whole list; training
+# batches, drawn from a permutation, get f of their images on average.
+GOLDEN_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def decoded_in_worker(index: int, share: float) -> bool:
+    """Whether FolderDataset(decode="gpu", cpu_share=share) decodes sample `index` in its worker: a function of
+    the index only, so every epoch, worker count and tower pair agrees; share 0: never, 1: always."""
+    return (index * GOLDEN_FRACTION) % 1.0 < share
 
 
 # ---------------------------------------------------------------- order and sharding

@@ -18,6 +18,13 @@ on the device is decoded on the CPU (torchvision.io.decode_image, then PIL) and 
 dropped images (their labels and colour noise removed too) that names them in `corrupt`, which the training
 loop logs and counts as it does for files the workers could not read.
 
+The CPU share: nvJPEG's batched decode runs its Huffman stage on the training process's host thread, so one
+process caps the device path's rate while the loader workers' cores idle. FolderDataset(decode="gpu",
+cpu_share=f) has the workers decode a share f of the images themselves (`decode_in_worker`: libjpeg-turbo
+through torchvision.io.decode_jpeg, the same fallbacks, the same resize) and cut their crops; the batch
+carries those crops beside the other images' bytes, and `decode_images` puts both into one tensor in batch
+order. `--cpu-decode-share auto` balances the two by their rates (`resolve_cpu_share`).
+
 Unprepared data: an image that is not 256x256 is resized on the device with data.load_image's geometry
 (shorter side to 256, bilinear with antialiasing, the centre 256x256). Its pixels differ slightly from the
 CPU path's (PIL decodes JPEGs at a reduced scale first and resamples its own way), which is why
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 
 import numpy as np
@@ -34,11 +42,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .data import RESIZE, Batch, is_prepared
+from .batch import Batch
+from .data import is_prepared
 from .errors import TrainError
+from .imaging import RESIZE
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")
+CPU = torch.device("cpu")
+
+# Decode rates, images/s of 256x256 JPEGs, that set `--cpu-decode-share auto` (docs/BENCHMARKS.md, the GPU
+# data path): one loader worker decoding and cropping with torchvision.io.decode_jpeg on its core, and
+# nvJPEG's batched decode on one GPU with its host thread in the training process.
+WORKER_DECODE_RATE = 1500
+GPU_DECODE_RATE = 28000
 
 
 def resolve_decode(decode: str, device: torch.device, root) -> str:
@@ -55,6 +72,23 @@ def resolve_decode(decode: str, device: torch.device, root) -> str:
     return decode
 
 
+def resolve_cpu_share(share, workers: int) -> float:
+    """--cpu-decode-share as a run uses it: a number from 0 to 1 as it is; "auto" the workers' part of the
+    summed decode rate, W*c / (W*c + G) for W workers decoding c images/s each and the GPU's G, so both sides
+    finish a batch at once (0 without worker processes: the training process is the GPU's host thread)."""
+    if share == "auto":
+        cpu = max(0, workers) * WORKER_DECODE_RATE
+        return cpu / (cpu + GPU_DECODE_RATE)
+    try:
+        value = float(share) if not isinstance(share, bool) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise TrainError(f"--cpu-decode-share {share!r}: pass auto or the fraction of JPEGs the loader workers decode, "
+                         "a number from 0 to 1.")
+    return value
+
+
 # ---------------------------------------------------------------- decoding
 
 @contextlib.contextmanager
@@ -66,6 +100,13 @@ def _torchvision_io():
                                 category=DeprecationWarning)
         import torchvision.io
         yield torchvision.io
+
+
+def import_decoders() -> None:
+    """Import torchvision.io now: loader workers forked afterwards then share it rather than each spending
+    seconds importing it before their first image of the CPU share."""
+    with _torchvision_io():
+        pass
 
 
 def decode_on_device(files: list[torch.Tensor], device: torch.device, in_channels: int) -> list[torch.Tensor]:
@@ -106,6 +147,13 @@ def decode_files(files: list[torch.Tensor], device: torch.device, in_channels: i
             return decode_files(files[:half], device, in_channels) + decode_files(files[half:], device, in_channels)
     image = decode_on_cpu(files[0], in_channels)
     return [None if image is None else image.to(device)]
+
+
+def decode_in_worker(data: torch.Tensor, in_channels: int) -> torch.Tensor | None:
+    """One file of the CPU share, decoded in a loader worker exactly as `decode_images` decodes it on a CPU
+    device: C x 256 x 256 uint8, None when no decoder can read it."""
+    image = decode_files([data], CPU, in_channels)[0]
+    return None if image is None else to_256(image)
 
 
 # ---------------------------------------------------------------- geometry
@@ -170,21 +218,41 @@ def crop_batch(images: torch.Tensor, crop_flip: torch.Tensor | None, mode: str, 
 def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int) -> tuple[torch.Tensor, list[str], list[int]]:
     """A FolderDataset(decode="gpu") batch -> (uint8 crops on `device`, paths no decoder could read, the
     positions in the batch of the images kept). Crops: N x C x crop x crop, or N x 10 x C x crop x crop for
-    mode "ten", contiguous, for the kept images in batch order."""
+    mode "ten", contiguous, for the kept images in batch order: the encoded files decoded and cut here, the
+    workers' crops (the CPU share) copied in at their positions."""
     if in_channels not in READ_MODES:
         raise ValueError(f"in_channels {in_channels}: JPEGs decode to 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
     if mode not in CROP_MODES:
         raise ValueError(f"unknown mode {mode!r}: choose train, center or ten.")
     device = torch.device(device)
-    decoded = decode_files(batch.files(), device, in_channels)
-    kept = [i for i, image in enumerate(decoded) if image is not None]
-    corrupt = [batch.paths[i] for i, image in enumerate(decoded) if image is None]
+    here, there = batch.decoded_at or [], batch.encoded_at()
+    decoded = decode_files(batch.files(), device, in_channels) if there else []
+    corrupt = [batch.paths[there[j]] for j, image in enumerate(decoded) if image is None]
+    decoded_there = [j for j, image in enumerate(decoded) if image is not None]
+    kept_there = [there[j] for j in decoded_there]
+    kept = sorted(here + kept_there) if here else kept_there
+    shape = (10, in_channels, crop, crop) if mode == "ten" else (in_channels, crop, crop)
     if not kept:
-        shape = (0, 10) if mode == "ten" else (0,)
-        return torch.zeros(*shape, in_channels, crop, crop, dtype=torch.uint8, device=device), corrupt, kept
-    images = stack_images([to_256(decoded[i]) for i in kept])
-    crop_flip = batch.crop_flip if len(kept) == len(decoded) else batch.crop_flip[kept]
-    return crop_batch(images, crop_flip, mode, crop), corrupt, kept
+        return torch.zeros(0, *shape, dtype=torch.uint8, device=device), corrupt, kept
+    if not kept_there:  # the whole batch decoded in the workers: no device decode at all
+        return batch.decoded.to(device, non_blocking=True).contiguous(), corrupt, kept
+    images = stack_images([to_256(decoded[j]) for j in decoded_there])
+    crop_flip = batch.crop_flip if len(kept_there) == len(batch) else batch.crop_flip[kept_there]
+    crops = crop_batch(images, crop_flip, mode, crop)
+    if not here:
+        return crops, corrupt, kept
+    row = {position: r for r, position in enumerate(kept)}  # batch position -> row among the kept
+    out = torch.empty(len(kept), *shape, dtype=torch.uint8, device=device)
+    out.index_copy_(0, _on(device, [row[p] for p in kept_there]), crops)
+    out.index_copy_(0, _on(device, [row[p] for p in here]), batch.decoded.to(device, non_blocking=True))
+    return out, corrupt, kept
+
+
+def _on(device: torch.device, values: list[int]) -> torch.Tensor:
+    """An index tensor on `device`, copied without waiting for the device (a plain copy from the host would
+    wait for the decoding queued before it)."""
+    t = torch.tensor(values, dtype=torch.long)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
 def decode_batch(batch: Batch, device) -> Batch:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .config import Config
 from .data import CorruptLog, EpochSampler, FolderDataset, Splits, dataset_mean, make_loader, open_folders
 from .errors import TrainError
+from .gpu_decode import resolve_cpu_share
 from .synthetic import ensure_synthetic
 from .world import Context
 
@@ -41,9 +42,10 @@ def epoch_loaders(cfg: Config, splits: Splits, ctx: Context, epoch: int, pin: bo
     Pair p takes every R-th sample of the epoch's permutation, so the pairs' k-th batches of B together are
     the merged layout's k-th batch of R x B (what the gradient average over the pairs then reproduces).
     """
-    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop, decode)
+    share = resolve_cpu_share(cfg.cpu_decode_share, cfg.workers) if decode == "gpu" else 0.0
+    train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop, decode, share)
     val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop,
-                        decode)
+                        decode, share)
     train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
     val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
     val_batch = max(1, cfg.batch_size // cfg.val_crops)

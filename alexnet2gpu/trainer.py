@@ -17,7 +17,7 @@ from .config import EVALUATION, PLACEMENT, Config
 from .config_checks import check_classes
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
-from .gpu_decode import DecodedLoader
+from .gpu_decode import DecodedLoader, resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
 from .run_data import epoch_loaders
@@ -47,10 +47,17 @@ class Run:
         return (f"config:\n{cfg.describe()}\n"
                 f"data {where}: {data.num_classes} classes, {len(data.splits.train)} train / {len(data.splits.val)} val "
                 f"images; mean {[round(m, 2) for m in data.mean]}\n"
-                f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}; JPEG decode: {self.decode}\n"
+                f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}; JPEG decode: "
+                f"{self.decode}{self.cpu_share_note()}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
                 + (f"{self.init_note}\n" if self.init_note else "") +
                 f"run folder {self.run_dir}")
+
+    def cpu_share_note(self) -> str:
+        if self.decode != "gpu":
+            return ""
+        share = resolve_cpu_share(self.cfg.cpu_decode_share, self.cfg.workers)
+        return f" ({share:.0%} of the images decoded by the loader workers, --cpu-decode-share {self.cfg.cpu_decode_share})"
 
     def loaders(self, epoch: int):
         train, n_train, val, n_val = epoch_loaders(self.cfg, self.data.splits, self.ctx, epoch,

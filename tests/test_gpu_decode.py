@@ -1,11 +1,13 @@
 """The GPU data path (--decode gpu) run on the CPU: the same crops, flips, ten crops and colour noise as the
-CPU path bit for bit, the fallbacks for files nvJPEG refuses, dropped files named as corrupt, and the wiring
-(default workers, --decode resolution, the benchmark row, the check script)."""
+CPU path bit for bit, the fallbacks for files nvJPEG refuses, dropped files named as corrupt, the share the
+workers decode (--cpu-decode-share), and the wiring (default workers, --decode resolution, the benchmark row,
+the check script)."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -240,9 +242,9 @@ def test_the_pipeline_row_runs_gpu_decode_on_the_cpu_and_the_runner_skips_it(tmp
     from alexnet2gpu.cli import train
     from alexnet2gpu.synthetic import ensure_synthetic
     folders = ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=lambda *a: None)
-    r = measure_input_pipeline(2, CPU, str(folders), workers=1, max_batches=2, decode="gpu")
-    assert r["seconds_per_batch"] > 0 and r["workers"] == 1
-    assert "input-pipeline-gpu" in runner.ALL_ROWS
+    r = measure_input_pipeline(2, CPU, str(folders), workers=1, max_batches=2, decode="gpu", cpu_share=0.5)
+    assert r["seconds_per_batch"] > 0 and r["workers"] == 1 and r["cpu_share"] == 0.5  # a worker decodes some
+    assert "input-pipeline-gpu" in runner.ALL_ROWS and runner.Options().cpu_decode_share == "auto"  # train.py's
     skipped = runner._pipeline_row(runner.Options(), CPU, 2, decode="gpu")
     assert skipped["mode"] == "skipped" and "needs a CUDA device" in skipped["note"]
 
@@ -254,6 +256,96 @@ def test_the_check_script_runs_its_cpu_parts(tmp_path):
                            "--images", "64", "--batch", "16", "--workers", "1", "--out", str(tmp_path)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for line in ("batch decode alone", "decode_images", "input pipeline, decode=gpu", "input pipeline, decode=cpu",
-                 "max abs pixel difference"):
+    for line in ("batch decode alone", "decode_images", "input pipeline, decode=gpu, share 0.00",
+                 "(auto)", "input pipeline, decode=cpu", "max abs pixel difference", "CPU share 0.5"):
         assert line in proc.stdout
+
+
+# ---------------------------------------------------------------- the CPU share (--cpu-decode-share)
+
+def share_batch(samples, mode, keys, share, seed=3):
+    return collate([FolderDataset(samples, mode, 3, seed, 224, decode="gpu", cpu_share=share)[k] for k in keys])
+
+
+@pytest.mark.parametrize("mode", ["train", "center", "ten"])
+def test_a_cpu_share_decodes_the_same_batch_bit_for_bit(jpegs, mode, monkeypatch):
+    """Shares 0.5 and 1 give share 0's batch: the workers' crops land at their positions, labels with them."""
+    samples = [(path, i) for i, (path, _) in enumerate(jpegs)]  # label = index: a misplaced image shows
+    keys = [(epoch, i) for epoch in range(2) for i in (5, 0, 3, 1, 4, 2)]
+    reference = decode_batch(share_batch(samples, mode, keys, 0.0), CPU)
+    assert share_batch(samples, mode, keys, 0.0).decoded is None  # share 0: every image goes to the device
+    for share in (0.5, 1.0):
+        batch = share_batch(samples, mode, keys, share)
+        here = [n for n, (_, i) in enumerate(keys) if data.decoded_in_worker(i, share)]
+        assert batch.decoded_at == here and len(batch.decoded) == len(here) and len(batch.files()) == len(keys) - len(here)
+        assert 0 < len(here) < len(keys) if share == 0.5 else len(here) == len(keys)  # 0.5: both parts compared
+        if share == 1.0:  # no device decode at all
+            monkeypatch.setattr(gpu_decode, "decode_files", lambda *a: pytest.fail("decoded on the device"))
+        decoded = decode_batch(batch, CPU)
+        assert decoded.images.is_contiguous() and torch.equal(decoded.images, reference.images)
+        assert torch.equal(decoded.targets, reference.targets) and decoded.targets.tolist() == [i for _, i in keys]
+        assert torch.equal(decoded.alphas, reference.alphas)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_workers_crops_land_at_their_positions_exactly(jpegs):
+    samples = [(path, i) for i, (path, _) in enumerate(jpegs)]
+    keys = [(epoch, i) for epoch in range(3) for i in range(len(samples))]
+    batch = share_batch(samples, "train", keys, 0.5).pin_memory()
+    assert batch.decoded.is_pinned() and batch.encoded.numel() > 0
+    on_cuda, on_cpu = decode_batch(batch, "cuda"), decode_batch(share_batch(samples, "train", keys, 0.5), CPU)
+    here = batch.decoded_at
+    assert torch.equal(on_cuda.images[here].cpu(), on_cpu.images[here])  # libjpeg's pixels, from the workers
+    assert (on_cuda.images.cpu().int() - on_cpu.images.int()).abs().float().mean() < 3  # nvJPEG's elsewhere
+    assert on_cuda.targets.tolist() == [i for _, i in keys]
+
+
+def test_unreadable_files_in_either_share_are_dropped_and_named(jpegs, tmp_path):
+    worker_bad, device_bad = tmp_path / "worker-bad.jpg", tmp_path / "device-bad.jpg"
+    worker_bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    device_bad.write_bytes(b"GIF89a truncated")
+    assert [data.decoded_in_worker(i, 0.5) for i in range(6)] == [True, False, True, False, True, True]
+    samples = [jpegs[0], (str(device_bad), 1), (jpegs[1][0], 2), (jpegs[2][0], 3), (str(worker_bad), 4), (jpegs[3][0], 5)]
+    keys = [(1, i) for i in range(len(samples))]
+    batch = share_batch(samples, "train", keys, 0.5)
+    assert batch.corrupt == [str(worker_bad)] and "torchvision" in batch.reasons[str(worker_bad)]
+    decoded = decode_batch(batch, CPU)
+    cpu = collate([FolderDataset(samples, "train", 3, 3, 224)[k] for k in keys])  # PIL: the same pixels here
+    assert sorted(decoded.corrupt) == sorted(cpu.corrupt) == sorted([str(worker_bad), str(device_bad)])
+    assert decoded.targets.tolist() == [0, 2, 3, 5]
+    for name in ("images", "alphas", "targets"):
+        assert torch.equal(getattr(decoded, name), getattr(cpu, name))
+
+
+def test_the_auto_share_balances_the_decode_rates_and_spreads_evenly():
+    c, g = gpu_decode.WORKER_DECODE_RATE, gpu_decode.GPU_DECODE_RATE
+    assert gpu_decode.resolve_cpu_share("auto", 15) == pytest.approx(15 * c / (15 * c + g))
+    assert gpu_decode.resolve_cpu_share("auto", 0) == 0.0  # no worker processes: all on the device
+    assert gpu_decode.resolve_cpu_share(0.3, 15) == 0.3 and gpu_decode.resolve_cpu_share("1", 2) == 1.0
+    for bad in ("half", 1.5, -0.1, float("nan"), True):
+        with pytest.raises(TrainError, match=r"^--cpu-decode-share .*: pass auto or .* a number from 0 to 1\.$"):
+            gpu_decode.resolve_cpu_share(bad, 4)
+    for share in (0.3, 0.45):  # any 100 consecutive samples hold the share to within 3 (a validation batch)
+        counts = [sum(data.decoded_in_worker(i, share) for i in range(s, s + 100)) for s in range(0, 5000, 37)]
+        assert all(abs(n - 100 * share) <= 3 for n in counts)
+
+
+def test_cpu_decode_share_is_a_train_py_and_bench_flag(tmp_path, capsys):
+    from alexnet2gpu.cli import bench, train
+    from alexnet2gpu.config import Config
+    from alexnet2gpu.run_data import epoch_loaders
+    from alexnet2gpu.trainer import Run
+    from alexnet2gpu.world import Context
+    code = train.main(["--data", str(tmp_path), "--cpu-decode-share", "most", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("train.py: error: --cpu-decode-share 'most': pass auto") and err.count("\n") == 1
+    assert train.build_config(train.parser().parse_args(["--cpu-decode-share", "0.25"]))[0].cpu_decode_share == 0.25
+    assert bench.main(["--device", "cpu", "--rows", "input-pipeline-gpu", "--cpu-decode-share", "2"]) == 2
+    assert "bench.py: --cpu-decode-share '2': pass auto" in capsys.readouterr().err
+    note = Run.cpu_share_note(SimpleNamespace(decode="gpu", cfg=Config(workers=2, cpu_decode_share=0.25)))
+    assert note == " (25% of the images decoded by the loader workers, --cpu-decode-share 0.25)"  # the banner's
+    splits = data.Splits(["a"], [("x.jpg", 0)], [("y.jpg", 0)])
+    cfg = Config(workers=2)
+    for decode, share in (("gpu", gpu_decode.resolve_cpu_share("auto", 2)), ("cpu", 0.0)):
+        loaders = epoch_loaders(cfg, splits, Context(), 0, decode=decode)
+        assert loaders[0].dataset.cpu_share == loaders[2].dataset.cpu_share == share

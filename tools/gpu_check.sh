@@ -83,7 +83,7 @@ echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail 
 echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z]+ +all)" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
-echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -14; tail -2 "$OUT/decode.err" 2>/dev/null
+echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
 } | tee "$FINAL/summary.txt"

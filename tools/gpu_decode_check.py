@@ -1,17 +1,20 @@
 """Check the GPU data path on a CUDA machine: how fast nvJPEG and decode_images are, what the input pipeline
-delivers with --decode gpu and --decode cpu, and that both paths cut the same crops.
+delivers with --decode cpu and with --decode gpu at several CPU shares (--cpu-decode-share: which one feeds
+most sets gpu_decode's rate constants), and that the paths cut the same crops.
 
     PYTHONPATH=. python3 tools/gpu_decode_check.py --out DIR
     PYTHONPATH=. python3 tools/gpu_decode_check.py --device cpu --images 64 --out DIR   # the CPU-safe parts
 
 It writes --images photo-like 256x256 JPEGs (quality 90) into class folders in a temporary folder, prints one
 table on stdout (also saved with the figures as DIR/gpu_decode_check.txt and .json), progress on stderr, and
-exits with status 1 and one line on stderr when a check fails. About a minute on a 16-core GPU machine.
+exits with status 1 and one line on stderr when a check fails. About a minute on a 16-core GPU machine: the
+shares past 0 and auto are measured only while --budget seconds allow (the table says which were skipped).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -28,6 +31,8 @@ CLASSES = 8
 # or flip differs by tens.
 DECODER_LIMIT = 4.0
 ODD_FILES = ("progressive.jpg", "cmyk.jpg", "grey.jpg", "photo.png", "wide-500x300.jpg", "garbage.jpg")
+SHARES = "0,auto,0.3,0.45,0.6"  # --cpu-decode-share values the input pipeline is measured at, in this order
+MIXED_SHARE = 0.5  # the share of the mixed batches compared with the CPU path
 
 
 class CheckFailed(Exception):
@@ -98,10 +103,10 @@ def write_odd_files(folder: Path) -> None:
 
 # ---------------------------------------------------------------- measurements
 
-def batches_of(samples, batch: int, mode: str = "train", decode: str = "gpu", epoch: int = 0):
+def batches_of(samples, batch: int, mode: str = "train", decode: str = "gpu", epoch: int = 0, cpu_share: float = 0.0):
     """Collated loader batches of `samples` in order, built here (no workers)."""
     from alexnet2gpu.data import FolderDataset, collate
-    dataset = FolderDataset(samples, mode, decode=decode)
+    dataset = FolderDataset(samples, mode, decode=decode, cpu_share=cpu_share)
     return [collate([dataset[(epoch, i)] for i in range(s, min(s + batch, len(samples)))])
             for s in range(0, len(samples), batch)]
 
@@ -136,18 +141,23 @@ def crop_maths_difference(batch, device) -> int:
     return worst
 
 
-def path_difference(samples, batch: int, device) -> tuple[int, float]:
-    """Max and mean absolute pixel difference between decode="gpu" crops on `device` and decode="cpu" crops."""
+def path_differences(samples, batch: int, device, shares=(0.0,)) -> list[tuple[int, float]]:
+    """For each CPU share, the max and mean absolute pixel difference between decode="gpu" crops on `device`
+    (that share of them decoded here, as in a loader worker) and decode="cpu" crops."""
     from alexnet2gpu.gpu_decode import decode_images
-    worst, total, count = 0, 0.0, 0
-    for gpu, cpu in zip(batches_of(samples, batch), batches_of(samples, batch, decode="cpu")):
-        images, corrupt, _ = decode_images(gpu, device, 3, "train", 224)
-        if corrupt or images.shape != cpu.images.shape:
-            raise CheckFailed(f"decode=gpu gave {tuple(images.shape)} with {len(corrupt)} dropped where decode=cpu "
-                              f"gave {tuple(cpu.images.shape)}: the GPU path loses images.")
-        diff = (images.cpu().int() - cpu.images.int()).abs()
-        worst, total, count = max(worst, int(diff.max())), total + float(diff.float().sum()), count + diff.numel()
-    return worst, total / count
+    reference = batches_of(samples, batch, decode="cpu")
+    results = []
+    for share in shares:
+        worst, total, count = 0, 0.0, 0
+        for gpu, cpu in zip(batches_of(samples, batch, cpu_share=share), reference):
+            images, corrupt, _ = decode_images(gpu, device, 3, "train", 224)
+            if corrupt or images.shape != cpu.images.shape:
+                raise CheckFailed(f"decode=gpu gave {tuple(images.shape)} with {len(corrupt)} dropped where decode=cpu "
+                                  f"gave {tuple(cpu.images.shape)}: the GPU path loses images.")
+            diff = (images.cpu().int() - cpu.images.int()).abs()
+            worst, total, count = max(worst, int(diff.max())), total + float(diff.float().sum()), count + diff.numel()
+        results.append((worst, total / count))
+    return results
 
 
 def odd_files_report(folder: Path, device) -> str:
@@ -171,15 +181,51 @@ def odd_files_report(folder: Path, device) -> str:
     return "; ".join(parts) + "; garbage.jpg dropped"
 
 
-def pipeline_rate(root: Path, batch: int, device, decode: str, workers: int, batches: int) -> float:
+def pipeline_rate(root: Path, batch: int, device, decode: str, workers: int, batches: int,
+                  cpu_share="auto") -> tuple[float, float, float]:
+    """(images/s, the CPU share used, wall seconds of the whole measurement with the workers' start)."""
     from alexnet2gpu.bench.pipeline import measure_input_pipeline
-    r = measure_input_pipeline(batch, device, str(root), workers, max_batches=batches - 1, log=say, decode=decode)
-    return batch / r["seconds_per_batch"]
+    start = time.perf_counter()
+    r = measure_input_pipeline(batch, device, str(root), workers, max_batches=batches - 1, log=say, decode=decode,
+                               cpu_share=cpu_share)
+    return batch / r["seconds_per_batch"], r["cpu_share"], time.perf_counter() - start
+
+
+def parse_shares(text: str) -> list:
+    """--shares: comma-separated --cpu-decode-share values; 0 comes first whether listed or not (the all-GPU
+    baseline)."""
+    from alexnet2gpu.errors import TrainError
+    from alexnet2gpu.gpu_decode import resolve_cpu_share
+    shares = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        try:
+            value = item if item == "auto" else resolve_cpu_share(item, 1)
+        except TrainError:
+            raise CheckFailed(f"--shares takes auto and numbers from 0 to 1, got {item!r}.") from None
+        if value not in shares:
+            shares.append(value)
+    return [0.0] + [v for v in shares if v != 0.0]
+
+
+def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shares: list, deadline: float = math.inf,
+                last: float = 0.0) -> list:
+    """The input pipeline with --decode gpu at each share: [(share as given, share used, images/s, wall
+    seconds)]. A share runs only while a run as long as the last one (`last` seconds before the first) still
+    ends before `deadline` (time.perf_counter()); a skipped one is (share, None, None, 0)."""
+    results = []
+    for share in shares:
+        if time.perf_counter() + last > deadline:
+            results.append((share, None, None, 0.0))
+            continue
+        say(f"(c) input pipeline, decode=gpu, --cpu-decode-share {share}, {workers} workers, {batches} batches")
+        value, used, last = pipeline_rate(root, batch, device, "gpu", workers, batches, share)
+        results.append((share, used, value, last))
+    return results
 
 
 # ---------------------------------------------------------------- the check
 
-def check(args) -> str:
+def check(args, started: float) -> str:
     import torch
     from alexnet2gpu.data import default_workers, open_folders
     from alexnet2gpu.gpu_decode import decode_images, decode_on_device
@@ -188,6 +234,7 @@ def check(args) -> str:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CheckFailed("no CUDA device here: run it on a GPU machine, or pass --device cpu for the CPU-safe parts.")
     workers = default_workers() if args.workers is None else args.workers
+    shares = parse_shares(args.shares)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
     import torchvision
     with tempfile.TemporaryDirectory(prefix="gpu-decode-check-") as tmp:
@@ -212,10 +259,12 @@ def check(args) -> str:
         if maths:
             raise CheckFailed(f"the device's crops differ from data.py's slicing of the same pixels by up to {maths}: "
                               "crop_windows cuts the wrong windows.")
-        worst, mean = path_difference(samples[:4 * args.batch], args.batch, device)
-        if mean > DECODER_LIMIT:  # a wrong window or flip differs by tens of grey levels on these images
-            raise CheckFailed(f"decode=gpu and decode=cpu crops differ by {mean:.2f} grey levels on average: "
-                              "the GPU path does not cut the CPU path's crops.")
+        (worst, mean), (mixed_worst, mixed_mean) = path_differences(samples[:4 * args.batch], args.batch, device,
+                                                                    (0.0, MIXED_SHARE))
+        for share, m in ((0, mean), (MIXED_SHARE, mixed_mean)):
+            if m > DECODER_LIMIT:  # a wrong window, flip or batch position differs by tens of grey levels here
+                raise CheckFailed(f"decode=gpu (CPU share {share}) and decode=cpu crops differ by {m:.2f} grey "
+                                  "levels on average: the GPU path does not cut the CPU path's crops.")
         odd = odd_files_report(Path(tmp) / "odd", device)
 
         copies = max(1, -(-4 * max(1, workers) * args.batch // len(samples)))  # batches: 4x the workers
@@ -223,23 +272,28 @@ def check(args) -> str:
         batches_total = total // args.batch
         if batches_total < 2:
             raise CheckFailed(f"{total} images make fewer than 2 batches of {args.batch}: pass more --images.")
-        say(f"(c) input pipeline, decode=gpu, {workers} workers, {batches_total} batches")
-        gpu_rate = pipeline_rate(root, args.batch, device, "gpu", workers, batches_total)
+        sweep = share_sweep(root, args.batch, device, workers, batches_total, shares[:2])  # 0 and the next: always
         say(f"(d) input pipeline, decode=cpu, {workers} workers, {batches_total} batches")
-        cpu_rate = pipeline_rate(root, args.batch, device, "cpu", workers, batches_total)
+        cpu_rate = pipeline_rate(root, args.batch, device, "cpu", workers, batches_total)[0]
+        sweep += share_sweep(root, args.batch, device, workers, batches_total, shares[2:], started + args.budget,
+                             max(r[3] for r in sweep))
 
     rows = [(f"(a) {decoder} batch decode alone", decode_rate),
-            ("(b) decode_images: decode + crop + flip", crop_rate),
-            (f"(c) input pipeline, decode=gpu, {workers} workers", gpu_rate),
-            (f"(d) input pipeline, decode=cpu, {workers} workers", cpu_rate)]
+            ("(b) decode_images: decode + crop + flip", crop_rate)]
+    rows += [(f"(c) input pipeline, decode=gpu, share {share_text(given, used)}, {workers} workers", value)
+             for given, used, value, _ in sweep]
+    rows += [(f"(d) input pipeline, decode=cpu, {workers} workers", cpu_rate)]
+    best = max((r for r in sweep if r[2] is not None), key=lambda r: r[2])
     lines = [f"GPU data path on {name} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
              f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores): "
              f"{len(samples)} JPEGs 256x256 q90 ({size_kb:.0f} KB each), batch {args.batch}, 224 crops",
-             f"  {'measurement':52s} {'images/s':>10s}"]
-    lines += [f"  {label:52s} {value:10,.0f}" for label, value in rows]
-    lines += [f"  (c), (d): {total} samples ({copies} links to each file), {batches_total - 1} batches timed",
+             f"  {'measurement':60s} {'images/s':>10s}"]
+    lines += [f"  {label:60s} {'skipped (--budget)' if value is None else f'{value:10,.0f}':>10s}" for label, value in rows]
+    lines += [f"  (c), (d): {total} samples ({copies} links to each file), {batches_total - 1} batches timed; "
+              f"fastest share {best[1]:.2f}",
               f"  crop maths, device vs data.py slicing of the same pixels: max abs pixel difference {maths}",
               f"  decode=gpu vs decode=cpu crops ({decoder} vs PIL): max abs pixel difference {worst}, mean {mean:.3f}",
+              f"  the same with CPU share {MIXED_SHARE} (libjpeg in the workers): max {mixed_worst}, mean {mixed_mean:.3f}",
               f"  fallbacks (mean abs difference to the CPU path): {odd}"]
     table = "\n".join(lines)
     out = Path(args.out)
@@ -248,9 +302,17 @@ def check(args) -> str:
     (out / "gpu_decode_check.json").write_text(json.dumps(dict(
         device=name, torch=torch.__version__, torchvision=torchvision.__version__, images=len(samples),
         batch=args.batch, workers=workers, kb_per_image=size_kb, rates={label: value for label, value in rows},
-        crop_maths_max_difference=maths, path_max_difference=worst, path_mean_difference=mean, fallbacks=odd),
-        indent=1))
+        crop_maths_max_difference=maths, path_max_difference=worst, path_mean_difference=mean,
+        mixed_share=MIXED_SHARE, mixed_max_difference=mixed_worst, mixed_mean_difference=mixed_mean, fallbacks=odd,
+        shares=[dict(given=given, used=used, images_per_s=value, wall_seconds=seconds)
+                for given, used, value, seconds in sweep]), indent=1))
     return table
+
+
+def share_text(given, used) -> str:
+    if used is None:
+        return str(given)
+    return f"{used:.2f}" + (" (auto)" if given == "auto" else "")
 
 
 def main(argv=None) -> int:
@@ -261,12 +323,16 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256, help="batch size (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the images for (a) and (b)")
+    p.add_argument("--shares", default=SHARES, help="--cpu-decode-share values for (c), 0 always first "
+                   "(default %(default)s)")
+    p.add_argument("--budget", type=float, default=55.0, help="seconds after which the shares past the first "
+                   "two are skipped (default %(default)s; gpu_check.sh gives the check 70)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
         if args.images < CLASSES or args.batch < 1:
             raise CheckFailed(f"--images must be at least {CLASSES} and --batch at least 1.")
-        print(check(args), flush=True)
+        print(check(args, start), flush=True)
     except CheckFailed as e:
         print(f"gpu_decode_check: FAILED: {e}", file=sys.stderr)
         return 1

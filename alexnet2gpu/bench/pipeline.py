@@ -1,6 +1,7 @@
 """The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
 rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
-read the files and the device decodes and crops them (gpu_decode.py). Mean and PCA noise on the device in both.
+read the files and the device decodes and crops them (gpu_decode.py), except for the share the workers decode
+(--cpu-decode-share, train.py's default "auto" unless given). Mean and PCA noise on the device in both.
 
 It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
 """
@@ -12,6 +13,7 @@ import torch
 
 from ..data import IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader, open_folders, to_model_input
 from ..device import synchronize
+from ..gpu_decode import decode_batch, resolve_cpu_share
 from ..synthetic import ensure_synthetic
 
 ROW = "input-pipeline"
@@ -19,21 +21,22 @@ GPU_ROW = "input-pipeline-gpu"
 
 
 def measure_input_pipeline(batch: int, device: torch.device, data: str | None = None, workers: int | None = None,
-                           max_batches: int = 20, log=print, decode: str = "cpu") -> dict:
+                           max_batches: int = 20, log=print, decode: str = "cpu", cpu_share="auto") -> dict:
     """Seconds per batch, averaged over up to `max_batches` batches after the first (which pays for starting
-    the workers), and the worker count. decode="gpu": the batches are decoded and cropped on `device`
-    (any device: on the CPU decode_jpeg runs libjpeg, which is how the tests run it)."""
+    the workers), the worker count and the CPU share. decode="gpu": the batches are decoded and cropped on
+    `device` (any device: on the CPU decode_jpeg runs libjpeg, which is how the tests run it), but for the
+    `cpu_share` (as --cpu-decode-share: "auto" or a fraction) the workers decode."""
     device = torch.device(device)
     root = data or ensure_synthetic(log=log)
     splits = open_folders(root, None)
-    dataset = FolderDataset(splits.train, "train", decode=decode)
     workers = default_workers() if workers is None else workers
+    share = resolve_cpu_share(cpu_share, workers) if decode == "gpu" else 0.0
+    dataset = FolderDataset(splits.train, "train", decode=decode, cpu_share=share)
     loader = make_loader(dataset, EpochSampler(len(dataset), epoch=0), batch, workers, pin=device.type == "cuda")
     mean = torch.tensor(IMAGENET_MEAN)
     images, start = 0, None
     for i, b in enumerate(loader):
         if decode == "gpu":
-            from ..gpu_decode import decode_batch
             b = decode_batch(b, device)
         to_model_input(b.images, b.alphas, mean, "paper", device)
         if i == 0:
@@ -48,4 +51,4 @@ def measure_input_pipeline(batch: int, device: torch.device, data: str | None = 
     if images == 0:
         raise ValueError(f"the input-pipeline row needs at least 2 batches of {batch} training images in {root}: "
                          "pass a smaller --batch-size or a larger --data.")
-    return {"seconds_per_batch": seconds * batch / images, "workers": workers, "root": str(root)}
+    return {"seconds_per_batch": seconds * batch / images, "workers": workers, "root": str(root), "cpu_share": share}
