@@ -10,6 +10,8 @@ clipped at the tower's edges:
 BLOCK_P pixels x one tower's channels; a window sum is the sum of the tile loaded at channel shifts -n/2 ..
 n/2, which are cache hits after the first. The backward recomputes the d's from z and takes the saved output:
 g_j a_j d_j^(-beta-1) = g_j y_j / d_j, a division where a power would cost an exp and a log per neighbour.
+Two more forms (`form="gather"`, `form="band"`, lrn_window_kernels.py) load each tensor once per tile and form
+the window sums in registers, for channels-last maps; tools/lrn_microbench.py times every form.
 
 Layouts: a pixel p = (image, h, w) of the maps sits at image * stride_n + (h*W + w) * stride_p, and channel c
 of tower t at + (t*C + c) * stride_c: channels-last maps (stride_c 1) and contiguous maps (stride_p 1) alike.
@@ -24,6 +26,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from .lrn_window_kernels import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
 
 SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
 # Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps.
@@ -195,7 +199,9 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
     return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=_compute(z))
 
 
-BACKWARD_FORMS = ("flat", "tile")
+# "gather" and "band" load each tensor once per tile (lrn_window_kernels.py); channels-last maps only.
+FORWARD_FORMS = ("tile",) + WINDOW_FORMS
+BACKWARD_FORMS = ("flat", "tile") + WINDOW_FORMS
 
 
 def default_backward_form(z: torch.Tensor, towers: int) -> str:
@@ -210,7 +216,10 @@ def _compute(z: torch.Tensor):
 
 
 def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, tile: int = FORWARD_TILE,
-                     num_warps: int = 4) -> torch.Tensor:
+                     num_warps: int = 4, form: str = "tile") -> torch.Tensor:
+    if form != "tile":
+        return relu_lrn_forward_window(z, towers, alpha / SIZE, beta, k, _checked(form, FORWARD_FORMS), tile,
+                                       num_warps)
     y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
     grid, args, meta = _geometry(z, towers, tile)
     relu_lrn_forward_kernel[grid](z, y, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
@@ -222,8 +231,11 @@ def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towe
                       num_warps: int = 4) -> torch.Tensor:
     """dL/dz from the gradient at y, the op's input z and its output y (both in z's memory layout)."""
     grad = grad.contiguous(memory_format=_memory_format(z))  # the kernels walk g with z's strides
+    form = _checked(form or default_backward_form(z, towers), BACKWARD_FORMS)
+    if form in WINDOW_FORMS:
+        return relu_lrn_backward_window(grad, z, y, towers, alpha / SIZE, beta, k, form, tile, num_warps)
     dz = torch.empty_like(z)
-    if (form or default_backward_form(z, towers)) == "flat":
+    if form == "flat":
         if not z.is_contiguous(memory_format=torch.channels_last):
             raise ValueError("the flat LRN backward needs channels-last maps.")
         relu_lrn_backward_flat_kernel[(triton.cdiv(z.numel(), tile),)](
@@ -233,6 +245,12 @@ def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towe
     grid, args, meta = _geometry(z, towers, tile)
     relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     return dz
+
+
+def _checked(form: str, forms: tuple) -> str:
+    if form not in forms:
+        raise ValueError(f"unknown LRN kernel form {form!r}: choose one of {', '.join(forms)}.")
+    return form
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

@@ -137,3 +137,86 @@ def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", refuse)
     assert resolve_impl("fast", torch.device("cuda"), LRN_SIZE, after_relu=True) == "triton"
     assert resolve_impl("fast", torch.device("cpu"), LRN_SIZE, after_relu=True) == "chunked"
+
+
+# The window forms (lrn_window_kernels.py): each tensor loaded once per tile, the window summed in registers.
+WINDOW_FORMS = ["gather", "band"]
+WINDOW_SHAPES = [(2, 9), (1, 48), (2, 16)]  # 9 and 48 pad a power-of-two tile, 16 fills one; 9 and 16 < 16 rows
+BFLOAT16_TOLERANCE = 1e-2  # bf16 maps and outputs round to 2^-9; the band's tf32 products add under 2^-10 a term
+
+
+def window_form_errors(form, towers, channels, dtype):
+    """Relative errors of a window form's forward and backward (with its own forward's y) against the float64
+    formula, on channels-last maps."""
+    from alexnet2gpu import lrn_kernels
+    z = maps(towers, channels, dtype, torch.channels_last, n=2, size=3).detach()
+    y = lrn_kernels.relu_lrn_forward(z, towers, *STRONG, form=form, tile=256)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(y)
+    dz = lrn_kernels.relu_lrn_backward(g, z, y, towers, *STRONG, form=form, tile=256)
+    z64 = z.double().requires_grad_()
+    (want,) = torch.autograd.grad(reference(z64, towers, STRONG), z64, g.double())
+    return relative_error(y, reference(z, towers, STRONG)), relative_error(dz, want)
+
+
+@pytest.mark.parametrize("towers,channels", WINDOW_SHAPES)
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("form", WINDOW_FORMS)
+def test_the_window_forms_match_the_formula(form, dtype, tolerance, towers, channels):
+    """A wrong shift, clamp or edge mask of the gather, or a wrong band, changes the edge channels' sums."""
+    forward, backward = window_form_errors(form, towers, channels, dtype)
+    assert forward < tolerance and backward < tolerance * 10
+
+
+@pytest.mark.parametrize("towers,channels", WINDOW_SHAPES)
+def test_the_band_form_in_bfloat16(towers, channels):
+    """bf16 maps: the band's products take tf32 inputs on a GPU; the result stays within bf16's own rounding."""
+    forward, backward = window_form_errors("band", towers, channels, torch.bfloat16)
+    assert forward < BFLOAT16_TOLERANCE and backward < BFLOAT16_TOLERANCE
+
+
+@pytest.mark.parametrize("form", WINDOW_FORMS)
+def test_the_window_forms_keep_the_towers_apart(form):
+    """Changing tower 1's maps leaves tower 0's outputs and gradients bit-identical."""
+    from alexnet2gpu import lrn_kernels
+    z = maps(2, 48, torch.float32, torch.channels_last, n=2, size=3).detach()
+    other = z.clone()
+    other[:, 48:] = torch.randn_like(other[:, 48:]) * 3
+    g = torch.randn_like(z)
+    outs = []
+    for maps_ in (z, other):
+        y = lrn_kernels.relu_lrn_forward(maps_, 2, *STRONG, form=form, tile=256)
+        outs.append((y, lrn_kernels.relu_lrn_backward(g, maps_, y, 2, *STRONG, form=form, tile=256)))
+    assert torch.equal(outs[0][0][:, :48], outs[1][0][:, :48])
+    assert torch.equal(outs[0][1][:, :48], outs[1][1][:, :48])
+    assert not torch.equal(outs[0][0][:, 48:], outs[1][0][:, 48:])
+
+
+def test_nan_in_the_window_forms():
+    """gather puts a NaN where relu then LRN does (channels 1..5 of the pixel). In the band's product the NaN
+    meets B's zeros, so the pixel's whole tower is NaN (documented in lrn_window_kernels.py); no other tower or
+    pixel is."""
+    from alexnet2gpu import lrn_kernels
+    z = maps(2, 9, torch.float32, torch.channels_last, n=2, size=3).detach()
+    z[0, 3, 1, 1] = float("nan")
+    want = reference(z, 2, STRONG).isnan()
+    assert torch.equal(lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form="gather", tile=256).isnan(), want)
+    band = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form="band", tile=256).isnan()
+    tower = torch.zeros_like(band)
+    tower[0, :9, 1, 1] = True
+    assert torch.equal(band, tower)
+
+
+def test_the_window_forms_refuse_contiguous_maps_and_unknown_forms():
+    from alexnet2gpu import lrn_kernels
+    z = maps(2, 9, torch.float32, torch.contiguous_format).detach()
+    y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG)
+    for form in WINDOW_FORMS:
+        with pytest.raises(ValueError, match=f"the {form} LRN form needs channels-last maps"):
+            lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form=form)
+        with pytest.raises(ValueError, match=f"the {form} LRN form needs channels-last maps"):
+            lrn_kernels.relu_lrn_backward(torch.ones_like(z), z, y, 2, *STRONG, form=form)
+    with pytest.raises(ValueError, match="unknown LRN kernel form 'flat'"):  # flat is a backward form only
+        lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form="flat")
+    with pytest.raises(ValueError, match="unknown LRN kernel form 'gathr'"):
+        lrn_kernels.relu_lrn_backward(torch.ones_like(z), z, y, 2, *STRONG, form="gathr")

@@ -1,7 +1,9 @@
 """Time the Triton ReLU + LRN kernels alone on AlexNet's two LRN layers (batch 256, both towers), for each
-backward form, tile and warp count: the numbers that choose lrn_kernels' defaults. Needs a CUDA device.
+kernel form at a few tiles and warp counts: the numbers that choose lrn_kernels' defaults. Needs a CUDA device.
 
     PYTHONPATH=. python3 tools/lrn_microbench.py [--dtype bf16] [--layout channels-last] [--quick]
+
+A form or tile that fails to compile or run prints one "failed" line and the others go on.
 """
 from __future__ import annotations
 
@@ -12,13 +14,23 @@ import torch
 
 LAYERS = {"lrn1": (256, 96, 55, 55), "lrn2": (256, 256, 27, 27)}  # conv1 and conv2 outputs, batch 256
 ALPHA, BETA, K = 1e-4, 0.75, 2.0
+# (elements a program, warps) timed for each pass and form; the first is the form's --quick point. The tile
+# and flat forms were best at 512 x 4 warps, the forward at 1024 (docs/BENCHMARKS.md). The window forms hold
+# a whole tile of each tensor in registers: past about 2048 elements at 4 warps their backward spills (ptxas
+# for sm_90), and the band's tile has at least 16 pixel rows (tl.dot). Few points: the run should take about a
+# minute on an H100, compiles included.
+POINTS = {
+    "forward": {"tile": ((1024, 4), (512, 4)), "gather": ((1024, 4), (2048, 4)), "band": ((1024, 4), (2048, 8))},
+    "backward": {"flat": ((512, 4), (1024, 4)), "tile": ((512, 4), (1024, 4)),
+                 "gather": ((1024, 4), (512, 4), (2048, 8)), "band": ((1024, 4), (2048, 8), (4096, 8))},
+}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--layout", default="channels-last", choices=["channels-last", "contiguous"])
-    p.add_argument("--quick", action="store_true", help="only the defaults and each form at the default tile")
+    p.add_argument("--quick", action="store_true", help="only the defaults and each form at its first point")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("lrn_microbench.py: needs a CUDA device", file=sys.stderr)
@@ -26,36 +38,50 @@ def main(argv=None) -> int:
     from triton.testing import do_bench
 
     from alexnet2gpu import lrn_kernels as kernels
+    from alexnet2gpu.lrn_window_kernels import tile_shape as window_tile_shape
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
-    forms = kernels.BACKWARD_FORMS if args.layout == "channels-last" else ("tile",)
-    tiles = (kernels.BACKWARD_TILE,) if args.quick else (512, 1024, 2048)
-    warp_counts = (4,) if args.quick else (4, 8)
+    channels_last = args.layout == "channels-last"  # the other forms take channels-last maps only
+    forms = {"forward": kernels.FORWARD_FORMS if channels_last else ("tile",),
+             "backward": kernels.BACKWARD_FORMS if channels_last else ("tile",)}
     print(f"{'layer':5} {'pass':8} {'form':6} {'tile':>5} {'warps':>5} {'us':>8} {'GB/s':>7}")
-    for name, shape in LAYERS.items():
-        z = torch.randn(shape, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
+    for name, layer_shape in LAYERS.items():
+        z = torch.randn(layer_shape, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
         g = torch.randn_like(z)
         nbytes = z.numel() * z.element_size()
         y = kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K)
         default = kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K)
         print(f"{name:5} default backward form: {kernels.default_backward_form(z, 2)}")
-        for tile in (kernels.FORWARD_TILE,) if args.quick else tiles:
-            for warps in warp_counts:
-                ms = do_bench(lambda: kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K, tile=tile, num_warps=warps))
-                print(f"{name:5} {'forward':8} {'tile':6} {tile:5} {warps:5} {ms * 1e3:8.1f} "
-                      f"{2 * nbytes / ms / 1e6:7.0f}")
-        for form in forms:
-            for tile in tiles:
-                for warps in warp_counts:
-                    got = kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K, form=form, tile=tile,
-                                                    num_warps=warps)
-                    err = ((got.float() - default.float()).norm() / default.float().norm()).item()
-                    ms = do_bench(lambda: kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K, form=form,
-                                                                    tile=tile, num_warps=warps))
-                    print(f"{name:5} {'backward':8} {form:6} {tile:5} {warps:5} {ms * 1e3:8.1f} "
-                          f"{4 * nbytes / ms / 1e6:7.0f}  rel.diff vs default {err:.1e}")
+        runs = {"forward": (lambda form, tile, warps: kernels.relu_lrn_forward(
+                    z, 2, ALPHA, BETA, K, tile=tile, num_warps=warps, form=form), y, 2 * nbytes),
+                "backward": (lambda form, tile, warps: kernels.relu_lrn_backward(
+                    g, z, y, 2, ALPHA, BETA, K, form=form, tile=tile, num_warps=warps), default, 4 * nbytes)}
+        for pass_, (run, want, traffic) in runs.items():
+            for form in forms[pass_]:
+                for tile, warps in POINTS[pass_][form][:1 if args.quick else None]:
+                    row = f"{name:5} {pass_:8} {form:6} {tile:5} {warps:5}"
+                    try:
+                        got = run(form, tile, warps)
+                        err = ((got.float() - want.float()).norm() / want.float().norm()).item()
+                        ms = do_bench(lambda: run(form, tile, warps))
+                    except Exception as e:  # noqa: BLE001 - one line, then the next form
+                        print(f"{row} failed: {_last_line(e)}", flush=True)
+                        if type(e).__name__ == "OutOfResources":
+                            continue  # this tile is too large; a smaller one may fit
+                        break  # a compile error holds at every tile
+                    pixels_x_channels = ""  # of a window form's tile (the band's has at least 16 rows)
+                    if form in kernels.WINDOW_FORMS:
+                        pixels_x_channels = "  tile %d x %d" % window_tile_shape(form, layer_shape[1] // 2, tile)
+                    print(f"{row} {ms * 1e3:8.1f} {traffic / ms / 1e6:7.0f}  rel.diff vs default {err:.1e}"
+                          f"{pixels_x_channels}", flush=True)
     return 0
+
+
+def _last_line(e: Exception) -> str:
+    """The error itself: a Triton compile error's message ends with it, after the source excerpt."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:200]
 
 
 if __name__ == "__main__":
