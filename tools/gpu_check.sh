@@ -41,7 +41,7 @@ timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$B
 want compile && echo "bench exit $rc"
 
 want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, deferred NaN check)" &&
-timeout 150 python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py \
+timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py \
   tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
@@ -58,10 +58,10 @@ want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
 timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 
 want conv && stage "the five convolutions alone: grouped, split, per-tower dense, torchvision" &&
-for dt in bf16 fp32; do timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"; done
+for dt in ${CONV_DTYPES:-bf16 fp32}; do timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"; done
 
 want pool && stage "the max-pool kernels alone: ATen against Triton, tiles, warps" &&
-timeout 100 python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
+timeout ${POOL_SECONDS:-100} python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
 
 want profile && stage "profile of one training step" &&
 for row in ${PROFILE_ROWS:-merged-bf16}; do
