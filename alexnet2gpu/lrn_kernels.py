@@ -10,8 +10,8 @@ clipped at the tower's edges:
 BLOCK_P pixels x one tower's channels; a window sum is the sum of the tile loaded at channel shifts -n/2 ..
 n/2, which are cache hits after the first. The backward recomputes the d's from z and takes the saved output:
 g_j a_j d_j^(-beta-1) = g_j y_j / d_j, a division where a power would cost an exp and a log per neighbour.
-Two more forms (`form="gather"`, `form="band"`, lrn_window_kernels.py) load each tensor once per tile and form
-the window sums in registers, for channels-last maps; tools/lrn_microbench.py times every form.
+The gather form (lrn_window_kernels.py) loads each tensor once per tile and forms the window sums in registers;
+it is the default for channels-last maps, these kernels for contiguous ones. tools/lrn_microbench.py times both.
 
 Layouts: a pixel p = (image, h, w) of the maps sits at image * stride_n + (h*W + w) * stride_p, and channel c
 of tower t at + (t*C + c) * stride_c: channels-last maps (stride_c 1) and contiguous maps (stride_p 1) alike.
@@ -30,8 +30,9 @@ import triton.language as tl
 from .lrn_window_kernels import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
 
 SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
-# Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps.
-FORWARD_TILE, BACKWARD_TILE = 1024, 512
+# Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps. The tile
+# form runs best at 1024 (forward) and 512 (backward), the gather form at 1024 both ways.
+FORWARD_TILE, BACKWARD_TILE, WINDOW_TILE = 1024, 512, 1024
 
 
 @triton.jit
@@ -123,66 +124,6 @@ def _squared(a):
     return a * a
 
 
-# Dense channels-last maps: element f = pixel * towers*C + tower * C + c, so one flat tile of BLOCK elements
-# covers whole pixels of both towers with no padded channel lanes (C = 48 would fill 48 of 64 lanes in a tile),
-# and a channel shift is an element shift. c = f mod C.
-@triton.jit
-def _flat_tile(total, channels, BLOCK: tl.constexpr):
-    base = tl.program_id(0).to(tl.int64) * BLOCK
-    r = tl.arange(0, BLOCK)
-    c = ((base % channels).to(tl.int32) + r) % channels
-    return base + r, c, base + r < total
-
-
-@triton.jit
-def _flat_load(ptr, f, c, shift, channels, mask, COMPUTE: tl.constexpr):
-    cc = c + shift
-    return tl.load(ptr + f + shift, mask=mask & (cc >= 0) & (cc < channels), other=0.0).to(COMPUTE)
-
-
-@triton.jit
-def _flat_relu_at(z_ptr, f, c, shift, channels, mask, COMPUTE: tl.constexpr):
-    z = _flat_load(z_ptr, f, c, shift, channels, mask, COMPUTE)
-    return tl.where(z < 0.0, 0.0, z)
-
-
-@triton.jit
-def _flat_output_term(g_ptr, y_ptr, f, c, shift, channels, mask, d, COMPUTE: tl.constexpr):
-    g = _flat_load(g_ptr, f, c, shift, channels, mask, COMPUTE)
-    y = _flat_load(y_ptr, f, c, shift, channels, mask, COMPUTE)
-    return g * y / d
-
-
-@triton.jit
-def relu_lrn_backward_flat_kernel(z_ptr, y_ptr, g_ptr, dz_ptr, total, channels, alpha_n, beta, k,
-                                  BLOCK: tl.constexpr, COMPUTE: tl.constexpr):
-    f, c, mask = _flat_tile(total, channels, BLOCK)
-    s_m4 = _squared(_flat_relu_at(z_ptr, f, c, -4, channels, mask, COMPUTE))
-    s_m3 = _squared(_flat_relu_at(z_ptr, f, c, -3, channels, mask, COMPUTE))
-    s_m2 = _squared(_flat_relu_at(z_ptr, f, c, -2, channels, mask, COMPUTE))
-    s_m1 = _squared(_flat_relu_at(z_ptr, f, c, -1, channels, mask, COMPUTE))
-    a_0 = _flat_relu_at(z_ptr, f, c, 0, channels, mask, COMPUTE)
-    s_0 = a_0 * a_0
-    s_p1 = _squared(_flat_relu_at(z_ptr, f, c, 1, channels, mask, COMPUTE))
-    s_p2 = _squared(_flat_relu_at(z_ptr, f, c, 2, channels, mask, COMPUTE))
-    s_p3 = _squared(_flat_relu_at(z_ptr, f, c, 3, channels, mask, COMPUTE))
-    s_p4 = _squared(_flat_relu_at(z_ptr, f, c, 4, channels, mask, COMPUTE))
-    d_0 = k + alpha_n * (s_m2 + s_m1 + s_0 + s_p1 + s_p2)
-    w = _flat_output_term(g_ptr, y_ptr, f, c, -2, channels, mask, k + alpha_n * (s_m4 + s_m3 + s_m2 + s_m1 + s_0),
-                          COMPUTE)
-    w += _flat_output_term(g_ptr, y_ptr, f, c, -1, channels, mask, k + alpha_n * (s_m3 + s_m2 + s_m1 + s_0 + s_p1),
-                           COMPUTE)
-    w += _flat_output_term(g_ptr, y_ptr, f, c, 0, channels, mask, d_0, COMPUTE)
-    w += _flat_output_term(g_ptr, y_ptr, f, c, 1, channels, mask, k + alpha_n * (s_m1 + s_0 + s_p1 + s_p2 + s_p3),
-                           COMPUTE)
-    w += _flat_output_term(g_ptr, y_ptr, f, c, 2, channels, mask, k + alpha_n * (s_0 + s_p1 + s_p2 + s_p3 + s_p4),
-                           COMPUTE)
-    g_0 = _flat_load(g_ptr, f, c, 0, channels, mask, COMPUTE)
-    dz = g_0 * tl.exp(-beta * tl.log(d_0)) - 2.0 * beta * alpha_n * a_0 * w
-    dz = tl.where(a_0 > 0.0, dz, 0.0)
-    tl.store(dz_ptr + f, dz.to(dz_ptr.dtype.element_ty), mask=mask)
-
-
 def _geometry(z: torch.Tensor, towers: int, tile: int):
     """Kernel arguments describing N x (towers*C) x H x W maps in either memory layout, and the grid."""
     n, channels, h, w = z.shape
@@ -199,27 +140,26 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
     return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=_compute(z))
 
 
-# "gather" and "band" load each tensor once per tile (lrn_window_kernels.py); channels-last maps only.
-FORWARD_FORMS = ("tile",) + WINDOW_FORMS
-BACKWARD_FORMS = ("flat", "tile") + WINDOW_FORMS
+# "gather" loads each tensor once per tile (lrn_window_kernels.py); channels-last maps only.
+FORMS = ("tile",) + WINDOW_FORMS
 
 
-def default_backward_form(z: torch.Tensor, towers: int) -> str:
-    """Flat tiles for channels-last maps whose tower width is not a power of two (conv1's 48 would leave a
-    quarter of a tile's lanes idle), else pixel x channel tiles: the faster of the two on an H100."""
-    per_tower = z.shape[1] // towers
-    return "flat" if _memory_format(z) == torch.channels_last and per_tower & (per_tower - 1) else "tile"
+def default_form(z: torch.Tensor) -> str:
+    """The gather form for channels-last maps (one aligned load of each tensor a tile; the fastest form both ways
+    on an H100, at 48 and 128 maps a tower), the tile form for contiguous ones (the only other form they take)."""
+    return "gather" if _memory_format(z) == torch.channels_last else "tile"
 
 
 def _compute(z: torch.Tensor):
     return tl.float64 if z.dtype == torch.float64 else tl.float32
 
 
-def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, tile: int = FORWARD_TILE,
-                     num_warps: int = 4, form: str = "tile") -> torch.Tensor:
+def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, tile: int | None = None,
+                     num_warps: int = 4, form: str | None = None) -> torch.Tensor:
+    form = _checked(form or default_form(z))
     if form != "tile":
-        return relu_lrn_forward_window(z, towers, alpha / SIZE, beta, k, _checked(form, FORWARD_FORMS), tile,
-                                       num_warps)
+        return relu_lrn_forward_window(z, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE, num_warps)
+    tile = tile or FORWARD_TILE
     y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
     grid, args, meta = _geometry(z, towers, tile)
     relu_lrn_forward_kernel[grid](z, y, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
@@ -227,29 +167,24 @@ def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k:
 
 
 def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha: float, beta: float,
-                      k: float, form: str | None = None, tile: int = BACKWARD_TILE,
+                      k: float, form: str | None = None, tile: int | None = None,
                       num_warps: int = 4) -> torch.Tensor:
     """dL/dz from the gradient at y, the op's input z and its output y (both in z's memory layout)."""
     grad = grad.contiguous(memory_format=_memory_format(z))  # the kernels walk g with z's strides
-    form = _checked(form or default_backward_form(z, towers), BACKWARD_FORMS)
+    form = _checked(form or default_form(z))
     if form in WINDOW_FORMS:
-        return relu_lrn_backward_window(grad, z, y, towers, alpha / SIZE, beta, k, form, tile, num_warps)
+        return relu_lrn_backward_window(grad, z, y, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE,
+                                        num_warps)
+    tile = tile or BACKWARD_TILE
     dz = torch.empty_like(z)
-    if form == "flat":
-        if not z.is_contiguous(memory_format=torch.channels_last):
-            raise ValueError("the flat LRN backward needs channels-last maps.")
-        relu_lrn_backward_flat_kernel[(triton.cdiv(z.numel(), tile),)](
-            z, y, grad, dz, z.numel(), z.shape[1] // towers, alpha / SIZE, beta, k, BLOCK=tile,
-            COMPUTE=_compute(z), num_warps=num_warps)
-        return dz
     grid, args, meta = _geometry(z, towers, tile)
     relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     return dz
 
 
-def _checked(form: str, forms: tuple) -> str:
-    if form not in forms:
-        raise ValueError(f"unknown LRN kernel form {form!r}: choose one of {', '.join(forms)}.")
+def _checked(form: str) -> str:
+    if form not in FORMS:
+        raise ValueError(f"unknown LRN kernel form {form!r}: choose one of {', '.join(FORMS)}.")
     return form
 
 

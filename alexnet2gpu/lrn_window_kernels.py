@@ -1,25 +1,18 @@
-"""The "gather" and "band" forms of the Triton ReLU + LRN kernels: each tensor is loaded once per tile.
+"""The "gather" form of the Triton ReLU + LRN kernels, the default for channels-last maps: each tensor is loaded
+once per tile.
 
-lrn_kernels' tile and flat forms load relu(z) at 9 channel shifts and g and y at 5 each, 19 masked loads per
+lrn_kernels' tile form loads relu(z) at 9 channel shifts and g and y at 5 each, 19 masked loads per
 element. They are shifted by 1 to 4 channels, so they are not vectorised. Here a program loads a tile of
 BLOCK_P pixels x BLOCK_C channels of one tower of channels-last maps once per tensor. Channels are contiguous
 and the tile starts at a tower's first channel, so these are aligned vector loads. The window sums over a
-tower's channels are then formed in registers:
-
-- gather: the neighbours at channel shifts -2 .. 2 come from `tl.gather` along the channel axis, with clamped
-  indices and a mask at the tower's edges, which are the tile's edges (BLOCK_C = C rounded up to a power of two).
-- band: the window sum is a matrix product with the 0/1 band matrix B (B[j, i] = 1 when |i - j| <= 2 and
-  i, j < C), so sum_win(x) = x @ B, run by `tl.dot` (tensor cores where the precision allows).
+tower's channels are then formed in registers: the neighbours at channel shifts -2 .. 2 come from `tl.gather`
+along the channel axis, with clamped indices and a mask at the tower's edges, which are the tile's edges
+(BLOCK_C = C rounded up to a power of two). A second form, the window sum as a product with a 0/1 band matrix
+on tensor cores, was slower on an H100 at both layers and was dropped (docs/BENCHMARKS.md).
 
 The formulas are lrn_kernels' (forward: d_i = k + alpha/n sum_win a_j^2, y_i = a_i d_i^-beta; backward:
 dz_i = [z_i > 0] (g_i d_i^-beta - 2 beta alpha/n a_i sum_win g_j y_j / d_j)), with the window clipped at each
-tower's edges. Two differences only:
-- Band products on bf16/fp16 maps take tf32 inputs with fp32 accumulation. Each term (a_j^2, or g_j y_j / d_j)
-  keeps 10 mantissa bits (relative error under 2^-10) before the sum. That is below the maps' own bf16 rounding
-  (2^-9). fp32 and fp64 maps take exact ("ieee") products. Under TRITON_INTERPRET the product is numpy's, exact.
-- A NaN or inf in the band's product meets B's zeros (0 x NaN = NaN), so it makes that pixel's whole tower
-  NaN, not just its window. A non-finite map still gives a non-finite output, which is what the non-finite
-  loss check needs. The gather form, like the others, puts the NaN only in the window.
+tower's edges, and a NaN stays in its window as with torch.relu then the LRN.
 
 Contiguous (NCHW) maps keep lrn_kernels' tile form: here the channels of a pixel are not adjacent, so a tile
 would not be one vector load, and both launchers refuse such maps with a ValueError.
@@ -29,10 +22,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
-# tl.dot's smallest operands on every Triton this project meets (3.6 on the GPU boxes): 16 rows and columns.
-MIN_DOT = 16
-
 
 @triton.jit
 def _row_tile(pixels, row, channels, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -61,68 +50,45 @@ def _shifted(x, c, shift: tl.constexpr, channels, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _window_gather(x, c, channels, BLOCK_C: tl.constexpr):
+def _window(x, c, channels, BLOCK_C: tl.constexpr):
     """Sum of x over channels c-2 .. c+2 of the tower, in lrn_kernels' order of adds."""
     return (_shifted(x, c, -2, channels, BLOCK_C) + _shifted(x, c, -1, channels, BLOCK_C) + x
             + _shifted(x, c, 1, channels, BLOCK_C) + _shifted(x, c, 2, channels, BLOCK_C))
 
 
 @triton.jit
-def _window_band(x, channels, BLOCK_C: tl.constexpr, PRECISION: tl.constexpr):
-    """Sum of x over channels c-2 .. c+2 of the tower: x @ B, B the band of the window within the tower."""
-    i = tl.arange(0, BLOCK_C)
-    apart = i[:, None] - i[None, :]
-    inside = (apart <= 2) & (apart >= -2) & (i < channels)[:, None] & (i < channels)[None, :]
-    band = tl.where(inside, 1.0, 0.0).to(x.dtype)
-    return tl.dot(x, band, input_precision=PRECISION)  # fp32 (fp64 for fp64 maps) accumulation
-
-
-@triton.jit
-def _window(x, c, channels, BLOCK_C: tl.constexpr, BAND: tl.constexpr, PRECISION: tl.constexpr):
-    if BAND:
-        return _window_band(x, channels, BLOCK_C, PRECISION)
-    else:
-        return _window_gather(x, c, channels, BLOCK_C)
-
-
-@triton.jit
 def relu_lrn_forward_window_kernel(z_ptr, y_ptr, pixels, row, channels, alpha_n, beta, k, BLOCK_P: tl.constexpr,
-                                   BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr, BAND: tl.constexpr,
-                                   PRECISION: tl.constexpr):
+                                   BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
     at, c, mask = _row_tile(pixels, row, channels, BLOCK_P, BLOCK_C)
     a = _relu(tl.load(z_ptr + at, mask=mask, other=0.0).to(COMPUTE))
-    d = k + alpha_n * _window(a * a, c, channels, BLOCK_C, BAND, PRECISION)
+    d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     y = a * tl.exp(-beta * tl.log(d))
     tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def relu_lrn_backward_window_kernel(z_ptr, y_ptr, g_ptr, dz_ptr, pixels, row, channels, alpha_n, beta, k,
-                                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr,
-                                    BAND: tl.constexpr, PRECISION: tl.constexpr):
+                                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
     at, c, mask = _row_tile(pixels, row, channels, BLOCK_P, BLOCK_C)
     a = _relu(tl.load(z_ptr + at, mask=mask, other=0.0).to(COMPUTE))
-    d = k + alpha_n * _window(a * a, c, channels, BLOCK_C, BAND, PRECISION)
+    d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     g = tl.load(g_ptr + at, mask=mask, other=0.0).to(COMPUTE)
     y = tl.load(y_ptr + at, mask=mask, other=0.0).to(COMPUTE)
     # Lanes past the tower (c >= channels) hold g = y = 0, so their g y / d is 0 (d there is >= k > 0 unless a
-    # neighbour is NaN; both window forms leave those lanes out of every real channel's sum anyway).
-    w = _window(g * y / d, c, channels, BLOCK_C, BAND, PRECISION)
+    # neighbour is NaN; the gather leaves those lanes out of every real channel's sum anyway).
+    w = _window(g * y / d, c, channels, BLOCK_C)
     dz = g * tl.exp(-beta * tl.log(d)) - 2.0 * beta * alpha_n * a * w
     dz = tl.where(a > 0.0, dz, 0.0)
     tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
 
 
-WINDOW_FORMS = ("gather", "band")
+WINDOW_FORMS = ("gather",)
 
 
 def tile_shape(form: str, per_tower: int, tile: int) -> tuple[int, int]:
     """(pixel rows, channel lanes) of a program's tile of about `tile` elements: one tower's channels rounded up
-    to a power of two; the band's tl.dot takes at least MIN_DOT rows and columns."""
+    to a power of two."""
     block_c = triton.next_power_of_2(per_tower)
-    if form == "band":
-        block_c = max(MIN_DOT, block_c)
-        return max(MIN_DOT, tile // block_c), block_c
     return max(1, tile // block_c), block_c
 
 
@@ -133,10 +99,9 @@ def _launch(form: str, z: torch.Tensor, towers: int, tile: int):
     n, channels, h, w = z.shape
     per_tower = channels // towers
     block_p, block_c = tile_shape(form, per_tower, tile)
-    precision = "ieee" if z.dtype in (torch.float32, torch.float64) else "tf32"
     compute = tl.float64 if z.dtype == torch.float64 else tl.float32
     grid = (triton.cdiv(n * h * w, block_p), towers)
-    meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute, BAND=form == "band", PRECISION=precision)
+    meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute)
     return grid, (n * h * w, channels, per_tower), meta
 
 

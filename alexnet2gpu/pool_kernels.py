@@ -31,7 +31,7 @@ import triton.language as tl
 from .pool_op import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
 
 # Elements per program and warps; tools/pool_microbench.py times the alternatives on a GPU.
-FORWARD_TILE, BACKWARD_TILE = 1024, 1024
+FORWARD_TILE, BACKWARD_TILE = 1024, 2048
 NUM_WARPS = 4
 MAX_CHANNEL_BLOCK = 128  # channels of one tile row in channels-last maps
 

@@ -102,10 +102,10 @@ def test_compiles_without_a_graph_break():
     torch.testing.assert_close(grad, want)
 
 
-@pytest.mark.parametrize("form", ["flat", "tile"])
+@pytest.mark.parametrize("form", ["gather", "tile"])
 def test_both_backward_forms_match_the_formula(form):
-    """Each backward kernel (lrn_kernels.BACKWARD_FORMS) on channels-last maps with 48 channels a tower (conv1's),
-    where the flat tiles straddle pixels and towers; the tile form also walks contiguous maps (other tests)."""
+    """Each backward kernel (lrn_kernels.FORMS) on channels-last maps with 48 channels a tower (conv1's), which
+    fill 48 of a 64-lane tile; the tile form also walks contiguous maps (other tests)."""
     from alexnet2gpu import lrn_kernels
     z = maps(2, 48, torch.float64, torch.channels_last, n=2, size=3).detach()
     y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, tile=256)
@@ -117,11 +117,11 @@ def test_both_backward_forms_match_the_formula(form):
     assert relative_error(dz, want) < FLOAT64_TOLERANCE * 10
 
 
-def test_the_backward_form_follows_the_layout_and_the_tower_width():
-    from alexnet2gpu.lrn_kernels import default_backward_form
-    assert default_backward_form(maps(2, 48, torch.float32, torch.channels_last).detach(), 2) == "flat"
-    assert default_backward_form(maps(2, 64, torch.float32, torch.channels_last).detach(), 2) == "tile"
-    assert default_backward_form(maps(2, 48, torch.float32, torch.contiguous_format).detach(), 2) == "tile"
+def test_the_form_follows_the_layout():
+    from alexnet2gpu.lrn_kernels import default_form
+    assert default_form(maps(2, 48, torch.float32, torch.channels_last).detach()) == "gather"
+    assert default_form(maps(2, 64, torch.float32, torch.channels_last).detach()) == "gather"
+    assert default_form(maps(2, 48, torch.float32, torch.contiguous_format).detach()) == "tile"
 
 
 def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
@@ -140,9 +140,8 @@ def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
 
 
 # The window forms (lrn_window_kernels.py): each tensor loaded once per tile, the window summed in registers.
-WINDOW_FORMS = ["gather", "band"]
+WINDOW_FORMS = ["gather"]
 WINDOW_SHAPES = [(2, 9), (1, 48), (2, 16)]  # 9 and 48 pad a power-of-two tile, 16 fills one; 9 and 16 < 16 rows
-BFLOAT16_TOLERANCE = 1e-2  # bf16 maps and outputs round to 2^-9; the band's tf32 products add under 2^-10 a term
 
 
 def window_form_errors(form, towers, channels, dtype):
@@ -163,16 +162,9 @@ def window_form_errors(form, towers, channels, dtype):
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("form", WINDOW_FORMS)
 def test_the_window_forms_match_the_formula(form, dtype, tolerance, towers, channels):
-    """A wrong shift, clamp or edge mask of the gather, or a wrong band, changes the edge channels' sums."""
+    """A wrong shift, clamp or edge mask of the gather changes the edge channels' sums."""
     forward, backward = window_form_errors(form, towers, channels, dtype)
     assert forward < tolerance and backward < tolerance * 10
-
-
-@pytest.mark.parametrize("towers,channels", WINDOW_SHAPES)
-def test_the_band_form_in_bfloat16(towers, channels):
-    """bf16 maps: the band's products take tf32 inputs on a GPU; the result stays within bf16's own rounding."""
-    forward, backward = window_form_errors("band", towers, channels, torch.bfloat16)
-    assert forward < BFLOAT16_TOLERANCE and backward < BFLOAT16_TOLERANCE
 
 
 @pytest.mark.parametrize("form", WINDOW_FORMS)
@@ -193,18 +185,12 @@ def test_the_window_forms_keep_the_towers_apart(form):
 
 
 def test_nan_in_the_window_forms():
-    """gather puts a NaN where relu then LRN does (channels 1..5 of the pixel). In the band's product the NaN
-    meets B's zeros, so the pixel's whole tower is NaN (documented in lrn_window_kernels.py); no other tower or
-    pixel is."""
+    """gather puts a NaN where relu then LRN does (channels 1..5 of the pixel), and nowhere else."""
     from alexnet2gpu import lrn_kernels
     z = maps(2, 9, torch.float32, torch.channels_last, n=2, size=3).detach()
     z[0, 3, 1, 1] = float("nan")
     want = reference(z, 2, STRONG).isnan()
     assert torch.equal(lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form="gather", tile=256).isnan(), want)
-    band = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form="band", tile=256).isnan()
-    tower = torch.zeros_like(band)
-    tower[0, :9, 1, 1] = True
-    assert torch.equal(band, tower)
 
 
 def test_the_window_forms_refuse_contiguous_maps_and_unknown_forms():

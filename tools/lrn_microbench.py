@@ -15,14 +15,14 @@ import torch
 LAYERS = {"lrn1": (256, 96, 55, 55), "lrn2": (256, 256, 27, 27)}  # conv1 and conv2 outputs, batch 256
 ALPHA, BETA, K = 1e-4, 0.75, 2.0
 # (elements a program, warps) timed for each pass and form; the first is the form's --quick point. The tile
-# and flat forms were best at 512 x 4 warps, the forward at 1024 (docs/BENCHMARKS.md). The window forms hold
-# a whole tile of each tensor in registers: past about 2048 elements at 4 warps their backward spills (ptxas
-# for sm_90), and the band's tile has at least 16 pixel rows (tl.dot). Few points: the run should take about a
+# form was best at 512 x 4 warps backward, the forward at 1024 (docs/BENCHMARKS.md). The gather form holds
+# a whole tile of each tensor in registers: past about 2048 elements at 4 warps its backward spills (ptxas
+# for sm_90). Few points: the run should take about a
 # minute on an H100, compiles included.
 POINTS = {
-    "forward": {"tile": ((1024, 4), (512, 4)), "gather": ((1024, 4), (2048, 4)), "band": ((1024, 4), (2048, 8))},
-    "backward": {"flat": ((512, 4), (1024, 4)), "tile": ((512, 4), (1024, 4)),
-                 "gather": ((1024, 4), (512, 4), (2048, 8)), "band": ((1024, 4), (2048, 8), (4096, 8))},
+    "forward": {"tile": ((1024, 4), (512, 4)), "gather": ((1024, 4), (2048, 4))},
+    "backward": {"tile": ((512, 4), (1024, 4)),
+                 "gather": ((1024, 4), (512, 4), (2048, 8))},
 }
 
 
@@ -42,9 +42,9 @@ def main(argv=None) -> int:
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
-    channels_last = args.layout == "channels-last"  # the other forms take channels-last maps only
-    forms = {"forward": kernels.FORWARD_FORMS if channels_last else ("tile",),
-             "backward": kernels.BACKWARD_FORMS if channels_last else ("tile",)}
+    channels_last = args.layout == "channels-last"  # the gather form takes channels-last maps only
+    forms = {"forward": kernels.FORMS if channels_last else ("tile",),
+             "backward": kernels.FORMS if channels_last else ("tile",)}
     print(f"{'layer':5} {'pass':8} {'form':6} {'tile':>5} {'warps':>5} {'us':>8} {'GB/s':>7}")
     for name, layer_shape in LAYERS.items():
         z = torch.randn(layer_shape, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         nbytes = z.numel() * z.element_size()
         y = kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K)
         default = kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K)
-        print(f"{name:5} default backward form: {kernels.default_backward_form(z, 2)}")
+        print(f"{name:5} default form: {kernels.default_form(z)}")
         runs = {"forward": (lambda form, tile, warps: kernels.relu_lrn_forward(
                     z, 2, ALPHA, BETA, K, tile=tile, num_warps=warps, form=form), y, 2 * nbytes),
                 "backward": (lambda form, tile, warps: kernels.relu_lrn_backward(
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                         if type(e).__name__ == "OutOfResources":
                             continue  # this tile is too large; a smaller one may fit
                         break  # a compile error holds at every tile
-                    pixels_x_channels = ""  # of a window form's tile (the band's has at least 16 rows)
+                    pixels_x_channels = ""  # of the gather form's tile
                     if form in kernels.WINDOW_FORMS:
                         pixels_x_channels = "  tile %d x %d" % window_tile_shape(form, layer_shape[1] // 2, tile)
                     print(f"{row} {ms * 1e3:8.1f} {traffic / ms / 1e6:7.0f}  rel.diff vs default {err:.1e}"
