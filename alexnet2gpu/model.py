@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import conv2d_chunked_weight_grad
+from .conv import conv2d_chunked_weight_grad, conv2d_rows_chunked_weight_grad
 from .lrn import relu_local_response_norm
 from .pool_op import overlapping_max_pool
 
@@ -200,9 +200,12 @@ class TowerStack(nn.Module):
     cut into stages at the layers that read both towers; a layout gathers the towers' maps between stages.
 
     Internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
-    ("fast", "native", "compiled"; see lrn.py), `conv_impl` ("grouped": one grouped convolution for
-    conv2/4/5; "split": one convolution per tower on slices of the same weight, then concatenated) and
-    `pool_impl` ("fast": the Triton max-pool on CUDA; "aten": ATen's kernels; see pool_op.py).
+    ("fast", "native", "compiled"; see lrn.py), `conv_impl` and `pool_impl` ("fast": the Triton max-pool on
+    CUDA; "aten": ATen's kernels; see pool_op.py). `conv_impl`: "grouped", one grouped convolution for
+    conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
+    every layer as one ungrouped convolution per tower on its rows of the weight, each tower's maps kept as
+    their own dense tensor from conv1 to conv2's pool and from conv3 to conv5's pool, concatenated only where
+    the towers meet (before conv3 and fc6), so no convolution reads a slice of a wider tensor.
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
@@ -211,7 +214,7 @@ class TowerStack(nn.Module):
     `stack.to(memory_format=torch.contiguous_format)` gives the contiguous layout back; the input follows it.
     """
 
-    CONV_IMPLS = ("grouped", "split")
+    CONV_IMPLS = ("grouped", "split", "towers")
 
     def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
         super().__init__()
@@ -243,22 +246,39 @@ class TowerStack(nn.Module):
         return torch.cat([F.conv2d(x, w, b, conv.stride, conv.padding) for x, w, b in pieces], dim=1)
 
     def _lrn_pool(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
-        if "lrn" in layer.lrn_pool:
-            h = relu_local_response_norm(h, self.towers, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, self.lrn_impl)
+        if "lrn" in layer.lrn_pool:  # per tower: h holds layer.out maps of each tower (of one, with "towers")
+            h = relu_local_response_norm(h, h.shape[1] // layer.out, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K,
+                                         self.lrn_impl)
         else:  # in place: a convolution's backward does not need its output, so ReLU may overwrite it
             h = F.relu(h, inplace=True)
         if "pool" in layer.lrn_pool:
             h = overlapping_max_pool(h, self.pool_impl)  # paper §3.4
         return h
 
+    def _per_tower(self, h: torch.Tensor, layers: tuple[Layer, ...]) -> torch.Tensor:
+        """conv_impl "towers": `layers` (a cross layer, then layers on own maps) as one ungrouped convolution
+        per tower on its rows of each weight; every tower reads `h` first, then only its own dense maps."""
+        maps = [h] * self.towers
+        for layer in layers:
+            conv = getattr(self, layer.name)
+            # conv1's CPU weight-gradient fix (conv.py) applies per tower as to the whole layer.
+            conv2d = conv2d_rows_chunked_weight_grad if layer.name == "conv1" else F.conv2d
+            rows = zip(maps, conv.weight.chunk(self.towers), conv.bias.chunk(self.towers))
+            maps = [self._lrn_pool(conv2d(x, w, b, conv.stride, conv.padding), layer) for x, w, b in rows]
+        return torch.cat(maps, dim=1)
+
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
-        h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
-        h = self._lrn_pool(h, LAYERS[0])
+        h = conv1_input(x, pad, self.conv1.weight)
+        if self.conv_impl == "towers":
+            return self._per_tower(h, LAYERS[:2])
+        h = self._lrn_pool(conv2d_chunked_weight_grad(h, self.conv1), LAYERS[0])
         return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
         """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""
+        if self.conv_impl == "towers":
+            return self._per_tower(h, LAYERS[2:5])
         for layer in LAYERS[2:5]:
             h = self._lrn_pool(self._conv(h, layer), layer)
         return h

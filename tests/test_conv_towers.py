@@ -1,0 +1,92 @@
+"""conv_impl="towers": one ungrouped convolution per tower, each tower's maps a dense tensor of its own between the
+layers where the towers meet. Same canonical parameters, same logits and gradients as the grouped oracle."""
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from alexnet2gpu import AlexNet, canonical_shapes, conv
+from alexnet2gpu.model import LAYERS, layer_in_features
+from parity import assert_near
+
+LAYOUTS = [torch.channels_last, torch.contiguous_format]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return AlexNet(num_classes=10, dropout=0.0).double()
+
+
+def logits_and_grads(model, x, conv_impl, forward=None):
+    model.stack.conv_impl = conv_impl
+    model.zero_grad(set_to_none=True)
+    logits = (model if forward is None else forward)(x)
+    logits.square().sum().backward()
+    return logits.detach(), {name: p.grad for name, p in model.named_parameters()}
+
+
+# Each layout and each input size once (227 needs no padding, 224 is padded to it: docs/paper.md §3).
+@pytest.mark.parametrize("layout,size", [(torch.channels_last, 224), (torch.contiguous_format, 227)])
+def test_same_logits_and_gradients_as_grouped(model, monkeypatch, layout, size):
+    monkeypatch.setattr(conv, "CHUNK_IMAGES", 1)  # conv1's weight gradient over batch slices, per tower too
+    model.to(memory_format=layout)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64) * 60
+    want_logits, want = logits_and_grads(model, x, "grouped")
+    got_logits, got = logits_and_grads(model, x, "towers")
+    assert_near(got_logits, want_logits, "logits")
+    for name, grad in want.items():
+        assert_near(got[name], grad, f"gradient of {name}")
+
+
+class ConvInputs(TorchFunctionMode):
+    """Records (input, weight) of every convolution called."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.conv2d:
+            self.calls.append((args[0], args[1]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_convolution_is_one_towers_on_a_dense_tensor(model, layout):
+    """What the form is for: no convolution reads a slice of a wider tensor (cuDNN would copy it first)."""
+    model.to(memory_format=layout)
+    model.stack.conv_impl = "towers"
+    with torch.no_grad(), ConvInputs() as seen:
+        model(torch.randn(2, 3, 224, 224, dtype=torch.float64))
+    per_tower = [layer for layer in LAYERS[:5] for _tower in range(2)]
+    # Cross layers (conv1, conv3) read every tower's maps, conv2/4/5 one tower's; each tower has its rows.
+    assert [(x.shape[1], w.shape[0]) for x, w in seen.calls] == [
+        (layer_in_features(layer, 3), layer.out) for layer in per_tower]
+    for x, w in seen.calls:
+        assert x.is_contiguous(memory_format=layout) and w.is_contiguous(memory_format=layout)
+
+
+def test_parameters_and_state_dict_unchanged(model):
+    """A switch of how, not what: the parameters stay the grouped, canonical ones through a forward and backward pass."""
+    model.to(memory_format=torch.channels_last)
+    model.stack.conv_impl = "grouped"
+    params = [(name, p.shape, p.stride()) for name, p in model.named_parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    logits_and_grads(model, torch.randn(2, 3, 224, 224, dtype=torch.float64), "towers")
+    assert [(name, p.shape, p.stride()) for name, p in model.named_parameters()] == params
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == canonical_shapes(10)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_compiles_without_graph_breaks():
+    """torch.compile(fullgraph=True) fails on any graph break. The CPU's chunked LRN asks the thread count, which
+    breaks graphs in any conv_impl, so the LRN here is the plain formula ("shifted"), as compiled CUDA rows use."""
+    torch.manual_seed(2)
+    model = AlexNet(num_classes=10, dropout=0.0)
+    model.stack.conv_impl, model.stack.lrn_impl = "towers", "shifted"
+    x = torch.randn(1, 3, 227, 227) * 60
+    want_logits, want = logits_and_grads(model, x, "towers")
+    got_logits, got = logits_and_grads(model, x, "towers", torch.compile(model, backend="aot_eager", fullgraph=True))
+    assert_near(got_logits, want_logits, "logits")
+    for name, grad in want.items():
+        assert_near(got[name], grad, f"gradient of {name}")
