@@ -1,4 +1,5 @@
 """bench.py and its counts: well-formed output and honest arithmetic, never a speed."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import torch
 from alexnet2gpu.bench import report, runner
 from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
 from alexnet2gpu.bench.measure import tower_exchange_bytes
+from alexnet2gpu.bench.variants import VARIANTS, available, build_variant
 from alexnet2gpu.cli import bench
 from alexnet2gpu.layouts.merged import AlexNet
 from alexnet2gpu.synthetic import ensure_synthetic
@@ -35,6 +37,15 @@ def test_exchange_bytes_match_the_two_device_log():
     assert tower_exchange_bytes(3, "infer") == received_by_0
     assert tower_exchange_bytes(128, "train") == pytest.approx(30.0e6, rel=0.02)  # docs/paper.md §1: what crosses between the towers
     assert allreduce_bytes(60_965_224, 2) == 60_965_224 * 4  # a 2-rank ring sends the gradients once
+
+
+def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_the_split_one():
+    for name, conv_impl in (("merged-split-conv", "split"), ("merged-towers", "towers")):
+        assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv_impl == conv_impl
+    towers = VARIANTS["merged-bf16-towers"]
+    assert dataclasses.replace(VARIANTS["merged-bf16-split"], name=towers.name, what=towers.what,
+                               conv_impl="towers") == towers
+    assert available(towers, torch.device("cpu"), allow_compile=True) == "needs a CUDA device"
 
 
 def test_bad_options_are_one_clear_line(capsys):

@@ -39,6 +39,8 @@ VARIANTS = {v.name: v for v in (
     Variant("torchvision", "torchvision.models.alexnet(weights=None): one tower, no LRN", layout="torchvision"),
     Variant("merged-native-lrn", "merged, LRN by torch.nn.functional.local_response_norm", lrn_impl="native"),
     Variant("merged-split-conv", "merged, conv2/4/5 as one convolution per tower + concatenate", conv_impl="split"),
+    Variant("merged-towers", "merged, every conv as one convolution per tower, each tower's maps a dense tensor "
+                             "of its own up to where the towers meet", conv_impl="towers"),
     Variant("merged-contiguous", "merged in the contiguous N x C x H x W layout", contiguous=True),
     Variant("merged-compiled-lrn", "merged, LRN by torch.compile of the native composite", lrn_impl="compiled",
             needs=("compile",)),
@@ -48,6 +50,8 @@ VARIANTS = {v.name: v for v in (
     Variant("merged-bf16", "merged, bf16 autocast, channels-last", amp="bf16", channels_last=True, needs=("cuda",)),
     Variant("merged-bf16-split", "merged-bf16 with conv2/4/5 as one convolution per tower", amp="bf16",
             channels_last=True, conv_impl="split", needs=("cuda",)),
+    Variant("merged-bf16-towers", "merged-bf16 with every conv as one convolution per tower on its own dense maps",
+            amp="bf16", channels_last=True, conv_impl="towers", needs=("cuda",)),
     Variant("merged-bf16-contiguous", "merged-bf16 in the contiguous N x C x H x W layout", amp="bf16",
             contiguous=True, needs=("cuda",)),
     Variant("merged-bf16-aten-pool", "merged-bf16 with ATen's max-pool kernels instead of the Triton ones",
