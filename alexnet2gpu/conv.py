@@ -38,22 +38,9 @@ class _BatchChunkedWeightGrad(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def _slices_batch(x: torch.Tensor) -> bool:
-    # Exporting (export.py) traces the plain convolution: the batch is symbolic and no gradient is taken.
-    return not torch.compiler.is_exporting() and x.device.type == "cpu" and x.shape[0] > CHUNK_IMAGES
-
-
 def conv2d_chunked_weight_grad(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
     """`conv(x)` (groups=1, no dilation); on the CPU its weight gradient is summed over batch slices."""
-    if not _slices_batch(x) or conv.groups != 1:
+    # Exporting (export.py) traces the plain convolution: the batch is symbolic and no gradient is taken.
+    if torch.compiler.is_exporting() or x.device.type != "cpu" or x.shape[0] <= CHUNK_IMAGES or conv.groups != 1:
         return conv(x)
     return _BatchChunkedWeightGrad.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)
-
-
-def conv2d_rows_chunked_weight_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                                    stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
-    """`F.conv2d(x, weight, bias, stride, padding)`, e.g. with some rows of a layer's weight (one tower's);
-    on the CPU its weight gradient is summed over batch slices."""
-    if not _slices_batch(x):
-        return F.conv2d(x, weight, bias, stride, padding)
-    return _BatchChunkedWeightGrad.apply(x, weight, bias, stride, padding)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import conv2d_chunked_weight_grad, conv2d_rows_chunked_weight_grad
+from .conv import conv2d_chunked_weight_grad
 from .lrn import relu_local_response_norm
 from .pool_op import overlapping_max_pool
 
@@ -177,11 +177,16 @@ def check_input(x: torch.Tensor, in_channels: int, weight: torch.Tensor | None =
     return INPUT_PAD[x.shape[2]]
 
 
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last 4-d tensor that is not also contiguous, else contiguous_format."""
+    return torch.channels_last if not t.is_contiguous() and t.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+
+
 def conv1_input(x: torch.Tensor, pad: int, weight: torch.Tensor) -> torch.Tensor:
     """`x` zero-padded by `pad` on the right and bottom (docs/paper.md §3), in the memory layout of `weight`,
     in one pass over the image."""
-    layout = torch.channels_last if not weight.is_contiguous() and weight.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
+    layout = memory_format_of(weight)
     if not pad:
         return x.contiguous(memory_format=layout)
     n, c, h, w = x.shape
@@ -203,9 +208,9 @@ class TowerStack(nn.Module):
     ("fast", "native", "compiled"; see lrn.py), `conv_impl` and `pool_impl` ("fast": the Triton max-pool on
     CUDA; "aten": ATen's kernels; see pool_op.py). `conv_impl`: "grouped", one grouped convolution for
     conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
-    every layer as one ungrouped convolution per tower on its rows of the weight, each tower's maps kept as
-    their own dense tensor from conv1 to conv2's pool and from conv3 to conv5's pool, concatenated only where
-    the towers meet (before conv3 and fc6), so no convolution reads a slice of a wider tensor.
+    conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut
+    once from the pooled conv1 maps and from conv3's output, concatenated again before conv3 and fc6), so no
+    convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one convolution.
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
@@ -255,31 +260,31 @@ class TowerStack(nn.Module):
             h = overlapping_max_pool(h, self.pool_impl)  # paper §3.4
         return h
 
-    def _per_tower(self, h: torch.Tensor, layers: tuple[Layer, ...]) -> torch.Tensor:
-        """conv_impl "towers": `layers` (a cross layer, then layers on own maps) as one ungrouped convolution
-        per tower on its rows of each weight; every tower reads `h` first, then only its own dense maps."""
-        maps = [h] * self.towers
+    def _own_maps_per_tower(self, h: torch.Tensor, layers: tuple[Layer, ...]) -> torch.Tensor:
+        """conv_impl "towers": `h` (every tower's maps) cut once into a dense tensor per tower, then `layers`
+        (layers on own maps) as one ungrouped convolution per tower on its rows of each weight, concatenated
+        again where the towers meet."""
+        maps = [t.contiguous(memory_format=memory_format_of(h)) for t in h.chunk(self.towers, 1)]
         for layer in layers:
             conv = getattr(self, layer.name)
-            # conv1's CPU weight-gradient fix (conv.py) applies per tower as to the whole layer.
-            conv2d = conv2d_rows_chunked_weight_grad if layer.name == "conv1" else F.conv2d
             rows = zip(maps, conv.weight.chunk(self.towers), conv.bias.chunk(self.towers))
-            maps = [self._lrn_pool(conv2d(x, w, b, conv.stride, conv.padding), layer) for x, w, b in rows]
+            maps = [self._lrn_pool(F.conv2d(x, w, b, conv.stride, conv.padding), layer) for x, w, b in rows]
         return torch.cat(maps, dim=1)
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
-        h = conv1_input(x, pad, self.conv1.weight)
+        h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
+        h = self._lrn_pool(h, LAYERS[0])
         if self.conv_impl == "towers":
-            return self._per_tower(h, LAYERS[:2])
-        h = self._lrn_pool(conv2d_chunked_weight_grad(h, self.conv1), LAYERS[0])
+            return self._own_maps_per_tower(h, LAYERS[1:2])
         return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
         """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""
+        h = self._lrn_pool(self._conv(h, LAYERS[2]), LAYERS[2])
         if self.conv_impl == "towers":
-            return self._per_tower(h, LAYERS[2:5])
-        for layer in LAYERS[2:5]:
+            return self._own_maps_per_tower(h, LAYERS[3:5])
+        for layer in LAYERS[3:5]:
             h = self._lrn_pool(self._conv(h, layer), layer)
         return h
 
