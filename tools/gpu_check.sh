@@ -41,8 +41,8 @@ timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$B
 want compile && echo "bench exit $rc"
 
 want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, deferred NaN check)" &&
-timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider tests/test_cuda.py tests/test_lrn_triton.py \
-  tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py > "$OUT/pytest-cuda.log" 2>&1
+timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
+  tests/test_lrn_triton.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
 want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
