@@ -206,8 +206,7 @@ class TowerStack(nn.Module):
 
     Internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
     ("fast", "native", "compiled"; see lrn.py), `conv_impl` and `pool_impl` ("fast": the Triton max-pool on
-    CUDA; "aten": ATen's kernels; see pool_op.py). `conv_impl`: "fast" (the default), the form measured fastest
-    on the device type (`FAST_CONV`: "towers" on CUDA, else "grouped"); "grouped", one grouped convolution for
+    CUDA; "aten": ATen's kernels; see pool_op.py). `conv_impl`: "grouped", one grouped convolution for
     conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
     conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut
     once from the pooled conv1 maps and from conv3's output, concatenated again before conv3 and fc6), so no
@@ -220,16 +219,14 @@ class TowerStack(nn.Module):
     `stack.to(memory_format=torch.contiguous_format)` gives the contiguous layout back; the input follows it.
     """
 
-    CONV_IMPLS = ("fast", "grouped", "split", "towers")
-    # conv_impl "fast": the form measured fastest on each device type (docs/BENCHMARKS.md, "Convolution forms").
-    FAST_CONV = {"cuda": "towers"}  # every other device: "grouped"
+    CONV_IMPLS = ("grouped", "split", "towers")
 
     def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
         super().__init__()
         check_dropout(dropout)
         self.towers = towers
         self.lrn_impl = "fast"
-        self.conv_impl = "fast"
+        self.conv_impl = "grouped"
         self.pool_impl = "fast"
         for layer in LAYERS:
             fan_in = layer_in_features(layer, in_channels)
@@ -243,17 +240,12 @@ class TowerStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.to(memory_format=torch.channels_last)  # conv weights only (4-d); works on the meta device too
 
-    def _conv_form(self, h: torch.Tensor) -> str:
-        if self.conv_impl not in self.CONV_IMPLS:
-            raise ValueError(f"unknown conv_impl {self.conv_impl!r}: choose one of {', '.join(self.CONV_IMPLS)}.")
-        if self.conv_impl == "fast":  # one tower's stack (two-device, tower-parallel) has nothing to split
-            return self.FAST_CONV.get(h.device.type, "grouped") if self.towers > 1 else "grouped"
-        return self.conv_impl
-
     def _conv(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
         conv = getattr(self, layer.name)
-        if conv.groups == 1 or self._conv_form(h) != "split":
+        if conv.groups == 1 or self.conv_impl == "grouped":
             return conv(h)
+        if self.conv_impl != "split":
+            raise ValueError(f"unknown conv_impl {self.conv_impl!r}: choose one of {', '.join(self.CONV_IMPLS)}.")
         # One ungrouped convolution per tower on its own maps and its rows of the canonical weight.
         pieces = zip(h.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0), conv.bias.chunk(conv.groups, 0))
         return torch.cat([F.conv2d(x, w, b, conv.stride, conv.padding) for x, w, b in pieces], dim=1)
@@ -283,14 +275,14 @@ class TowerStack(nn.Module):
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
         h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
         h = self._lrn_pool(h, LAYERS[0])
-        if self._conv_form(h) == "towers":
+        if self.conv_impl == "towers":
             return self._own_maps_per_tower(h, LAYERS[1:2])
         return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
         """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""
         h = self._lrn_pool(self._conv(h, LAYERS[2]), LAYERS[2])
-        if self._conv_form(h) == "towers":
+        if self.conv_impl == "towers":
             return self._own_maps_per_tower(h, LAYERS[3:5])
         for layer in LAYERS[3:5]:
             h = self._lrn_pool(self._conv(h, layer), layer)

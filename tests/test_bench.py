@@ -40,8 +40,7 @@ def test_exchange_bytes_match_the_two_device_log():
 
 
 def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_the_split_one():
-    for name, conv_impl in (("merged", "fast"), ("merged-grouped", "grouped"), ("merged-split-conv", "split"),
-                            ("merged-towers", "towers")):
+    for name, conv_impl in (("merged-split-conv", "split"), ("merged-towers", "towers")):
         assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv_impl == conv_impl
     towers = VARIANTS["merged-bf16-towers"]
     assert dataclasses.replace(VARIANTS["merged-bf16-split"], name=towers.name, what=towers.what,

@@ -90,14 +90,3 @@ def test_compiles_without_graph_breaks():
     assert_near(got_logits, want_logits, "logits")
     for name, grad in want.items():
         assert_near(got[name], grad, f"gradient of {name}")
-
-
-def test_the_fast_form_is_grouped_on_a_cpu(model):
-    """conv_impl "fast" (the default) picks the form by device type: grouped convolutions on the CPU (on CUDA,
-    "towers": tests/test_cuda.py counts its per-tower ops)."""
-    model.to(memory_format=torch.channels_last)
-    model.stack.conv_impl = "fast"
-    with torch.no_grad(), ConvInputs() as seen:
-        model(torch.randn(2, 3, 224, 224, dtype=torch.float64))
-    assert [(x.shape[1], w.shape[0]) for x, w in seen.calls] == [(3, 96), (96, 256), (256, 384), (384, 384),
-                                                                  (384, 256)]

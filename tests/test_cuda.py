@@ -64,9 +64,7 @@ def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
 
 
 def test_compiled_on_cuda_keeps_the_lrn_and_the_max_pool_whole():
-    """Under torch.compile on CUDA the model is one graph that calls the two custom ops, not a decomposition for
-    Inductor. The CUDA default runs conv2 and what follows per tower (conv_impl "towers"): conv1's LRN and pool
-    once, conv2's LRN and pool and conv5's pool once a tower."""
+    """Under torch.compile on CUDA the graph calls the two custom ops, not a decomposition for Inductor."""
     graphs = []
 
     def record(gm, example_inputs):
@@ -76,8 +74,7 @@ def test_compiled_on_cuda_keeps_the_lrn_and_the_max_pool_whole():
     model = AlexNet(num_classes=10, dropout=0.0).cuda()
     torch.compile(model, backend=record)(torch.randn(2, 3, 224, 224, device="cuda"))
     code = "\n".join(graphs)
-    assert len(graphs) == 1, code
-    assert code.count("alexnet2gpu.relu_lrn") == 3 and code.count("alexnet2gpu.max_pool") == 5, code
+    assert code.count("alexnet2gpu.relu_lrn") == 2 and code.count("alexnet2gpu.max_pool") == 3, code
 
 
 def test_bf16_on_cuda_is_near_the_float64_oracle(oracle):

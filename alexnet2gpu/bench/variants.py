@@ -22,7 +22,7 @@ class Variant:
     what: str  # one line for the table's legend
     layout: str = "merged"  # "merged", "two-device" or "torchvision"
     lrn_impl: str = "fast"
-    conv_impl: str = "fast"
+    conv_impl: str = "grouped"
     pool_impl: str = "fast"
     channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
     contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout
@@ -32,16 +32,14 @@ class Variant:
 
 
 VARIANTS = {v.name: v for v in (
-    Variant("merged", "both towers on one device, channels-last, the fastest forms for the device (the default; "
-                      "on CUDA: the Triton ReLU+LRN and max-pool, conv2/4/5 per tower; on a CPU: grouped convs, "
-                      "the chunked LRN)"),
-    Variant("merged-grouped", "merged with conv2/4/5 as one grouped convolution", conv_impl="grouped"),
+    Variant("merged", "both towers on one device: grouped conv2/4/5, fast per-tower LRN (fused Triton ReLU+LRN "
+                      "on CUDA), channels-last (the default)"),
     Variant("two-device", "one process, tower 0 and tower 1 as separate modules (both on the same device "
                           "unless there are two GPUs)", layout="two-device"),
     Variant("torchvision", "torchvision.models.alexnet(weights=None): one tower, no LRN", layout="torchvision"),
     Variant("merged-native-lrn", "merged, LRN by torch.nn.functional.local_response_norm", lrn_impl="native"),
     Variant("merged-split-conv", "merged, conv2/4/5 as one convolution per tower + concatenate", conv_impl="split"),
-    Variant("merged-towers", "merged, conv2/4/5 as one convolution per tower, each tower's maps a dense tensor "
+    Variant("merged-towers", "merged, every conv as one convolution per tower, each tower's maps a dense tensor "
                              "of its own up to where the towers meet", conv_impl="towers"),
     Variant("merged-contiguous", "merged in the contiguous N x C x H x W layout", contiguous=True),
     Variant("merged-compiled-lrn", "merged, LRN by torch.compile of the native composite", lrn_impl="compiled",
@@ -52,10 +50,8 @@ VARIANTS = {v.name: v for v in (
     Variant("merged-bf16", "merged, bf16 autocast, channels-last", amp="bf16", channels_last=True, needs=("cuda",)),
     Variant("merged-bf16-split", "merged-bf16 with conv2/4/5 as one convolution per tower", amp="bf16",
             channels_last=True, conv_impl="split", needs=("cuda",)),
-    Variant("merged-bf16-towers", "merged-bf16 with conv2/4/5 as one convolution per tower on its own dense maps",
+    Variant("merged-bf16-towers", "merged-bf16 with every conv as one convolution per tower on its own dense maps",
             amp="bf16", channels_last=True, conv_impl="towers", needs=("cuda",)),
-    Variant("merged-bf16-grouped", "merged-bf16 with conv2/4/5 as one grouped convolution", amp="bf16",
-            channels_last=True, conv_impl="grouped", needs=("cuda",)),
     Variant("merged-bf16-contiguous", "merged-bf16 in the contiguous N x C x H x W layout", amp="bf16",
             contiguous=True, needs=("cuda",)),
     Variant("merged-bf16-aten-pool", "merged-bf16 with ATen's max-pool kernels instead of the Triton ones",
