@@ -1,7 +1,9 @@
 """train.py end to end on prepared data, as a user runs it on a GPU box. It generates photo-like 500x375 JPEG
 sources (ILSVRC's typical size) and prepares them once with `alexnet2gpu.prepare`, timing that in source
 images/s. Then it runs train.py on the prepared folder for `--steps` steps and reads images/s from the run's
-metrics.csv. Compare that figure with bench.py's merged-bf16 row on the same card.
+metrics.csv, and the rate of the last third of the steps from train.py's progress lines (the first steps pay for
+cuDNN's autotuning and Triton's compiles, which a short run cannot spread). Compare that steady rate with
+bench.py's merged-bf16 row on the same card.
 
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR              # a GPU box: batch 256, bf16, --decode gpu
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR --device cpu --batch-size 4 --steps 2 --images 12
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +31,9 @@ from alexnet2gpu.prepare_measure import SOURCE_QUALITY, photo_like  # noqa: E402
 from gpu_decode_check import CLASSES, generate  # noqa: E402  (a sibling in tools/)
 
 
+PROGRESS = re.compile(r"\| ([\d.]+) img/s \| data wait (\d+) %")
+
+
 def _write_source(job: tuple[str, int]) -> None:
     """A 500x375 source, ILSVRC's typical size, saved as cameras save them."""
     path, seed = job
@@ -37,7 +43,8 @@ def _write_source(job: tuple[str, int]) -> None:
 def train_command(args, data: Path, runs: Path) -> list[str]:
     command = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--device", args.device,
                "--batch-size", str(args.batch_size), "--epochs", "1", "--max-steps", str(args.steps),
-               "--out", str(runs), "--run-name", "e2e", "--decode", args.decode, "--val-crops", "1"]
+               "--out", str(runs), "--run-name", "e2e", "--decode", args.decode, "--val-crops", "1",
+               "--log-every", str(max(1, args.steps // 3))]
     if args.device.startswith("cuda"):
         command += ["--amp", "bf16", "--channels-last"]
     if args.workers is not None:
@@ -80,12 +87,15 @@ def main(argv=None) -> int:
         return 1
     with open(runs / "e2e" / "metrics.csv") as f:
         row = list(csv.DictReader(f))[-1]
+    lines = PROGRESS.findall(done.stdout)  # (images/s, data wait %) of each progress line
+    steady = f"{float(lines[-1][0]):,.0f} in the last third (data wait {lines[-1][1]} %)" if lines else "no progress line"
     print(f"sources: {sources} 500x375 JPEGs written in {made:.1f} s ({min(args.distinct, images)} distinct)")
     print(f"prepare: {sources / prepared:,.0f} source images/s on {len(os.sched_getaffinity(0))} cores "
           f"({sources} images in {prepared:.1f} s, the final disk sync included)")
     print(f"train.py --decode {args.decode}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
-          f"{float(row['images_per_s']):,.0f} images/s over the epoch, {float(row['step_images_per_s']):,.0f} "
-          f"without the time waiting for data, loader {float(row['loader_images_per_s']):,.0f}")
+          f"{float(row['images_per_s']):,.0f} images/s over the epoch, {steady}, "
+          f"{float(row['step_images_per_s']):,.0f} without the time waiting for data, loader "
+          f"{float(row['loader_images_per_s']):,.0f}")
     return 0
 
 
