@@ -39,6 +39,15 @@ def test_exchange_bytes_match_the_two_device_log():
     assert allreduce_bytes(60_965_224, 2) == 60_965_224 * 4  # a 2-rank ring sends the gradients once
 
 
+def test_the_cuda_graph_rows_compile_in_reduce_overhead_mode(monkeypatch):
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    for name in ("merged-bf16-compile", "merged-bf16-compile-graphs", "torchvision-bf16-compile-graphs"):
+        build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10)
+    assert modes == [None, "reduce-overhead", "reduce-overhead"]
+    assert available(VARIANTS["merged-bf16-compile-graphs"], torch.device("cpu"), True) == "needs a CUDA device"
+
+
 def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_the_split_one():
     for name, conv_impl in (("merged-split-conv", "split"), ("merged-towers", "towers")):
         assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv_impl == conv_impl

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
 ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-aten-pool,merged-bf16-towers,torchvision-bf16,train-loop}
-COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
+COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode} "

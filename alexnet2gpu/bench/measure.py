@@ -41,6 +41,7 @@ def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp_dtyp
     optimizer = make_optimizer(model, lr=0.01)
 
     def step():
+        torch.compiler.cudagraph_mark_step_begin()  # a CUDA-graph row's outputs of the last step may be reused
         model.train()
         train_step(model, optimizer, x, y, autocast=autocast(x.device, amp_dtype))
         optimizer.zero_grad(set_to_none=True)  # free the gradients while other variants run

@@ -27,6 +27,7 @@ class Variant:
     channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
     contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout
     compile: bool = False  # torch.compile the whole model
+    compile_mode: str | None = None  # torch.compile's mode: "reduce-overhead" replays CUDA graphs
     amp: str = ""  # "bf16": autocast to bfloat16 (CUDA rows)
     needs: tuple[str, ...] = field(default=())  # "cuda", "compile": skipped unless available / asked for
 
@@ -67,6 +68,13 @@ VARIANTS = {v.name: v for v in (
             needs=("cuda", "compile")),
     Variant("torchvision-bf16-compile", "torchvision-bf16, torch.compile", layout="torchvision", amp="bf16",
             channels_last=True, compile=True, needs=("cuda", "compile")),
+    # An eager bf16 step of ours launches more kernels than the GPU needs time for (docs/BENCHMARKS.md): CUDA
+    # graphs replay them without the host.
+    Variant("merged-bf16-compile-graphs", "merged-bf16-compile with CUDA graphs (mode reduce-overhead)", amp="bf16",
+            channels_last=True, compile=True, compile_mode="reduce-overhead", needs=("cuda", "compile")),
+    Variant("torchvision-bf16-compile-graphs", "torchvision-bf16-compile with CUDA graphs (mode reduce-overhead)",
+            layout="torchvision", amp="bf16", channels_last=True, compile=True, compile_mode="reduce-overhead",
+            needs=("cuda", "compile")),
 )}
 
 
@@ -90,7 +98,7 @@ def build_variant(variant: Variant, device: torch.device, num_classes: int = 100
     if variant.contiguous:
         model = model.to(memory_format=torch.contiguous_format)
     if variant.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=variant.compile_mode)
     return model
 
 
