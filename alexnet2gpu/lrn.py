@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .lrn_op import TRITON_AVAILABLE, WINDOW, relu_lrn
+from .lrn_op import TRITON_AVAILABLE, WINDOW, fused_relu_lrn
 
 LRN_IMPLS = ("fast", "chunked", "triton", "shifted", "native", "compiled")
 CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
@@ -228,7 +228,7 @@ def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: flo
     in-place ReLU (a convolution's backward does not need its output, so the ReLU may overwrite it) and the LRN."""
     _check_towers(z.shape[1], towers)
     if resolve_impl(impl, z.device, size, after_relu=True) == "triton":
-        return relu_lrn(z, towers, alpha, beta, k)
+        return fused_relu_lrn(z, towers, alpha, beta, k)
     return local_response_norm(F.relu(z, inplace=True), towers, size, alpha, beta, k, impl)
 
 

@@ -3,6 +3,9 @@
 As a custom op with a fake (shape-only) implementation, torch.compile and CUDA graphs take it whole, with no
 graph break: `torch.ops.alexnet2gpu.relu_lrn(z, towers, alpha, beta, k)`. Its backward is a custom op too.
 The op runs where Triton does: CUDA tensors, or any tensor with TRITON_INTERPRET=1 (the CPU tests).
+
+Eager calls take `fused_relu_lrn`, which runs the same kernels through a plain autograd.Function: torch.library's
+dispatch costs host time on every call, and an eager bf16 step on a GPU waits for its host (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -67,3 +70,28 @@ def _dense(z: torch.Tensor) -> torch.Tensor:
     if z.is_contiguous() or z.is_contiguous(memory_format=torch.channels_last):
         return z
     return z.contiguous()
+
+
+class _EagerReluLRN(torch.autograd.Function):
+    """relu_lrn's kernels and formula without torch.library's dispatch, for eager calls."""
+
+    @staticmethod
+    def forward(ctx, z, towers, alpha, beta, k):
+        z = _dense(z)
+        y = _kernels().relu_lrn_forward(z, towers, alpha, beta, k)
+        ctx.save_for_backward(z, y)  # see _setup_context
+        ctx.params = (towers, alpha, beta, k)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, y = ctx.saved_tensors
+        return _kernels().relu_lrn_backward(grad, z, y, *ctx.params), None, None, None, None
+
+
+def fused_relu_lrn(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """relu then the per-tower LRN: the custom op while torch.compile traces, else the same kernels called
+    directly."""
+    if torch.compiler.is_compiling():
+        return relu_lrn(z, towers, alpha, beta, k)
+    return _EagerReluLRN.apply(z, towers, alpha, beta, k)

@@ -8,7 +8,8 @@ with impl="aten", they are ATen's own kernels (an int64 flat index per output). 
 
 As a custom op with fake implementations, the compiler keeps it whole (Inductor's own max-pool lowering, after
 the fused ReLU + LRN op, ran several times slower than ATen's: docs/BENCHMARKS.md) and fuses everything around
-it. CPU code calls F.max_pool2d directly (`overlapping_max_pool`), unchanged.
+it. Eager CUDA calls run the same Triton kernels through a plain autograd.Function (`overlapping_max_pool`),
+which spares torch.library's dispatch on every call; CPU code calls F.max_pool2d directly, unchanged.
 """
 from __future__ import annotations
 
@@ -92,11 +93,30 @@ def _backward(ctx, grad, _grad_indices):
 max_pool.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerTritonMaxPool(torch.autograd.Function):
+    """The Triton max-pool without torch.library's dispatch, whose host time an eager step on a GPU pays on
+    every call (docs/BENCHMARKS.md); the op is for torch.compile."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = _dense(x)
+        y, argmax = _kernels().max_pool_forward(x)
+        ctx.save_for_backward(x, argmax)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, argmax = ctx.saved_tensors
+        return _kernels().max_pool_backward(grad, x, argmax)
+
+
 def overlapping_max_pool(x: torch.Tensor, impl: str = "fast") -> torch.Tensor:
     """3x3 stride-2 max-pool. On CUDA the custom op: the Triton kernels (impl "fast", when Triton is installed),
     or ATen's under torch.compile (impl "aten"); otherwise, and on the CPU, F.max_pool2d."""
     if impl not in POOL_IMPLS:
         raise ValueError(f"unknown pool_impl {impl!r}: choose one of {', '.join(POOL_IMPLS)}.")
-    if x.is_cuda and (torch.compiler.is_compiling() or (impl == "fast" and TRITON_AVAILABLE)):
+    if x.is_cuda and torch.compiler.is_compiling():
         return max_pool(x, impl)[0]
+    if x.is_cuda and uses_triton(x, impl):
+        return _EagerTritonMaxPool.apply(x)
     return F.max_pool2d(x, kernel_size=KERNEL, stride=STRIDE)

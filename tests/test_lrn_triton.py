@@ -52,6 +52,17 @@ def test_forward_and_backward_match_the_formula(layout, towers, channels, dtype,
     assert relative_error(grad, want_grad) < tolerance * 10
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_eager_path_is_the_op_without_its_dispatch(layout):
+    """Eager calls take the kernels through a plain autograd.Function; the op is for torch.compile."""
+    from alexnet2gpu.lrn_op import fused_relu_lrn
+    z = maps(2, 9, torch.float64, layout)
+    y = fused_relu_lrn(z, 2, *STRONG)
+    assert torch.equal(y, relu_lrn(z, 2, *STRONG)) and y.grad_fn.name().startswith("_EagerReluLRN")
+    g = torch.randn_like(y)
+    assert torch.equal(torch.autograd.grad(y, z, g)[0], torch.autograd.grad(relu_lrn(z, 2, *STRONG), z, g)[0])
+
+
 def test_gradcheck_in_float64():
     z = maps(2, 4, torch.float64, torch.contiguous_format, n=2, size=3)
     assert torch.autograd.gradcheck(lambda a: relu_lrn(a, 2, *STRONG), (z,))

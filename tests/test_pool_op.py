@@ -105,12 +105,27 @@ def test_the_op_passes_torch_library_checks_and_compiles_whole(impl):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_eager_path_is_the_op_without_its_dispatch(layout):
+    """Eager CUDA calls take the kernels through a plain autograd.Function (interpreted here): same maps and
+    gradients as the op and as F.max_pool2d, ties included."""
+    x = torch.randint(-3, 4, (2, 5, 9, 11), device=DEVICE).double().relu().contiguous(memory_format=layout)
+    x.requires_grad_()
+    g = torch.randint(-4, 5, (2, 5, 4, 5), device=DEVICE).double()
+    y = pool_op._EagerTritonMaxPool.apply(x)
+    assert torch.equal(y, max_pool(x)[0]) and torch.equal(y, F.max_pool2d(x, 3, 2))
+    (got,) = torch.autograd.grad(y, x, g)
+    (want,) = torch.autograd.grad(F.max_pool2d(x, 3, 2), x, g)
+    assert torch.equal(got, want)
+
+
 def test_the_cpu_keeps_max_pool2d_and_a_wrong_impl_is_a_clear_error(monkeypatch):
     """On the CPU overlapping_max_pool is F.max_pool2d itself, whatever the impl (the op is for CUDA)."""
     def refuse(*args, **kwargs):
         raise AssertionError("the custom op was called on the CPU")
 
     monkeypatch.setattr(pool_op, "max_pool", refuse)
+    monkeypatch.setattr(pool_op._EagerTritonMaxPool, "apply", refuse)
     x = torch.randn(1, 2, 7, 7)
     for impl in pool_op.POOL_IMPLS:
         assert torch.equal(overlapping_max_pool(x, impl), F.max_pool2d(x, 3, 2))
