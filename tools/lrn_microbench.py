@@ -7,10 +7,10 @@ A form or tile that fails to compile or run prints one "failed" line and the oth
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
+from microbench_args import parse  # a sibling in tools/
 
 LAYERS = {"lrn1": (256, 96, 55, 55), "lrn2": (256, 256, 27, 27)}  # conv1 and conv2 outputs, batch 256
 ALPHA, BETA, K = 1e-4, 0.75, 2.0
@@ -27,21 +27,15 @@ POINTS = {
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument("--layout", default="channels-last", choices=["channels-last", "contiguous"])
-    p.add_argument("--quick", action="store_true", help="only the defaults and each form at its first point")
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("lrn_microbench.py: needs a CUDA device", file=sys.stderr)
+    parsed = parse("lrn_microbench.py", __doc__, "only the defaults and each form at its first point", argv)
+    if parsed is None:
         return 2
+    args, dtype, fmt = parsed
     from triton.testing import do_bench
 
     from alexnet2gpu import lrn_kernels as kernels
     from alexnet2gpu.lrn_window_kernels import tile_shape as window_tile_shape
 
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
     channels_last = args.layout == "channels-last"  # the gather form takes channels-last maps only
     forms = {"forward": kernels.FORMS if channels_last else ("tile",),
              "backward": kernels.FORMS if channels_last else ("tile",)}

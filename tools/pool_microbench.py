@@ -7,29 +7,23 @@ difference from ATen's result. Needs a CUDA device.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
+from microbench_args import parse  # a sibling in tools/
 
 POOLS = {"pool1": (256, 96, 55, 55), "pool2": (256, 256, 27, 27), "pool5": (256, 256, 13, 13)}  # their inputs
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument("--layout", default="channels-last", choices=["channels-last", "contiguous"])
-    p.add_argument("--quick", action="store_true", help="only ATen and the default tile and warps")
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("pool_microbench.py: needs a CUDA device", file=sys.stderr)
+    parsed = parse("pool_microbench.py", __doc__, "only ATen and the default tile and warps", argv)
+    if parsed is None:
         return 2
+    args, dtype, fmt = parsed
     from triton.testing import do_bench
 
     from alexnet2gpu import pool_kernels as kernels
 
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
     sweep = [(t, w) for t in (512, 1024, 2048) for w in (4, 8)]
     forward_configs = [(kernels.FORWARD_TILE, kernels.NUM_WARPS)] if args.quick else sweep
     backward_configs = [(kernels.BACKWARD_TILE, kernels.NUM_WARPS)] if args.quick else sweep
