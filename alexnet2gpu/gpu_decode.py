@@ -46,6 +46,7 @@ from .batch import Batch
 from .data import is_prepared
 from .errors import TrainError
 from .imaging import RESIZE
+from .prefetch import made_ahead
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")
@@ -267,14 +268,17 @@ def decode_batch(batch: Batch, device) -> Batch:
 
 class DecodedLoader:
     """A loader of encoded batches seen through `decode` (InputSpec.decode): the training and evaluation
-    loops get decoded batches, and count and log the dropped images as any unreadable file."""
+    loops get decoded batches, and count and log the dropped images as any unreadable file. The batches are
+    decoded by a thread of their own up to `ahead` batches before the loop asks (prefetch.made_ahead): the
+    decoder's host work then overlaps the training step's instead of adding to it."""
 
-    def __init__(self, loader, decode):
-        self.loader, self.decode = loader, decode
+    def __init__(self, loader, decode, device, ahead: int = 2):
+        self.loader, self.decode, self.device, self.ahead = loader, decode, torch.device(device), ahead
 
     def __iter__(self):
-        for batch in self.loader:
-            yield self.decode(batch)
+        if self.ahead < 1:
+            return (self.decode(batch) for batch in self.loader)
+        return made_ahead(self.loader, self.decode, self.device, self.ahead)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -1,4 +1,5 @@
-"""Model input for the next batch made while the current step runs: copies and input maths on a side stream.
+"""Model input for the next batch made while the current step runs: copies and input maths on a side stream
+(`device_batches`), and JPEG decoding in a thread of its own (`made_ahead`).
 
 A batch of 256 uint8 224x224 crops is 38 MB: copied to a GPU on the compute stream, it would hold every
 step up by the copy (and the mean, PCA noise and layout conversion after it). `device_batches` issues that
@@ -8,7 +9,10 @@ needs batch k+1. On the CPU it is a plain loop.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+import contextlib
+import queue
+import threading
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
 
@@ -45,3 +49,75 @@ def _handed_over(pending, compute: torch.cuda.Stream) -> tuple:
     for t in made if isinstance(made, tuple) else (made,):
         t.record_stream(compute)  # its memory stays reserved until the compute stream is done with it
     return batch, made
+
+
+_END = object()
+JOIN_SECONDS = 30
+
+
+class _Failed(NamedTuple):
+    error: BaseException
+
+
+def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int = 2) -> Iterator:
+    """Yield make(item) for each of `items`, in order, made by a thread up to `depth` items ahead.
+
+    For JPEG decoding on the GPU (gpu_decode.DecodedLoader): nvJPEG decodes on the host thread that calls it
+    and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
+    instead of adding to it. On CUDA the thread works on a stream of its own, and each result is handed over
+    behind an event the consumer's current stream waits for. An error in the thread is raised here; leaving
+    the loop early stops the thread."""
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            with torch.cuda.device(device) if stream else contextlib.nullcontext(), \
+                    torch.cuda.stream(stream) if stream else contextlib.nullcontext():
+                for item in items:
+                    made = make(item)
+                    ready = None
+                    if stream is not None:
+                        ready = torch.cuda.Event()
+                        ready.record(stream)
+                    if not put((made, ready)):
+                        return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            put((_Failed(error), None))
+            return
+        put((_END, None))
+
+    thread = threading.Thread(target=work, name="made_ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            made, ready = results.get()
+            if made is _END:
+                return
+            if isinstance(made, _Failed):
+                raise made.error
+            if ready is not None:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(ready)
+                for t in _tensors(made):
+                    if t.is_cuda:
+                        t.record_stream(consumer)  # made on the thread's stream, freed after the consumer's use
+            yield made
+    finally:
+        stop.set()
+        thread.join(timeout=JOIN_SECONDS)  # it stops at its next put; a loader stuck on a file keeps it longer
+
+
+def _tensors(made) -> list[torch.Tensor]:
+    values = made.__dict__.values() if hasattr(made, "__dict__") else (made if isinstance(made, tuple) else (made,))
+    return [v for v in values if isinstance(v, torch.Tensor)]

@@ -63,7 +63,7 @@ class Run:
         train, n_train, val, n_val = epoch_loaders(self.cfg, self.data.splits, self.ctx, epoch,
                                                    pin=self.spec.device.type == "cuda", decode=self.decode)
         if self.decode == "gpu":  # the loops then see decoded batches
-            train, val = DecodedLoader(train, self.spec.decode), DecodedLoader(val, self.spec.decode)
+            train, val = (DecodedLoader(loader, self.spec.decode, self.spec.device) for loader in (train, val))
         return train, n_train, val, n_val
 
     def snapshot(self, weights: dict) -> dict:

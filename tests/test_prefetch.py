@@ -1,0 +1,57 @@
+"""prefetch.made_ahead: the thread that decodes batches ahead of the training loop (gpu_decode.DecodedLoader).
+Its results must come in order and whole, its errors must reach the loop, and leaving the loop must stop it."""
+import threading
+import time
+
+import pytest
+import torch
+
+from alexnet2gpu.prefetch import made_ahead
+
+CPU = torch.device("cpu")
+
+
+def made_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "made_ahead"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_results_come_in_order_from_another_thread(depth):
+    callers = set()
+
+    def make(i):
+        callers.add(threading.get_ident())
+        time.sleep(0.001 * (i % 3))  # uneven work must not reorder anything
+        return torch.full((2,), i)
+
+    got = [int(t[0]) for t in made_ahead(range(20), make, CPU, depth)]
+    assert got == list(range(20))
+    assert callers and threading.get_ident() not in callers
+    assert not made_threads()
+
+
+def test_an_error_in_the_thread_is_raised_in_the_loop_after_the_items_before_it():
+    def make(i):
+        if i == 3:
+            raise ValueError("batch 3 is broken")
+        return i
+
+    seen = []
+    with pytest.raises(ValueError, match="batch 3 is broken"):
+        for i in made_ahead(range(10), make, CPU):
+            seen.append(i)
+    assert seen == [0, 1, 2]
+
+
+def test_leaving_the_loop_early_stops_the_thread():
+    made = []
+
+    def make(i):
+        made.append(i)
+        return i
+
+    for i in made_ahead(range(1000), make, CPU, depth=2):
+        if i == 4:
+            break
+    assert not made_threads()
+    assert len(made) <= 4 + 1 + 2 + 1  # the items taken, the one in hand, a full queue, one being put
