@@ -4,9 +4,12 @@
 # step, the GPU data path, the tests that start processes. A summary is printed last and kept in
 # $OUT/summary.txt with the bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a
 # run stopped early still returns what it measured ($OUT defaults to /tmp/gpu_check).
-#   bash tools/gpu_check.sh            # from the repository root; about 7 minutes on an H100
+#   bash tools/gpu_check.sh            # from the repository root; every stage, about 12 minutes on an H100
 #   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv
 #                                                 # pool profile decode
+# Within a 10-minute call, run it as two: on an H100, bench + compile + cuda-tests + e2e + profile + decode
+# took 5.6 minutes (compile with two rows; the CUDA-graph rows add about a minute), and cuda-tests + lrn +
+# conv + pool about 3.7 (the first call also ran the bench stage).
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
