@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from .lrn_window_kernels import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
+from .maps import memory_format_of
 
 SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
 # Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps. The tile
@@ -147,7 +148,7 @@ FORMS = ("tile",) + WINDOW_FORMS
 def default_form(z: torch.Tensor) -> str:
     """The gather form for channels-last maps (one aligned load of each tensor a tile; the fastest form both ways
     on an H100, at 48 and 128 maps a tower), the tile form for contiguous ones (the only other form they take)."""
-    return "gather" if _memory_format(z) == torch.channels_last else "tile"
+    return "gather" if memory_format_of(z) == torch.channels_last else "tile"
 
 
 def _compute(z: torch.Tensor):
@@ -170,7 +171,7 @@ def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towe
                       k: float, form: str | None = None, tile: int | None = None,
                       num_warps: int = 4) -> torch.Tensor:
     """dL/dz from the gradient at y, the op's input z and its output y (both in z's memory layout)."""
-    grad = grad.contiguous(memory_format=_memory_format(z))  # the kernels walk g with z's strides
+    grad = grad.contiguous(memory_format=memory_format_of(z))  # the kernels walk g with z's strides
     form = _checked(form or default_form(z))
     if form in WINDOW_FORMS:
         return relu_lrn_backward_window(grad, z, y, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE,
@@ -186,8 +187,3 @@ def _checked(form: str) -> str:
     if form not in FORMS:
         raise ValueError(f"unknown LRN kernel form {form!r}: choose one of {', '.join(FORMS)}.")
     return form
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format

@@ -13,6 +13,8 @@ import importlib.util
 
 import torch
 
+from .maps import dense
+
 WINDOW = 5  # lrn_kernels.SIZE, without importing Triton
 
 
@@ -29,24 +31,24 @@ def _kernels():
 @torch.library.custom_op("alexnet2gpu::relu_lrn", mutates_args=())
 def relu_lrn(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """relu(z) then LRN over each tower's channels (window 5), for N x (towers*C) x H x W maps."""
-    return _kernels().relu_lrn_forward(_dense(z), towers, alpha, beta, k)
+    return _kernels().relu_lrn_forward(dense(z), towers, alpha, beta, k)
 
 
 @relu_lrn.register_fake
 def _(z, towers, alpha, beta, k):
-    return torch.empty_like(_dense(z))
+    return torch.empty_like(dense(z))
 
 
 @torch.library.custom_op("alexnet2gpu::relu_lrn_backward", mutates_args=())
 def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha: float, beta: float,
                       k: float) -> torch.Tensor:
     """dL/dz from the gradient at the op's output y, its input z and y itself."""
-    return _kernels().relu_lrn_backward(grad, _dense(z), y, towers, alpha, beta, k)
+    return _kernels().relu_lrn_backward(grad, dense(z), y, towers, alpha, beta, k)
 
 
 @relu_lrn_backward.register_fake
 def _(grad, z, y, towers, alpha, beta, k):
-    return torch.empty_like(_dense(z))
+    return torch.empty_like(dense(z))
 
 
 def _setup_context(ctx, inputs, output):
@@ -65,19 +67,12 @@ def _backward(ctx, grad):
 relu_lrn.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _dense(z: torch.Tensor) -> torch.Tensor:
-    """z itself when it is channels-last or contiguous (what the kernels walk), else a contiguous copy."""
-    if z.is_contiguous() or z.is_contiguous(memory_format=torch.channels_last):
-        return z
-    return z.contiguous()
-
-
 class _EagerReluLRN(torch.autograd.Function):
     """relu_lrn's kernels and formula without torch.library's dispatch, for eager calls."""
 
     @staticmethod
     def forward(ctx, z, towers, alpha, beta, k):
-        z = _dense(z)
+        z = dense(z)
         y = _kernels().relu_lrn_forward(z, towers, alpha, beta, k)
         ctx.save_for_backward(z, y)  # see _setup_context
         ctx.params = (towers, alpha, beta, k)

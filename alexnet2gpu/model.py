@@ -18,6 +18,7 @@ from torch import nn
 
 from .conv import conv2d_chunked_weight_grad
 from .lrn import relu_local_response_norm
+from .maps import memory_format_of
 from .pool_op import overlapping_max_pool
 
 TOWERS = 2  # the paper's two GPUs
@@ -175,12 +176,6 @@ def check_input(x: torch.Tensor, in_channels: int, weight: torch.Tensor | None =
             f"(caffe), got {got}: crop or resize the images to 224 (or 227)."
         )
     return INPUT_PAD[x.shape[2]]
-
-
-def memory_format_of(t: torch.Tensor) -> torch.memory_format:
-    """channels_last for a channels-last 4-d tensor that is not also contiguous, else contiguous_format."""
-    return torch.channels_last if not t.is_contiguous() and t.is_contiguous(
-        memory_format=torch.channels_last) else torch.contiguous_format
 
 
 def conv1_input(x: torch.Tensor, pad: int, weight: torch.Tensor) -> torch.Tensor:

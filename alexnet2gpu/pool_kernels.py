@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .maps import memory_format_of
 from .pool_op import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
 
 # Elements per program and warps; tools/pool_microbench.py times the alternatives on a GPU.
@@ -129,12 +130,6 @@ def max_pool_backward_kernel(g_ptr, arg_ptr, dx_ptr, in_pixels, in_w, out_h, out
     tl.store(dx_ptr + dx_at, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for channels-last maps (that are not also contiguous), else contiguous_format."""
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
-
-
 def pooled_shape(x: torch.Tensor) -> tuple[int, int, int, int]:
     n, c, h, w = x.shape
     return n, c, (h - KERNEL) // STRIDE + 1, (w - KERNEL) // STRIDE + 1
@@ -142,13 +137,13 @@ def pooled_shape(x: torch.Tensor) -> tuple[int, int, int, int]:
 
 def empty_outputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled maps and their int8 argmax, unfilled, in x's memory layout (also the op's fake result)."""
-    fmt = memory_format(x)
+    fmt = memory_format_of(x)
     y = torch.empty(pooled_shape(x), dtype=x.dtype, device=x.device, memory_format=fmt)
     return y, torch.empty(y.shape, dtype=torch.int8, device=x.device, memory_format=fmt)
 
 
 def empty_input_grad(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
 
 
 def _blocks(x: torch.Tensor, pixels: int, tile: int) -> dict:
@@ -157,7 +152,7 @@ def _blocks(x: torch.Tensor, pixels: int, tile: int) -> dict:
     power of two), x the pixels that fill `tile`. Contiguous maps: an image's pixels (up to `tile`) x the
     channels that fill the rest. Never more pixels than an image has, so small maps leave few lanes idle."""
     channels, pixel_block = x.shape[1], triton.next_power_of_2(pixels)
-    if memory_format(x) == torch.channels_last:
+    if memory_format_of(x) == torch.channels_last:
         block_c = channels & -channels
         block_c = min(block_c if block_c >= 16 else triton.next_power_of_2(channels), MAX_CHANNEL_BLOCK)
         return dict(BLOCK_P=min(max(1, tile // block_c), pixel_block), BLOCK_C=block_c, PIXELS_FAST=False)

@@ -19,6 +19,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .maps import dense
+
 KERNEL, STRIDE = 3, 2  # z = 3, s = 2: windows overlap by one pixel (paper §3.4)
 POOL_IMPLS = ("fast", "aten")  # "fast": the Triton kernels where Triton runs; "aten": ATen's kernels
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -41,26 +43,19 @@ def uses_triton(x: torch.Tensor, impl: str = "fast") -> bool:
             and x.dtype in FLOATS and x.shape[2] >= KERNEL and x.shape[3] >= KERNEL)
 
 
-def _dense(x: torch.Tensor) -> torch.Tensor:
-    """x itself when it is channels-last or contiguous (what the kernels walk), else a contiguous copy."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return x
-    return x.contiguous()
-
-
 @torch.library.custom_op("alexnet2gpu::max_pool", mutates_args=())
 def max_pool(x: torch.Tensor, impl: str = "fast") -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled maps and, for the backward, each window's argmax: int8 window position (Triton) or int64
     flat input index (ATen)."""
     if uses_triton(x, impl):
-        return _kernels().max_pool_forward(_dense(x))
+        return _kernels().max_pool_forward(dense(x))
     return torch.ops.aten.max_pool2d_with_indices.default(x, [KERNEL, KERNEL], [STRIDE, STRIDE])
 
 
 @max_pool.register_fake
 def _(x, impl="fast"):
     if uses_triton(x, impl):
-        return _kernels().empty_outputs(_dense(x))
+        return _kernels().empty_outputs(dense(x))
     return torch.ops.aten.max_pool2d_with_indices.default(x, [KERNEL, KERNEL], [STRIDE, STRIDE])
 
 
@@ -68,7 +63,7 @@ def _(x, impl="fast"):
 def max_pool_backward(grad: torch.Tensor, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """dL/dx: the Triton gather for an int8 argmax, ATen's backward for int64 indices."""
     if indices.dtype == torch.int8:
-        return _kernels().max_pool_backward(grad, _dense(x), indices)
+        return _kernels().max_pool_backward(grad, dense(x), indices)
     return torch.ops.aten.max_pool2d_with_indices_backward.default(
         grad, x, [KERNEL, KERNEL], [STRIDE, STRIDE], [0, 0], [1, 1], False, indices)
 
@@ -76,7 +71,7 @@ def max_pool_backward(grad: torch.Tensor, x: torch.Tensor, indices: torch.Tensor
 @max_pool_backward.register_fake
 def _(grad, x, indices):
     if indices.dtype == torch.int8:
-        return _kernels().empty_input_grad(_dense(x))
+        return _kernels().empty_input_grad(dense(x))
     return torch.empty_like(x)
 
 
@@ -99,7 +94,7 @@ class _EagerTritonMaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        x = _dense(x)
+        x = dense(x)
         y, argmax = _kernels().max_pool_forward(x)
         ctx.save_for_backward(x, argmax)
         return y
@@ -111,8 +106,9 @@ class _EagerTritonMaxPool(torch.autograd.Function):
 
 
 def overlapping_max_pool(x: torch.Tensor, impl: str = "fast") -> torch.Tensor:
-    """3x3 stride-2 max-pool. On CUDA the custom op: the Triton kernels (impl "fast", when Triton is installed),
-    or ATen's under torch.compile (impl "aten"); otherwise, and on the CPU, F.max_pool2d."""
+    """3x3 stride-2 max-pool. On CUDA: the custom op while torch.compile traces (its Triton or, with impl "aten",
+    ATen's kernels); in eager mode the Triton kernels directly (impl "fast", when Triton is installed);
+    otherwise, and on the CPU, F.max_pool2d."""
     if impl not in POOL_IMPLS:
         raise ValueError(f"unknown pool_impl {impl!r}: choose one of {', '.join(POOL_IMPLS)}.")
     if x.is_cuda and torch.compiler.is_compiling():
