@@ -81,6 +81,9 @@ class Config:
                                   evaluate=True)
     compile: bool = setting(False, "torch.compile the model: a minute or more of compiling, then faster steps on "
                                    "a GPU", resume=True, evaluate=True)
+    cuda_graphs: bool = setting(False, "replay each step's forward and backward from a CUDA graph, so the GPU never "
+                                       "waits for Python (one GPU: merged, or two-device with both towers on it)",
+                                resume=True, placement=True)
     device: str = setting("auto", "merged layout: cpu, cuda, cuda:1; torchrun: cpu or cuda, each rank on "
                                   "cuda:LOCAL_RANK", shown="cuda when there is one", resume=True, evaluate=True,
                           placement=True)

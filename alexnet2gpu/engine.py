@@ -117,21 +117,31 @@ def _non_finite(step: int, value: float | None) -> NonFiniteLoss:
                          "the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
 
 
-def train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, ctx=None, autocast=None,
-               guard: FiniteGuard | None = None, step: int = 0) -> torch.Tensor:
-    """One SGD step on one batch; returns the (detached) loss, still on the device: reading it waits for the
-    step. With a `guard`, a NaN or infinite loss never updates the weights (see FiniteGuard)."""
+def forward_backward(model, images: torch.Tensor, targets: torch.Tensor, autocast=None) -> torch.Tensor:
+    """Forward, cross-entropy and backward into fresh gradients; returns the detached loss, on the device."""
+    model.zero_grad(set_to_none=True)
     with autocast or contextlib.nullcontext():
         logits = model(images)
     loss = F.cross_entropy(logits.float(), targets.to(logits.device, non_blocking=True))
+    loss.backward()
+    return loss.detach()
+
+
+def train_step(model, optimizer, images: torch.Tensor, targets: torch.Tensor, ctx=None, autocast=None,
+               guard: FiniteGuard | None = None, step: int = 0, graphed=None) -> torch.Tensor:
+    """One SGD step on one batch; returns the (detached) loss, still on the device: reading it waits for the
+    step. With a `guard`, a NaN or infinite loss never updates the weights (see FiniteGuard). With `graphed`
+    (a cuda_graphs.GraphedStep), the forward and backward of every batch it takes replay its CUDA graph."""
+    if graphed is not None and graphed.takes(images, targets):
+        loss = graphed(images, targets, autocast)
+    else:
+        loss = forward_backward(model, images, targets, autocast)
     if guard is not None:
         guard.observe(loss, step, ctx)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     if ctx is not None:
         ctx.average_gradients(model.parameters())
     optimizer.step()
-    return loss.detach()
+    return loss
 
 
 @dataclass
@@ -154,10 +164,12 @@ READ_SECONDS = 1.0  # how often the training loop reads the device (progress bar
 
 
 def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total_images: int, desc: str, ctx=None,
-                    first_step: int = 0, max_steps: int | None = None, show: bool = True, log=None) -> EpochStats:
+                    first_step: int = 0, max_steps: int | None = None, show: bool = True, log=None,
+                    graphed=None) -> EpochStats:
     """Train over `loader`; stop early once the run's step count reaches max_steps. `corrupt` (a
     data.CorruptLog) records the unreadable images; `total_images` and `desc` are the progress bar's, which
-    `show` turns off; `ctx` (a world.Context) averages the gradients over tower pairs.
+    `show` turns off; `ctx` (a world.Context) averages the gradients over tower pairs; `graphed` (a
+    cuda_graphs.GraphedStep, kept from epoch to epoch) replays the forward and backward from a CUDA graph.
 
     The loop never waits for the device except every READ_SECONDS (the progress bar's loss and the
     non-finite check), when `log` (a batch_log.StepLog) has a line due, and at the end of the epoch: losses
@@ -179,7 +191,7 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total
         step = first_step + stats.steps + 1
         for hook in STEP_HOOKS:
             hook(ctx, step)
-        loss = train_step(model, optimizer, images, targets, ctx, spec.autocast(), guard, step)
+        loss = train_step(model, optimizer, images, targets, ctx, spec.autocast(), guard, step, graphed)
         loss_sum += loss.double() * len(batch)
         stats.images += len(batch)
         stats.steps += 1

@@ -13,6 +13,7 @@ from . import checkpoint as ckpt
 from . import world
 from .config import Config, resume_config
 from .config_checks import check_classes, check_config, same_folder
+from .cuda_graphs import GraphedStep, check_graphable
 from .data import CorruptLog
 from .device import check_device, default_device_type
 from .engine import InputSpec
@@ -122,6 +123,11 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
         raise TrainError(f"--amp {cfg.amp!r}: the only mixed precision offered is bf16.")
     if cfg.amp and device.type != "cuda":
         raise TrainError("--amp bf16 needs a CUDA device and this run is on the CPU: leave --amp out.")
+    if cfg.cuda_graphs:
+        try:
+            check_graphable(layout, [device])  # the two-device towers' devices are checked once they are built
+        except ValueError as error:
+            raise TrainError(str(error)) from None
     plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root))
     if cfg.init_from is not None and not state:  # checked here, before any model is built
         plan.start_weights = load_weights(cfg.init_from)
@@ -140,6 +146,7 @@ class Training:
     schedule: object  # optim.make_schedule's
     spec: InputSpec
     lr_rule: str  # how the lr was found, for the banner
+    graphed: GraphedStep | None = None  # --cuda-graphs
 
 
 def build_training(plan: Plan, ctx: Context) -> Training:
@@ -158,7 +165,8 @@ def build_training(plan: Plan, ctx: Context) -> Training:
     schedule = make_schedule(cfg.schedule, lr, cfg.patience, cfg.lr_steps)
     first = next(model.parameters()).device  # the layout protocol: input and logits on the first device
     spec = InputSpec(first, torch.tensor(plan.data.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp)
-    return Training(model, optimizer, schedule, spec, lr_rule)
+    graphed = GraphedStep(model, plan.layout, batch_size=cfg.batch_size) if cfg.cuda_graphs else None
+    return Training(model, optimizer, schedule, spec, lr_rule, graphed)
 
 
 @dataclass

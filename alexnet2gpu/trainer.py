@@ -35,7 +35,7 @@ class Run:
         self.cfg, self.data, self.layout, self.decode, self.init_note = (plan.cfg, plan.data, plan.layout,
                                                                          plan.decode, plan.init_note)
         self.model, self.optimizer, self.schedule = training.model, training.optimizer, training.schedule
-        self.spec, self.lr_rule = training.spec, training.lr_rule
+        self.spec, self.lr_rule, self.graphed = training.spec, training.lr_rule, training.graphed
         self.run_dir, self.history, self.epoch, self.step = begin.run_dir, begin.history, begin.epoch, begin.step
         self.best, self.last_checkpoint = begin.best, begin.last_checkpoint
         self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
@@ -87,7 +87,7 @@ class Run:
             stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, corrupt=corrupt,
                                     total_images=n_train, desc=f"epoch {epoch}/{cfg.epochs}", ctx=self.ctx,
                                     first_step=self.step, max_steps=cfg.max_steps, show=self.say.on,
-                                    log=self.step_log)
+                                    log=self.step_log, graphed=self.graphed)
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
                 raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why

@@ -82,6 +82,7 @@ def make_odd_folders(tmp_path, tiny):
     ("count", ["--data", "{tiny}", "--num-classes", "1000"], "--num-classes is 1000 but .* has 2 class folders"),
     ("channels", ["--data", "{tiny}", "--in-channels", "2"], "--in-channels 2: image folders give 1"),
     ("amp", ["--data", "{tiny}", "--amp", "bf16", "--device", "cpu"], "--amp bf16 needs a CUDA device"),
+    ("cuda-graphs", ["--data", "{tiny}", "--cuda-graphs"], "--cuda-graphs needs the model on a CUDA device"),
     ("corrupt", ["--data", "{broken}", "--max-corrupt", "0"], "could not be read \\(more than --max-corrupt 0\\).*bad.jpg"),
     ("resume", ["--data", "{tiny}", "--resume", "{junk}"], "checkpoint .*junk.pt could not be read"),
     ("layout", ["--data", "{tiny}", "--layout", "two-device"], "the two-device layout needs two devices"),

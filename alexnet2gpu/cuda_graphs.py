@@ -1,0 +1,134 @@
+"""A training step's forward and backward captured once as a CUDA graph, then replayed (`--cuda-graphs`).
+
+Why: an eager bf16 step of this network launches a few hundred kernels, and on an H100 the host takes longer
+to launch them than the GPU takes to run them (docs/BENCHMARKS.md). A replayed graph launches them all in
+one call, so the GPU never waits for Python.
+
+What is captured: the forward (under the run's autocast), the cross-entropy and the backward into every
+parameter's `.grad`. What stays eager: the non-finite check, the gradient average over tower pairs and the
+fused SGD update, a handful of launches. The learning rate, the step number and the process group are
+therefore never frozen into the graph: the schedule, checkpoint loads and tower pairs work as without it.
+
+How, following the rules of CUDA-graph capture in PyTorch:
+- the first `warmup` steps run eagerly on the capture stream, so that cuDNN's algorithm search, Triton's
+  compiles and cuBLAS's workspaces happen before the capture, not in it;
+- the graph reads its input from tensors of its own: each batch is copied into them before a replay, and the
+  loss and gradients it writes are overwritten by the next replay;
+- only batches of the run's batch size are warmed up with and captured, and only batches of the captured
+  shape and layout replay, in the captured train/eval mode; any other batch (an epoch's last, smaller one)
+  runs eagerly, and the parameters' `.grad` point back at the graph's gradients after every replay;
+- dropout stays random: PyTorch's CUDA generator hands each replay fresh offsets, and a reseed between
+  epochs reaches the graph;
+- the capture only forbids unsafe calls in this thread ("thread_local"), so the loader's pinning thread and
+  the JPEG-decoding thread go on working meanwhile.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import TrainError
+from .world import first_line
+
+WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's own examples of whole-network capture
+
+
+def check_graphable(layout: str, devices) -> None:
+    """Refuse, in one sentence, a run whose step one CUDA graph cannot hold: `devices` are where the model's
+    parameters live."""
+    if layout == "tower-parallel":
+        raise ValueError("--cuda-graphs captures one process's step, and the tower-parallel layout exchanges "
+                         "activations with its peer rank inside the step: leave --cuda-graphs out, or use the "
+                         "merged layout.")
+    devices = {torch.device(d) for d in devices}
+    if any(d.type != "cuda" for d in devices):
+        raise ValueError("--cuda-graphs needs the model on a CUDA device, and this run computes on "
+                         f"{', '.join(sorted(str(d) for d in devices))}: leave --cuda-graphs out.")
+    if len(devices) > 1:
+        raise ValueError("--cuda-graphs captures one GPU's stream, and this model spans "
+                         f"{', '.join(sorted(str(d) for d in devices))}: use the merged layout (or both towers "
+                         "on one GPU), or leave --cuda-graphs out.")
+
+
+class GraphedStep:
+    """Forward, loss and backward of full batches replayed from one CUDA graph (see the module's notes).
+
+    Call it as `loss = graphed(images, targets, autocast)` for each batch it `takes`; it leaves the gradients
+    in the parameters' `.grad` and returns the detached loss, like `engine.forward_backward`."""
+
+    def __init__(self, model: torch.nn.Module, layout: str = "merged", warmup: int = WARMUP_STEPS,
+                 batch_size: int | None = None):
+        params = [p for p in model.parameters() if p.requires_grad]
+        check_graphable(layout, {p.device for p in params})
+        self.model, self.params, self.warmup = model, params, warmup
+        self.batch_size = batch_size  # None: the first batch's
+        self.device = params[0].device
+        self.stream = None  # the capture stream, made on first use
+        self.graph = None
+        self.warm_steps = 0
+        self.images = self.targets = self.loss = None  # the graph's own input and output
+        self.grads: list = []
+        self.training = None
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def takes(self, images: torch.Tensor, targets: torch.Tensor) -> bool:
+        """Whether this batch can replay the graph (before the capture: whether it may be warmed up with)."""
+        if self.graph is None:
+            return images.device == self.device and len(images) == (self.batch_size or len(images))
+        return (images.shape == self.images.shape and images.stride() == self.images.stride()
+                and images.dtype == self.images.dtype and images.device == self.device
+                and targets.shape == self.targets.shape and self.model.training == self.training)
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, autocast=None) -> torch.Tensor:
+        if self.graph is None:
+            if self.warm_steps < self.warmup:
+                return self._warm_up(images, targets, autocast)
+            self._capture(images, targets, autocast)
+        self.images.copy_(images, non_blocking=True)
+        self.targets.copy_(targets, non_blocking=True)
+        self.graph.replay()
+        for p, grad in zip(self.params, self.grads):
+            p.grad = grad  # an eager step in between (set_to_none) may have replaced them
+        return self.loss
+
+    def _side_stream(self) -> torch.cuda.Stream:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+        return self.stream
+
+    def _warm_up(self, images, targets, autocast) -> torch.Tensor:
+        """One eager step on the capture stream. The device is synchronised around it (a few times a run) so
+        that no tensor crosses between the streams while the other still uses it."""
+        from .engine import forward_backward
+
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.stream(self._side_stream()):
+            loss = forward_backward(self.model, images, targets, autocast)
+        torch.cuda.synchronize(self.device)
+        self.warm_steps += 1
+        return loss
+
+    def _capture(self, images, targets, autocast) -> None:
+        """Record the step on the capture stream; nothing runs until the first replay."""
+        from .engine import forward_backward
+
+        torch.cuda.synchronize(self.device)  # the last warm-up's gradients are freed below: the update is done
+        self.images = torch.empty_like(images)
+        self.targets = torch.empty_like(targets, device=self.device)
+        self.training = self.model.training
+        for p in self.params:
+            p.grad = None  # so the backward allocates the gradients in the graph's memory
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self._side_stream(), capture_error_mode="thread_local"):
+                self.loss = forward_backward(self.model, self.images, self.targets,
+                                             autocast or contextlib.nullcontext())
+        except RuntimeError as error:  # an operation CUDA graphs do not allow: name it, keep the run resumable
+            raise TrainError(f"--cuda-graphs could not capture the training step ({first_line(error)}): leave "
+                             "--cuda-graphs out (finished epochs are checkpointed: --resume auto).") from error
+        self.grads = [p.grad for p in self.params]
+        self.graph = graph

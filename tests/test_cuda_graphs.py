@@ -1,0 +1,174 @@
+"""train.py --cuda-graphs: a step's forward and backward replayed from one CUDA graph (cuda_graphs.py).
+
+On the CPU: what a graph cannot hold is refused in one sentence, the flag follows the run's placement on
+resume, and the training step routes each batch to the graph or to the eager path. On a GPU: training with
+the graph gives the eager run's weights and momentum, through a smaller last batch, a learning-rate change
+and dropout; the two-device layout with both towers on one GPU is graphed too; a NaN loss still never
+updates the weights; train.py trains with the flag.
+"""
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from alexnet2gpu import AlexNet, TwoTowerAlexNet
+from alexnet2gpu.config import Config, resume_config
+from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
+from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, forward_backward, train_step
+from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("layout, devices, message", [
+    ("tower-parallel", ["cuda:0"], "the tower-parallel layout exchanges activations with its peer rank"),
+    ("merged", ["cpu"], "--cuda-graphs needs the model on a CUDA device, and this run computes on cpu"),
+    ("two-device", ["cpu", "cpu"], "needs the model on a CUDA device"),
+    ("two-device", ["cuda:0", "cuda:1"], "captures one GPU's stream, and this model spans cuda:0, cuda:1"),
+])
+def test_what_one_graph_cannot_hold_is_refused_in_one_sentence(layout, devices, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        check_graphable(layout, devices)
+    assert str(caught.value).count(". ") == 0 and str(caught.value).endswith(".")
+
+
+def test_a_graphed_step_refuses_a_model_on_the_cpu():
+    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
+        GraphedStep(AlexNet(num_classes=4))
+    with pytest.raises(ValueError, match="needs the model on a CUDA device"):
+        GraphedStep(TwoTowerAlexNet(num_classes=4, devices=("cpu", "cpu")))
+
+
+def test_a_resumed_run_asks_for_cuda_graphs_again():
+    """Like the devices, graphs are placement: a run resumed on a machine without a GPU must not fail."""
+    saved = asdict(Config(cuda_graphs=True))
+    assert resume_config(saved, {}).cuda_graphs is False
+    assert resume_config(saved, {"cuda_graphs": True}).cuda_graphs is True
+
+
+class RecordingGraph:
+    """Stands in for a GraphedStep: takes batches of one size and runs them eagerly, counting them."""
+
+    def __init__(self, model, size):
+        self.model, self.size, self.calls = model, size, 0
+
+    def takes(self, images, targets):
+        return len(images) == self.size
+
+    def __call__(self, images, targets, autocast=None):
+        self.calls += 1
+        return forward_backward(self.model, images, targets, autocast)
+
+
+def test_train_step_sends_the_batches_the_graph_takes_to_it_and_the_others_to_the_eager_path():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    twin = torch.nn.Linear(3, 4)
+    twin.load_state_dict(model.state_dict())
+    graphed = RecordingGraph(model, size=8)
+    optimizers = make_optimizer(model, lr=0.1), make_optimizer(twin, lr=0.1)
+    for size in (8, 8, 5, 8):
+        x, y = torch.randn(size, 3), torch.randint(0, 4, (size,))
+        losses = [train_step(model, optimizers[0], x, y, graphed=graphed),
+                  train_step(twin, optimizers[1], x, y)]
+        torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    assert graphed.calls == 3
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def relative_error(got, want) -> float:
+    return ((got.double().cpu() - want.double().cpu()).norm() / want.double().cpu().norm()).item()
+
+
+def train(model, graphed, batches, amp=None):
+    """SGD over `batches` (the lr drops after the third and the sixth), with the deferred non-finite check; returns the
+    losses, and the weights and momentum buffers by canonical name."""
+    optimizer = make_optimizer(model, lr=0.01)
+    guard = FiniteGuard(optimizer, torch.device("cuda"))
+    losses = []
+    for step, (x, y) in enumerate(batches, 1):
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else None
+        losses.append(float(train_step(model, optimizer, x, y, autocast=autocast, guard=guard, step=step,
+                                       graphed=graphed)))
+        if step in (3, 6):  # during the warm-up and after the capture
+            set_lr(optimizer, get_lr(optimizer) / 10)
+    guard.check()
+    weights = model.to_canonical({n: p.detach() for n, p in model.named_parameters()})
+    return losses, weights, model.to_canonical(momentum_buffers(model, optimizer))
+
+
+def cuda_batches(sizes, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [((torch.randn(n, 3, 224, 224, generator=gen) * 60).cuda().contiguous(memory_format=torch.channels_last),
+             torch.randint(0, 10, (n,), generator=gen).cuda()) for n in sizes]
+
+
+@pytest.fixture
+def exact_fp32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@cuda
+@pytest.mark.parametrize("layout, amp, tolerance", [("merged", None, 1e-5), ("merged", "bf16", 1e-2),
+                                                    ("two-device", None, 1e-5)])
+def test_training_with_the_graph_gives_the_eager_runs_weights(exact_fp32, layout, amp, tolerance):
+    """Warm-up, capture, replays, smaller batches before and after the capture (eager) and an lr change: the
+    graphed run ends where the eager run ends, dropout included (the CUDA generator feeds both the same
+    offsets)."""
+    sizes = [5, 8, 8, 8, 8, 5, 8, 8]  # eager 5; warm-up 3 x 8; capture at the next 8; eager 5; replays
+    batches = cuda_batches(sizes)
+
+    def model():
+        torch.manual_seed(1)
+        if layout == "two-device":
+            net = TwoTowerAlexNet(num_classes=10, devices=("cuda:0", "cuda:0"))
+        else:
+            net = AlexNet(num_classes=10).cuda()
+        return net.to(memory_format=torch.channels_last)
+
+    eager_model, graphed_model = model(), model()
+    graphed = GraphedStep(graphed_model, layout, batch_size=8)
+    torch.manual_seed(2)  # the dropout masks
+    want = train(eager_model, None, batches, amp)
+    torch.manual_seed(2)
+    got = train(graphed_model, graphed, batches, amp)
+    assert graphed.captured and graphed.warm_steps == 3 and graphed.images.shape[0] == 8
+    assert got[0] == pytest.approx(want[0], rel=tolerance)
+    for name in want[1]:
+        assert relative_error(got[1][name], want[1][name]) < tolerance, name
+        assert relative_error(got[2][name], want[2][name]) < tolerance, name
+
+
+@cuda
+def test_a_nan_loss_under_the_graph_never_updates_the_weights():
+    model = AlexNet(num_classes=10).cuda()
+    optimizer = make_optimizer(model, lr=0.01)
+    guard = FiniteGuard(optimizer, torch.device("cuda"))
+    graphed = GraphedStep(model, warmup=1)
+    (x, y), = cuda_batches([4])
+    train_step(model, optimizer, x, y, guard=guard, step=1, graphed=graphed)  # warm-up
+    train_step(model, optimizer, x, y, guard=guard, step=2, graphed=graphed)  # capture and replay
+    before = [p.detach().clone() for p in model.parameters()]
+    for step in (3, 4):
+        train_step(model, optimizer, x * float("nan") if step == 3 else x, y, guard=guard, step=step, graphed=graphed)
+    assert graphed.captured
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        guard.check()
+
+
+@cuda
+def test_train_py_trains_with_cuda_graphs(tmp_path, capsys):
+    from alexnet2gpu.cli import train as train_py
+    from alexnet2gpu.synthetic import ensure_synthetic
+    folders = ensure_synthetic(2, 8, 2, cache_dir=tmp_path, log=lambda *a: None)
+    code = train_py.main(["--data", str(folders), "--device", "cuda", "--cuda-graphs", "--amp", "bf16",
+                          "--channels-last", "--batch-size", "2", "--workers", "0", "--epochs", "2",
+                          "--out", str(tmp_path / "runs"), "--run-name", "r"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert (tmp_path / "runs" / "r" / "checkpoints" / "epoch_0002.pt").is_file()
