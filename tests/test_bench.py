@@ -48,6 +48,20 @@ def test_the_cuda_graph_rows_compile_in_reduce_overhead_mode(monkeypatch):
     assert available(VARIANTS["merged-bf16-compile-graphs"], torch.device("cpu"), True) == "needs a CUDA device"
 
 
+def test_the_graphed_rows_are_their_eager_rows_with_graphs_and_skip_on_the_cpu():
+    for name in ("merged", "two-device", "merged-bf16", "merged-bf16-towers", "torchvision-bf16"):
+        graphed = VARIANTS[name + "-graphs"]
+        eager = dataclasses.replace(VARIANTS[name], name=graphed.name, what=graphed.what, graphs=True)
+        assert graphed == dataclasses.replace(eager, needs=("cuda",)), name
+        assert available(graphed, torch.device("cpu"), allow_compile=True) == "needs a CUDA device"
+    from alexnet2gpu.bench import runner
+    opts = runner.Options(batch_sizes=(2,), modes=("train",), rows=("train-loop-graphs",), warmup=0, steps=1,
+                          threads=1, num_classes=10, log=lambda *a: None)
+    skipped, = runner.run(opts)
+    assert (skipped["variant"], skipped["mode"], skipped["note"]) == ("train-loop-graphs", "skipped",
+                                                                      "needs a CUDA device")
+
+
 def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_the_split_one():
     for name, conv_impl in (("merged-split-conv", "split"), ("merged-towers", "towers")):
         assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv_impl == conv_impl
@@ -127,8 +141,8 @@ def test_a_row_that_cannot_run_becomes_a_note_and_the_measured_rows_stay(monkeyp
 
     real_step = runner.make_train_step
 
-    def late_oom(model, x, y, amp):
-        step, calls = real_step(model, x, y, amp), []
+    def late_oom(model, x, y, amp, graphs=False):
+        step, calls = real_step(model, x, y, amp, graphs), []
         if not type(model).__module__.startswith("torchvision"):
             return step
 

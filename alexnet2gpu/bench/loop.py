@@ -2,19 +2,22 @@
 
 It shows what the loop adds to the bare step of the `merged` row (bf16 on CUDA, as `merged-bf16`): the copy of
 each uint8 batch to the device, the mean and PCA colour noise, the progress and loss book-keeping, and
-any wait for the host. No files are decoded: the loader is the input-pipeline row's business.
+any wait for the host. No files are decoded: the loader is the input-pipeline row's business. The
+train-loop-graphs row is the same loop with train.py --cuda-graphs, beside merged-bf16-graphs.
 """
 from __future__ import annotations
 
 import torch
 
 from ..data import IMAGENET_MEAN, Batch, CorruptLog
+from ..cuda_graphs import GraphedStep
 from ..engine import InputSpec, train_one_epoch
 from ..layouts import build_model
 from ..optim import make_optimizer
 from .measure import INPUT_SIZE
 
 ROW = "train-loop"
+GRAPHS_ROW = "train-loop-graphs"
 DISTINCT_BATCHES = 2  # cycled, so each step copies a batch from host memory as a real epoch does
 
 
@@ -29,8 +32,10 @@ def _batches(batch: int, num_classes: int, pin: bool) -> list[Batch]:
     return out
 
 
-def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmup: int, steps: int) -> float:
-    """Seconds per step of train_one_epoch over `steps` in-memory batches, after `warmup` steps."""
+def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmup: int, steps: int,
+                       graphs: bool = False) -> float:
+    """Seconds per step of train_one_epoch over `steps` in-memory batches, after `warmup` steps (at least the
+    CUDA graph's warm-up and capture with `graphs`)."""
     torch.manual_seed(0)
     model = build_model("merged", num_classes, device=device)
     optimizer = make_optimizer(model, lr=0.01)
@@ -39,17 +44,18 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
                      amp="bf16" if cuda else None)
     batches = _batches(batch, num_classes, pin=cuda)
     corrupt = CorruptLog(0, log=lambda *a: None)
+    graphed = GraphedStep(model, batch_size=batch) if graphs else None
 
     def epoch(n: int):
         loader = (batches[i % len(batches)] for i in range(n))
         return train_one_epoch(model, optimizer, loader, spec, corrupt=corrupt, total_images=n * batch, desc=ROW,
-                               show=False)
+                               show=False, graphed=graphed)
 
-    epoch(max(1, warmup))
+    epoch(max(1, warmup, graphed.warmup + 1 if graphed else 0))
     stats = epoch(steps)
     return stats.seconds / stats.steps
 
 
-def reference_variant(device: torch.device) -> str:
+def reference_variant(device: torch.device, graphs: bool = False) -> str:
     """The single-process row whose bare step the loop is compared with."""
-    return "merged-bf16" if device.type == "cuda" else "merged"
+    return ("merged-bf16-graphs" if graphs else "merged-bf16") if device.type == "cuda" else "merged"

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..cuda_graphs import GraphedStep
 from ..device import autocast, synchronize
 from ..engine import train_step
 from ..model import LAYERS, multiply_adds
@@ -35,16 +36,20 @@ def synthetic_batch(batch_size: int, num_classes: int, device: torch.device, in_
     return x.to(device), y.to(device)
 
 
-def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp_dtype=None) -> Callable[[], None]:
+def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp_dtype=None,
+                    graphs: bool = False) -> Callable[[], None]:
     """A no-argument closure running train.py's own `engine.train_step` with the paper's optimiser (SGD,
-    momentum 0.9, weight decay 5e-4 on weights) on a fixed batch: what the timers call."""
+    momentum 0.9, weight decay 5e-4 on weights) on a fixed batch: what the timers call. `graphs`: the forward
+    and backward replay a CUDA graph (train.py --cuda-graphs), captured on the second call."""
     optimizer = make_optimizer(model, lr=0.01)
+    graphed = GraphedStep(model, warmup=1) if graphs else None
 
     def step():
         torch.compiler.cudagraph_mark_step_begin()  # a CUDA-graph row's outputs of the last step may be reused
         model.train()
-        train_step(model, optimizer, x, y, autocast=autocast(x.device, amp_dtype))
-        optimizer.zero_grad(set_to_none=True)  # free the gradients while other variants run
+        train_step(model, optimizer, x, y, autocast=autocast(x.device, amp_dtype), graphed=graphed)
+        if graphed is None:
+            optimizer.zero_grad(set_to_none=True)  # free the gradients while other variants run
     return step
 
 

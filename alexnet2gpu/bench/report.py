@@ -22,6 +22,12 @@ GOALS = {
          "images/s ratio"),
         ("two-device (one GPU) vs merged", "two-device", "merged", 0.95, "images/s ratio"),
         ("train.py's loop vs merged-bf16's bare step", "train-loop", "merged-bf16", 0.95, "images/s ratio"),
+        # The same goals with the step replayed from CUDA graphs (train.py --cuda-graphs), like with like.
+        ("merged-bf16-graphs vs torchvision-bf16-graphs", "merged-bf16-graphs", "torchvision-bf16-graphs", 1.0,
+         "images/s ratio"),
+        ("two-device-graphs vs merged-graphs", "two-device-graphs", "merged-graphs", 0.95, "images/s ratio"),
+        ("train-loop-graphs vs merged-bf16-graphs", "train-loop-graphs", "merged-bf16-graphs", 0.95,
+         "images/s ratio"),
     ),
 }
 

@@ -19,6 +19,7 @@ from ..gpu_decode import resolve_cpu_share
 from ..world import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
+from .loop import GRAPHS_ROW as LOOP_GRAPHS_ROW
 from .loop import ROW as LOOP_ROW
 from .loop import measure_train_loop, reference_variant
 from .pipeline import GPU_ROW as PIPELINE_GPU_ROW
@@ -28,13 +29,13 @@ from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
-ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW,) + KINDS + (PIPELINE_ROW, PIPELINE_GPU_ROW)
+ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW, LOOP_GRAPHS_ROW) + KINDS + (PIPELINE_ROW, PIPELINE_GPU_ROW)
 QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel",
               PIPELINE_ROW)
 # The GPU comparison that `bench.py --device cuda` runs by default: each speed goal's rows and nothing else,
 # so that it finishes in minutes (compiling is most of it).
-CUDA_ROWS = ("merged", "two-device", "torchvision", "merged-bf16", "torchvision-bf16", "merged-bf16-compile",
-             "torchvision-bf16-compile", LOOP_ROW, PIPELINE_GPU_ROW)
+CUDA_ROWS = ("merged", "two-device", "torchvision", "merged-bf16", "torchvision-bf16", "merged-bf16-graphs",
+             "torchvision-bf16-graphs", "merged-bf16-compile", "torchvision-bf16-compile", LOOP_ROW, PIPELINE_GPU_ROW)
 
 
 @dataclass
@@ -91,8 +92,10 @@ def run(opts: Options) -> list[dict]:
     for batch in opts.batch_sizes:
         records += _single_process_rows(opts, device, batch, threads)
         rate = next((r["gflops"] for r in records if r["variant"] == "matmul-float32" and r["batch_size"] == batch), 0.0)
-        if LOOP_ROW in opts.rows:
-            records.append(_or_skip(LOOP_ROW, device, batch, lambda: _loop_row(opts, device, batch, threads, records)))
+        for row, graphs in ((LOOP_ROW, False), (LOOP_GRAPHS_ROW, True)):
+            if row in opts.rows:
+                records.append(_or_skip(row, device, batch,
+                                        lambda: _loop_row(opts, device, batch, threads, records, graphs)))
         for kind in (k for k in KINDS if k in opts.rows):
             records += _or_skip(kind, device, batch, lambda: _two_process_row(
                 opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device)), rows=True)
@@ -128,16 +131,20 @@ def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str =
                    processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}{where}")
 
 
-def _loop_row(opts: Options, device: torch.device, batch: int, threads: int, records: list[dict]) -> dict:
+def _loop_row(opts: Options, device: torch.device, batch: int, threads: int, records: list[dict],
+              graphs: bool = False) -> dict:
     """train.py's epoch loop on in-memory batches, beside the bare step it wraps."""
-    opts.log(f"batch {batch}: {LOOP_ROW}")
-    seconds = measure_train_loop(batch, device, opts.num_classes, opts.warmup, opts.steps)
-    reference = reference_variant(device)
+    row = LOOP_GRAPHS_ROW if graphs else LOOP_ROW
+    if graphs and device.type != "cuda":
+        return _skip_record(row, device, batch, "needs a CUDA device")
+    opts.log(f"batch {batch}: {row}")
+    seconds = measure_train_loop(batch, device, opts.num_classes, opts.warmup, opts.steps, graphs)
+    reference = reference_variant(device, graphs)
     base = next((r for r in records if r["variant"] == reference and r["mode"] == "train"
                  and r["batch_size"] == batch), None)
     flops = step_flops(variant_multiply_adds(VARIANTS["merged"], opts.num_classes), batch, "train")
     rate = base["gflops"] / base["peak_fraction"] if base and base["peak_fraction"] else 0.0  # its dtype's matmul
-    return _record(LOOP_ROW, "train", device, batch, seconds, flops, rate, threads,
+    return _record(row, "train", device, batch, seconds, flops, rate, threads,
                    note=f"engine.train_one_epoch on in-memory uint8 batches, as {reference}")
 
 
@@ -175,7 +182,8 @@ def _single_process_rows(opts: Options, device: torch.device, batch: int, thread
         amp = AMP_DTYPES[variant.amp]
         x, y = synthetic_batch(batch, opts.num_classes, device, channels_last=variant.channels_last)
         for mode in opts.modes:
-            step = make_train_step(model, x, y, amp) if mode == "train" else make_infer_step(model, x, amp)
+            step = (make_train_step(model, x, y, amp, variant.graphs) if mode == "train"
+                    else make_infer_step(model, x, amp))
             steps[(name, mode)] = (step, device)
             meta[(name, mode)] = variant
     if not steps:

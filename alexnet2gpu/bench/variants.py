@@ -28,6 +28,7 @@ class Variant:
     contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout
     compile: bool = False  # torch.compile the whole model
     compile_mode: str | None = None  # torch.compile's mode: "reduce-overhead" replays CUDA graphs
+    graphs: bool = False  # the step's forward and backward replayed from a CUDA graph (train.py --cuda-graphs)
     amp: str = ""  # "bf16": autocast to bfloat16 (CUDA rows)
     needs: tuple[str, ...] = field(default=())  # "cuda", "compile": skipped unless available / asked for
 
@@ -68,8 +69,19 @@ VARIANTS = {v.name: v for v in (
             needs=("cuda", "compile")),
     Variant("torchvision-bf16-compile", "torchvision-bf16, torch.compile", layout="torchvision", amp="bf16",
             channels_last=True, compile=True, needs=("cuda", "compile")),
-    # An eager bf16 step of ours launches more kernels than the GPU needs time for (docs/BENCHMARKS.md): CUDA
-    # graphs replay them without the host.
+    # An eager bf16 step of ours launches more kernels than the GPU needs time for (docs/BENCHMARKS.md): the
+    # step as train.py --cuda-graphs runs it, forward and backward replayed from one CUDA graph.
+    Variant("merged-graphs", "merged, the step's forward and backward replayed from a CUDA graph", graphs=True,
+            needs=("cuda",)),
+    Variant("two-device-graphs", "two-device with both towers on one GPU, forward and backward from a CUDA graph",
+            layout="two-device", graphs=True, needs=("cuda",)),
+    Variant("merged-bf16-graphs", "merged-bf16, forward and backward from a CUDA graph", amp="bf16",
+            channels_last=True, graphs=True, needs=("cuda",)),
+    Variant("merged-bf16-towers-graphs", "merged-bf16-towers, forward and backward from a CUDA graph", amp="bf16",
+            channels_last=True, conv_impl="towers", graphs=True, needs=("cuda",)),
+    Variant("torchvision-bf16-graphs", "torchvision-bf16, forward and backward from a CUDA graph",
+            layout="torchvision", amp="bf16", channels_last=True, graphs=True, needs=("cuda",)),
+    # The same with torch.compile's own CUDA graphs.
     Variant("merged-bf16-compile-graphs", "merged-bf16-compile with CUDA graphs (mode reduce-overhead)", amp="bf16",
             channels_last=True, compile=True, compile_mode="reduce-overhead", needs=("cuda", "compile")),
     Variant("torchvision-bf16-compile-graphs", "torchvision-bf16-compile with CUDA graphs (mode reduce-overhead)",
@@ -85,7 +97,8 @@ def build_variant(variant: Variant, device: torch.device, num_classes: int = 100
         import torchvision
         model = torchvision.models.alexnet(weights=None, num_classes=num_classes).to(device)
     elif variant.layout == "two-device":
-        devices = ("cuda:0", "cuda:1") if device.type == "cuda" and torch.cuda.device_count() >= 2 else (device, device)
+        two_gpus = device.type == "cuda" and torch.cuda.device_count() >= 2 and not variant.graphs  # one graph, one GPU
+        devices = ("cuda:0", "cuda:1") if two_gpus else (device, device)
         model = build_model("two-device", num_classes, devices=devices)
     else:
         model = build_model(variant.layout, num_classes, device=device)
