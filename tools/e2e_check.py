@@ -49,6 +49,8 @@ def train_command(args, data: Path, runs: Path) -> list[str]:
         command += ["--amp", "bf16", "--channels-last"]
     if args.workers is not None:
         command += ["--workers", str(args.workers)]
+    if args.cuda_graphs:
+        command += ["--cuda-graphs"]
     return command
 
 
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--distinct", type=int, default=4096, help="distinct sources; the rest are hard links")
     p.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
+    p.add_argument("--cuda-graphs", action="store_true", help="train.py --cuda-graphs")
     args = p.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     print(f"sources: {sources} 500x375 JPEGs written in {made:.1f} s ({min(args.distinct, images)} distinct)")
     print(f"prepare: {sources / prepared:,.0f} source images/s on {len(os.sched_getaffinity(0))} cores "
           f"({sources} images in {prepared:.1f} s, the final disk sync included)")
-    print(f"train.py --decode {args.decode}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
+    print(f"train.py --decode {args.decode}{' --cuda-graphs' if args.cuda_graphs else ''}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
           f"{float(row['images_per_s']):,.0f} images/s over the epoch, {steady}, "
           f"{float(row['step_images_per_s']):,.0f} without the time waiting for data, loader "
           f"{float(row['loader_images_per_s']):,.0f}")

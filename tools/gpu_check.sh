@@ -7,6 +7,7 @@
 #   bash tools/gpu_check.sh            # from the repository root; every stage, about 12 minutes on an H100
 #   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv
 #                                                 # pool profile decode
+#   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two: on an H100, bench + compile + cuda-tests + e2e + profile + decode
 # took 5.6 minutes (compile with two rows; the CUDA-graph rows add about a minute), and cuda-tests + lrn +
 # conv + pool about 3.7 (the first call also ran the bench stage).
@@ -15,7 +16,7 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
-ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-aten-pool,merged-bf16-towers,torchvision-bf16,train-loop}
+ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
@@ -43,9 +44,9 @@ timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$B
   --rows "$COMPILE_ROWS" --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"; rc=$?
 want compile && echo "bench exit $rc"
 
-want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, deferred NaN check)" &&
+want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)" &&
 timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
-  tests/test_lrn_triton.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+  tests/test_cuda_graphs.py tests/test_lrn_triton.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
 want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
@@ -54,7 +55,7 @@ timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider
 want suite && tail -6 "$OUT/pytest-all.log"
 
 want e2e && stage "prepare on all cores, then train.py end to end on the prepared data (--decode auto)" &&
-timeout ${E2E_SECONDS:-240} python3 tools/e2e_check.py --out "$(mktemp -d)/e2e" > "$OUT/e2e.txt" 2> "$OUT/e2e.err"; rc=$?
+timeout ${E2E_SECONDS:-240} python3 tools/e2e_check.py --out "$(mktemp -d)/e2e" ${E2E_ARGS:-} > "$OUT/e2e.txt" 2> "$OUT/e2e.err"; rc=$?
 want e2e && { echo "e2e check exit $rc"; cat "$OUT/e2e.txt"; }
 
 want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
@@ -67,7 +68,7 @@ want pool && stage "the max-pool kernels alone: ATen against Triton, tiles, warp
 timeout ${POOL_SECONDS:-100} python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
 
 want profile && stage "profile of one training step" &&
-for row in ${PROFILE_ROWS:-merged-bf16}; do
+for row in ${PROFILE_ROWS:-merged-bf16 merged-bf16-graphs}; do
   timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
 done
 
