@@ -172,3 +172,26 @@ def test_train_py_trains_with_cuda_graphs(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err[-3000:]
     assert (tmp_path / "runs" / "r" / "checkpoints" / "epoch_0002.pt").is_file()
+
+
+class SyncsInForward(torch.nn.Module):
+    """Reads a value back to the host in its forward, which a CUDA graph cannot hold."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        return self.fc(x) * (1.0 if x.sum().item() == x.sum().item() else 2.0)
+
+
+@cuda
+def test_a_step_that_cannot_be_captured_stops_with_one_sentence_naming_the_flag():
+    from alexnet2gpu.errors import TrainError
+    model = SyncsInForward().cuda()
+    optimizer = make_optimizer(model, lr=0.1)
+    graphed = GraphedStep(model, warmup=1)
+    x, y = torch.randn(8, 3, device="cuda"), torch.randint(0, 4, (8,), device="cuda")
+    train_step(model, optimizer, x, y, graphed=graphed)  # the warm-up runs eagerly
+    with pytest.raises(TrainError, match="--cuda-graphs could not capture the training step .*leave --cuda-graphs out"):
+        train_step(model, optimizer, x, y, graphed=graphed)

@@ -10,7 +10,9 @@
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two: on an H100, bench + compile + cuda-tests + e2e + profile + decode
 # took 5.6 minutes (compile with two rows; the CUDA-graph rows add about a minute), and cuda-tests + lrn +
-# conv + pool about 3.7 (the first call also ran the bench stage).
+# conv + pool about 3.7 (the first call also ran the bench stage). For the --cuda-graphs rows, first:
+#   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
+#   STAGES="compile e2e decode" E2E_ARGS=--cuda-graphs bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
