@@ -16,6 +16,15 @@ if ROOT not in sys.path[:1]:
     sys.path.insert(0, ROOT)
 
 
+@pytest.fixture
+def exact_fp32():
+    """fp32 convolutions and matrix products without TF32, for the length of one test."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same global RNG state, so weights and inputs are reproducible."""

@@ -10,3 +10,8 @@ def assert_near(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
     error = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-12)
     assert error <= RELATIVE, f"{what}: largest difference is {error:.2e} of the largest value"
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Norm of the difference over the norm of the reference, in float64 on the CPU."""
+    return ((got.double().cpu() - want.double().cpu()).norm() / want.double().cpu().norm()).item()

@@ -13,12 +13,9 @@ from alexnet2gpu import AlexNet, TwoTowerAlexNet
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.lrn_op import relu_lrn
 from alexnet2gpu.optim import make_optimizer
+from parity import relative_error
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def relative_error(got, want) -> float:
-    return ((got.double().cpu() - want.double().cpu()).norm() / want.double().cpu().norm()).item()
 
 
 def logits_and_grads(model, x):
@@ -26,15 +23,6 @@ def logits_and_grads(model, x):
     logits = model(x)
     logits.float().square().mean().backward()
     return logits.detach(), model.to_canonical({n: p.grad.detach().cpu() for n, p in model.named_parameters()})
-
-
-@pytest.fixture
-def exact_fp32():
-    """fp32 convolutions and matrix products without TF32, for the length of one test."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, forward_backward, train_step
 from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
+from parity import relative_error
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -77,10 +78,6 @@ def test_train_step_sends_the_batches_the_graph_takes_to_it_and_the_others_to_th
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def relative_error(got, want) -> float:
-    return ((got.double().cpu() - want.double().cpu()).norm() / want.double().cpu().norm()).item()
-
-
 def train(model, graphed, batches, amp=None):
     """SGD over `batches` (the lr drops after the third and the sixth), with the deferred non-finite check; returns the
     losses, and the weights and momentum buffers by canonical name."""
@@ -102,14 +99,6 @@ def cuda_batches(sizes, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return [((torch.randn(n, 3, 224, 224, generator=gen) * 60).cuda().contiguous(memory_format=torch.channels_last),
              torch.randint(0, 10, (n,), generator=gen).cuda()) for n in sizes]
-
-
-@pytest.fixture
-def exact_fp32():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @cuda

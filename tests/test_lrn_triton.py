@@ -10,6 +10,7 @@ import torch
 from alexnet2gpu.lrn import lrn_reference, relu_local_response_norm
 from alexnet2gpu.lrn_op import relu_lrn
 from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+from parity import relative_error
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PAPER = (LRN_ALPHA, LRN_BETA, LRN_K)
@@ -21,10 +22,6 @@ def reference(z: torch.Tensor, towers: int, consts) -> torch.Tensor:
     """relu then the formula on each tower's channels, in float64."""
     a = torch.relu(z.double())
     return torch.cat([lrn_reference(t, LRN_SIZE, *consts) for t in a.chunk(towers, dim=1)], dim=1)
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.double() - want.double()).norm() / want.double().norm()).item()
 
 
 def maps(towers: int, channels: int, dtype, layout, n: int = 3, size: int = 5) -> torch.Tensor:
