@@ -1,15 +1,22 @@
-"""conv1 with its weight gradient accumulated over slices of the batch (a CPU speed fix, same maths).
+"""conv1's forms, each the same maths as the one ordinary convolution (paper §3.5: 96 kernels of 11x11x3,
+stride 4):
 
-On a small CPU, oneDNN's backward-weights kernel for conv1 (96 filters, 11x11, stride 4, 3 input maps)
-does not scale with the batch: at batch 128 it takes far longer than twice its time at batch 64, while
-every other layer scales linearly. Summing the weight gradients of slices of at most `CHUNK_IMAGES`
-images avoids that (figures: docs/BENCHMARKS.md, "conv1's weight gradient over slices"). The forward is
-the one ordinary convolution; only the order of the gradient's sum changes (rounding).
+- `conv2d_chunked_weight_grad`, a CPU speed fix. On a small CPU, oneDNN's backward-weights kernel for conv1
+  does not scale with the batch: at batch 128 it takes far longer than twice its time at batch 64, while
+  every other layer scales linearly. Summing the weight gradients of slices of at most `CHUNK_IMAGES`
+  images avoids that (figures: docs/BENCHMARKS.md, "conv1's weight gradient over slices"). Only the order
+  of the gradient's sum changes (rounding).
+- `conv1_space_to_depth`, for GPUs. With 3 input maps, a GPU's convolution kernels pad the channels (to 8
+  on cuDNN's tensor-core paths) and waste most of the work on an 11x11 window. Cut into 4x4 blocks of
+  pixels (the stride), the image becomes 48 maps on a 57x57 grid, and the kernel, padded with zeros from
+  11x11 to 12x12, becomes a 3x3 kernel over those maps: a stride-1 convolution of a common shape.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .maps import memory_format_of
 
 CHUNK_IMAGES = 32
 
@@ -44,3 +51,38 @@ def conv2d_chunked_weight_grad(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.
     if torch.compiler.is_exporting() or x.device.type != "cpu" or x.shape[0] <= CHUNK_IMAGES or conv.groups != 1:
         return conv(x)
     return _BatchChunkedWeightGrad.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)
+
+
+def _blocks(t: torch.Tensor, size: int, order: tuple[int, ...]) -> torch.Tensor:
+    """N x C x (B*size) x (B*size) as N x C x B x size x B x size, permuted to `order`."""
+    n, c, h, w = t.shape
+    return t.view(n, c, h // size, size, w // size, size).permute(order)
+
+
+def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d) -> torch.Tensor:
+    """`conv(x)` after `pad` zero rows and columns on the right and bottom, computed as a stride-1 convolution
+    of x's stride x stride pixel blocks (C x stride^2 maps, channel c*stride^2 + row*stride + column) with the
+    kernel cut the same way. One pass writes the blocks, in channels-last memory and, under autocast, already
+    in autocast's dtype."""
+    (k, _), (stride, _) = conv.kernel_size, conv.stride
+    n, c, h, w = x.shape
+    out = (h + pad - k) // stride + 1
+    taps = -(-k // stride)  # kernel blocks per side: 11 -> 3
+    grid = out - 1 + taps  # image blocks per side the output reads: 55 -> 57
+    if h % stride or w % stride:  # a crop that is no whole number of blocks (227): pad it to one first
+        x = F.pad(x, (0, -w % stride, 0, -h % stride))
+        h, w = x.shape[2:]
+    dtype = x.dtype
+    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+    # N x grid x grid x (C x stride x stride) in memory: the blocks as channels-last maps
+    blocks = torch.empty(n, grid, grid, c, stride, stride, dtype=dtype, device=x.device)
+    full_h, full_w = min(h // stride, grid), min(w // stride, grid)
+    blocks[:, :full_h, :full_w] = _blocks(x[:, :, :full_h * stride, :full_w * stride], stride, (0, 2, 4, 1, 3, 5))
+    blocks[:, full_h:].zero_()  # the padding, and image rows no output reads
+    blocks[:, :full_h, full_w:].zero_()
+    layout = memory_format_of(conv.weight)  # the stack's layout (a no-op for the channels-last default)
+    maps = blocks.view(n, grid, grid, c * stride * stride).permute(0, 3, 1, 2).contiguous(memory_format=layout)
+    weight = F.pad(conv.weight, (0, taps * stride - k, 0, taps * stride - k))  # zeros: 11x11 -> 12x12
+    weight = _blocks(weight, stride, (0, 1, 3, 5, 2, 4)).reshape(weight.shape[0], c * stride * stride, taps, taps)
+    return F.conv2d(maps, weight.contiguous(memory_format=layout), conv.bias)

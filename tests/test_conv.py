@@ -22,3 +22,53 @@ def test_same_output_and_gradients_as_the_plain_convolution(monkeypatch, bias):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda *p: conv._BatchChunkedWeightGrad.apply(
         p[0], p[1], p[2] if bias else None, layer.stride, layer.padding), tuple(params))
+
+
+# conv1 as a 3x3 convolution over 4x4 pixel blocks: each crop size (224 is padded by 3 on the right and bottom,
+# 227 by none: docs/paper.md §3) and each memory layout, against the one convolution, in float64.
+@pytest.mark.parametrize("size, pad, layout", [(224, 3, torch.channels_last), (227, 0, torch.contiguous_format)])
+def test_space_to_depth_conv1_is_the_direct_one(size, pad, layout):
+    torch.manual_seed(0)
+    layer = nn.Conv2d(3, 96, 11, stride=4).double().to(memory_format=layout)
+    x = (torch.randn(2, 3, size, size, dtype=torch.float64) * 60).contiguous(memory_format=layout).requires_grad_()
+    want = layer(torch.nn.functional.pad(x, (0, pad, 0, pad)))
+    got = conv.conv1_space_to_depth(x, pad, layer)
+    assert got.shape == want.shape == (2, 96, 55, 55) and got.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-9)
+    g = torch.randn_like(want)
+    params = [x] + list(layer.parameters())
+    for a, b, name in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(want, params, g),
+                          ("input", "weight", "bias")):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9, msg=name)
+
+
+def test_space_to_depth_blocks_take_autocasts_dtype_in_their_one_pass():
+    layer = nn.Conv2d(3, 96, 11, stride=4)
+    x = torch.randn(2, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = conv.conv1_space_to_depth(x, 3, layer)
+        want = layer(torch.nn.functional.pad(x, (0, 3, 0, 3)))
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2
+
+
+def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gradients():
+    from alexnet2gpu import AlexNet
+    from parity import assert_near
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=10, dropout=0.0).double()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 60
+    results = {}
+    for impl in model.stack.CONV1_IMPLS:
+        model.stack.conv1_impl = impl
+        model.zero_grad(set_to_none=True)
+        logits = model(x)
+        logits.square().sum().backward()
+        results[impl] = logits.detach(), {n: p.grad for n, p in model.named_parameters()}
+    (want_logits, want), (got_logits, got) = results["direct"], results["space-to-depth"]
+    assert_near(got_logits, want_logits, "logits")
+    for name, grad in want.items():
+        assert_near(got[name], grad, f"gradient of {name}")
+    model.stack.conv1_impl = "blocks"
+    with pytest.raises(ValueError, match="unknown conv1_impl 'blocks': choose one of direct, space-to-depth"):
+        model(x)
