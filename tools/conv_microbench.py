@@ -1,7 +1,9 @@
 """Time AlexNet's five convolutions alone on CUDA, forward and forward + backward, in the forms the merged layout
 can run them: one grouped convolution (`grouped`), one convolution per tower on slices of the merged maps
 (`split`), one per tower on dense per-tower maps (`towers`), beside torchvision's alexnet layers. The numbers
-that choose TowerStack's conv_impl on CUDA. Batch 256, cudnn.benchmark on.
+that choose TowerStack's conv_impl on CUDA; and conv1 as a 3x3 convolution over 4x4 pixel blocks
+(`space-to-depth`, TowerStack's conv1_impl, on the 224 crop with its padding and the blocks' pass counted).
+Batch 256, cudnn.benchmark on.
 
     PYTHONPATH=. python3 tools/conv_microbench.py [--dtype bf16|fp32] [--layout channels-last|contiguous]
 """
@@ -12,6 +14,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
+
+from alexnet2gpu.conv import conv1_space_to_depth
 
 # name: (input maps, output maps, kernel, stride, padding, input size, groups) of the merged network (both towers)
 MERGED = {
@@ -29,11 +33,14 @@ TORCHVISION = {
     "conv5": (256, 256, 3, 1, 1, 13, 1),
 }
 TOWERS = 2
+PAPER_CROP = 224  # padded to conv1's 227 (docs/paper.md §3)
 
 
 def make_step(form: str, spec, batch: int, dtype, fmt, backward: bool, dev: str = "cuda"):
     """A closure running the layer once in `form` (and its backward, for the input where it has one)."""
     cin, cout, k, s, p, size, groups = spec
+    if form == "space-to-depth":
+        return _space_to_depth_step(spec, batch, dtype, fmt, backward, dev)
     weight = (torch.randn(cout, cin // groups, k, k, device=dev, dtype=dtype) * 0.01).contiguous(memory_format=fmt)
     weight.requires_grad_(backward)
     bias = torch.zeros(cout, device=dev, dtype=dtype, requires_grad=backward)
@@ -74,6 +81,20 @@ def make_step(form: str, spec, batch: int, dtype, fmt, backward: bool, dev: str 
     return step
 
 
+def _space_to_depth_step(spec, batch: int, dtype, fmt, backward: bool, dev: str):
+    cin, cout, k, s, _, size, _ = spec
+    layer = torch.nn.Conv2d(cin, cout, k, s, device=dev, dtype=dtype).to(memory_format=fmt).requires_grad_(backward)
+    x = torch.randn(batch, cin, PAPER_CROP, PAPER_CROP, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+    pad = size - PAPER_CROP
+
+    def step():
+        with torch.set_grad_enabled(backward):
+            out = conv1_space_to_depth(x, pad, layer)
+            if backward:
+                torch.autograd.grad(out, list(layer.parameters()), torch.ones_like(out))
+    return step
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
@@ -90,6 +111,7 @@ def main(argv=None) -> int:
     fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
     rows = [("torchvision", name, spec) for name, spec in TORCHVISION.items()]
     rows += [(form, name, spec) for form in ("grouped", "split", "towers") for name, spec in MERGED.items()]
+    rows.append(("space-to-depth", "conv1", MERGED["conv1"]))
     print(f"batch {args.batch_size}, {args.dtype}, {args.layout}; microseconds per call (do_bench median)")
     print(f"{'form':12} {'layer':6} {'forward':>9} {'fwd+bwd':>9}")
     totals: dict[str, list[float]] = {}
@@ -101,9 +123,10 @@ def main(argv=None) -> int:
             except Exception as error:  # one form cuDNN cannot run must not hide the others
                 print(f"{form:12} {name:6} failed: {str(error).splitlines()[0]}")
                 times.append(float("nan"))
-        total = totals.setdefault(form, [0.0, 0.0])
-        total[0] += times[0]
-        total[1] += times[1]
+        if form != "space-to-depth":  # conv1 alone: no total of five layers
+            total = totals.setdefault(form, [0.0, 0.0])
+            total[0] += times[0]
+            total[1] += times[1]
         print(f"{form:12} {name:6} {times[0]:9.1f} {times[1]:9.1f}")
     for form, (fwd, both) in totals.items():
         print(f"{form:12} {'all':6} {fwd:9.1f} {both:9.1f}")

@@ -18,7 +18,7 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
-ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop-graphs}
+ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-s2d,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-s2d-graphs,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
@@ -63,7 +63,7 @@ want e2e && { echo "e2e check exit $rc"; cat "$OUT/e2e.txt"; }
 want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
 timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 
-want conv && stage "the five convolutions alone: grouped, split, per-tower dense, torchvision" &&
+want conv && stage "the five convolutions alone: grouped, split, per-tower dense, torchvision; conv1 as space-to-depth" &&
 for dt in ${CONV_DTYPES:-bf16 fp32}; do timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"; done
 
 want pool && stage "the max-pool kernels alone: ATen against Triton, tiles, warps" &&
@@ -86,7 +86,7 @@ echo "-- CUDA tests:"; tail -1 "$OUT/pytest-cuda.log"
 echo "-- tests that start processes:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
-echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z]+ +all)" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
+echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z-]+ +(all|conv1) )" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
