@@ -47,7 +47,9 @@ class Run:
         return (f"config:\n{cfg.describe()}\n"
                 f"data {where}: {data.num_classes} classes, {len(data.splits.train)} train / {len(data.splits.val)} val "
                 f"images; mean {[round(m, 2) for m in data.mean]}\n"
-                f"layout {self.layout} on {self.spec.device}; processes: {self.ctx.describe()}; JPEG decode: "
+                f"layout {self.layout} on {self.spec.device}"
+                f"{' (forward and backward replayed from a CUDA graph)' if self.graphed else ''}; "
+                f"processes: {self.ctx.describe()}; JPEG decode: "
                 f"{self.decode}{self.cpu_share_note()}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
                 + (f"{self.init_note}\n" if self.init_note else "") +

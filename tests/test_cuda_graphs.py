@@ -160,6 +160,7 @@ def test_train_py_trains_with_cuda_graphs(tmp_path, capsys):
                           "--out", str(tmp_path / "runs"), "--run-name", "r"])
     out, err = capsys.readouterr()
     assert code == 0, err[-3000:]
+    assert "layout merged on cuda:0 (forward and backward replayed from a CUDA graph)" in out
     assert (tmp_path / "runs" / "r" / "checkpoints" / "epoch_0002.pt").is_file()
 
 
