@@ -38,7 +38,7 @@ stage "environment"
 
 # Two bench runs: compiling takes 30-60 s a row, and a run stopped by its timeout prints nothing.
 want bench && stage "bench.py --device cuda, batch $BATCH, training: eager rows" &&
-timeout ${BENCH_SECONDS:-150} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
+timeout ${BENCH_SECONDS:-200} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
   --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; rc=$?
 want bench && echo "bench exit $rc"
 want compile && stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows" &&
