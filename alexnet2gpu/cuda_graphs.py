@@ -65,7 +65,7 @@ class GraphedStep:
         self.batch_size = batch_size  # None: the first batch's
         self.device = params[0].device
         self.stream = None  # the capture stream, made on first use
-        self.graph = None
+        self.replay = None  # the captured graph's replay
         self.warm_steps = 0
         self.images = self.targets = self.loss = None  # the graph's own input and output
         self.grads: list = []
@@ -73,62 +73,74 @@ class GraphedStep:
 
     @property
     def captured(self) -> bool:
-        return self.graph is not None
+        return self.replay is not None
 
     def takes(self, images: torch.Tensor, targets: torch.Tensor) -> bool:
         """Whether this batch can replay the graph (before the capture: whether it may be warmed up with)."""
-        if self.graph is None:
+        if self.replay is None:
             return images.device == self.device and len(images) == (self.batch_size or len(images))
         return (images.shape == self.images.shape and images.stride() == self.images.stride()
                 and images.dtype == self.images.dtype and images.device == self.device
                 and targets.shape == self.targets.shape and self.model.training == self.training)
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor, autocast=None) -> torch.Tensor:
-        if self.graph is None:
+        if self.replay is None:
             if self.warm_steps < self.warmup:
                 return self._warm_up(images, targets, autocast)
             self._capture(images, targets, autocast)
         self.images.copy_(images, non_blocking=True)
         self.targets.copy_(targets, non_blocking=True)
-        self.graph.replay()
+        self.replay()
         for p, grad in zip(self.params, self.grads):
             p.grad = grad  # an eager step in between (set_to_none) may have replaced them
         return self.loss
-
-    def _side_stream(self) -> torch.cuda.Stream:
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(self.device)
-        return self.stream
 
     def _warm_up(self, images, targets, autocast) -> torch.Tensor:
         """One eager step on the capture stream. The device is synchronised around it (a few times a run) so
         that no tensor crosses between the streams while the other still uses it."""
         from .engine import forward_backward
 
-        torch.cuda.synchronize(self.device)
-        with torch.cuda.stream(self._side_stream()):
+        self._synchronize()
+        with self._on_capture_stream():
             loss = forward_backward(self.model, images, targets, autocast)
-        torch.cuda.synchronize(self.device)
+        self._synchronize()
         self.warm_steps += 1
         return loss
 
     def _capture(self, images, targets, autocast) -> None:
-        """Record the step on the capture stream; nothing runs until the first replay."""
+        """Record the step into the graph's own tensors; nothing runs until the first replay."""
         from .engine import forward_backward
 
-        torch.cuda.synchronize(self.device)  # the last warm-up's gradients are freed below: the update is done
-        self.images = torch.empty_like(images)
-        self.targets = torch.empty_like(targets, device=self.device)
+        self._synchronize()  # the last warm-up's gradients are freed below: their update must be done
+        self.images = images.clone()  # the graph's own input, in the batch's layout
+        self.targets = targets.to(self.device, copy=True)
         self.training = self.model.training
         for p in self.params:
             p.grad = None  # so the backward allocates the gradients in the graph's memory
+        self.loss, replay = self._record(lambda: forward_backward(
+            self.model, self.images, self.targets, autocast or contextlib.nullcontext()))
+        self.grads = [p.grad for p in self.params]
+        self.replay = replay
+
+    # The CUDA side (tests/test_cuda_graphs.py stands in for the three methods below on the CPU).
+    def _synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def _on_capture_stream(self):
+        return torch.cuda.stream(self._capture_stream())
+
+    def _capture_stream(self) -> torch.cuda.Stream:
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+        return self.stream
+
+    def _record(self, step):
+        """Capture `step()` as a CUDA graph: (its output, the graph's replay)."""
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, stream=self._side_stream(), capture_error_mode="thread_local"):
-                self.loss = forward_backward(self.model, self.images, self.targets,
-                                             autocast or contextlib.nullcontext())
+            with torch.cuda.graph(graph, stream=self._capture_stream(), capture_error_mode="thread_local"):
+                out = step()
         except RuntimeError as error:  # an operation CUDA graphs do not allow: name it, keep the run resumable
             raise TrainError(f"--cuda-graphs could not capture the training step ({first_line(error)}): leave "
                              "--cuda-graphs out (finished epochs are checkpointed: --resume auto).") from error
-        self.grads = [p.grad for p in self.params]
-        self.graph = graph
+        return out, graph.replay

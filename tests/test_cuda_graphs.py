@@ -1,11 +1,13 @@
 """train.py --cuda-graphs: a step's forward and backward replayed from one CUDA graph (cuda_graphs.py).
 
 On the CPU: what a graph cannot hold is refused in one sentence, the flag follows the run's placement on
-resume, and the training step routes each batch to the graph or to the eager path. On a GPU: training with
+resume, the training step routes each batch to the graph or to the eager path, and everything GraphedStep
+does around the graph trains as eager training does (with a stand-in for the graph). On a GPU: training with
 the graph gives the eager run's weights and momentum, through a smaller last batch, a learning-rate change
 and dropout; the two-device layout with both towers on one GPU is graphed too; a NaN loss still never
 updates the weights; train.py trains with the flag.
 """
+import contextlib
 from dataclasses import asdict
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
 from alexnet2gpu.config import Config, resume_config
+from alexnet2gpu import cuda_graphs
 from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, forward_backward, train_step
 from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
@@ -76,6 +79,62 @@ def test_train_step_sends_the_batches_the_graph_takes_to_it_and_the_others_to_th
     assert graphed.calls == 3
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class EmulatedGraph(GraphedStep):
+    """GraphedStep on the CPU, where no CUDA graph exists. The capture leaves its outputs as garbage (NaN) and
+    the random generator where it was, as a real capture runs nothing; a replay reruns the recorded step and writes its loss and gradients into the
+    recorded tensors, as a graph's kernels write into their fixed memory. So everything GraphedStep does
+    around the graph (warm-up, which batches it takes, the graph's own input, the gradients pointed back after
+    an eager step) is checked here, and the graph itself on a GPU below."""
+
+    def _synchronize(self):
+        pass
+
+    def _on_capture_stream(self):
+        return contextlib.nullcontext()
+
+    def _record(self, step):
+        rng = torch.get_rng_state()  # a capture draws no random numbers: each replay does
+        out = step()
+        torch.set_rng_state(rng)
+        out.fill_(float("nan"))
+        for p in self.params:
+            p.grad.fill_(float("nan"))
+
+        def replay():  # writes the recorded tensors and leaves every Python attribute (p.grad) as it was
+            attributes = [p.grad for p in self.params]
+            out.copy_(step())
+            for static, p, grad in zip(self.grads, self.params, attributes):
+                static.copy_(p.grad)
+                p.grad = grad
+        return out, replay
+
+
+def test_around_the_graph_training_is_the_eager_training(monkeypatch):
+    """Batches of another size before, between and after the capture, lr drops, dropout: the same weights."""
+    monkeypatch.setattr(cuda_graphs, "check_graphable", lambda layout, devices: None)
+    sizes = [8, 8, 8, 5, 8, 8, 5, 8, 8]  # warm-up 3 x 8, eager 5, capture at the next 8, eager 5, replays
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 12, generator=gen), torch.randint(0, 4, (n,), generator=gen)) for n in sizes]
+    runs = []
+    for emulated in (False, True):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                    torch.nn.Linear(16, 4))
+        optimizer = make_optimizer(model, lr=0.1)
+        graphed = EmulatedGraph(model, batch_size=8) if emulated else None
+        losses = []
+        for step, (x, y) in enumerate(batches, 1):
+            losses.append(float(train_step(model, optimizer, x, y, step=step, graphed=graphed)))
+            if step in (2, 6):
+                set_lr(optimizer, get_lr(optimizer) / 10)
+        runs.append((losses, [p.detach().clone() for p in model.parameters()], graphed))
+    (want_losses, want, _), (got_losses, got, graphed) = runs
+    assert graphed.captured and graphed.warm_steps == 3 and graphed.images.shape == (8, 12)
+    assert got_losses == pytest.approx(want_losses, rel=1e-6)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def train(model, graphed, batches, amp=None):
