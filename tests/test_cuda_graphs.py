@@ -1,8 +1,8 @@
 """train.py --cuda-graphs: a step's forward and backward replayed from one CUDA graph (cuda_graphs.py).
 
 On the CPU: what a graph cannot hold is refused in one sentence, the flag follows the run's placement on
-resume, the training step routes each batch to the graph or to the eager path, and everything GraphedStep
-does around the graph trains as eager training does (with a stand-in for the graph). On a GPU: training with
+resume, and everything GraphedStep does around the graph (which batches it takes, warm-up, capture, the
+graph's own input, the gradients) trains as eager training does, with a stand-in for the graph. On a GPU: training with
 the graph gives the eager run's weights and momentum, through a smaller last batch, a learning-rate change
 and dropout; the two-device layout with both towers on one GPU is graphed too; a NaN loss still never
 updates the weights; train.py trains with the flag.
@@ -17,7 +17,7 @@ from alexnet2gpu import AlexNet, TwoTowerAlexNet
 from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu import cuda_graphs
 from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
-from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, forward_backward, train_step
+from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
 from parity import relative_error
 
@@ -48,37 +48,6 @@ def test_a_resumed_run_asks_for_cuda_graphs_again():
     saved = asdict(Config(cuda_graphs=True))
     assert resume_config(saved, {}).cuda_graphs is False
     assert resume_config(saved, {"cuda_graphs": True}).cuda_graphs is True
-
-
-class RecordingGraph:
-    """Stands in for a GraphedStep: takes batches of one size and runs them eagerly, counting them."""
-
-    def __init__(self, model, size):
-        self.model, self.size, self.calls = model, size, 0
-
-    def takes(self, images, targets):
-        return len(images) == self.size
-
-    def __call__(self, images, targets, autocast=None):
-        self.calls += 1
-        return forward_backward(self.model, images, targets, autocast)
-
-
-def test_train_step_sends_the_batches_the_graph_takes_to_it_and_the_others_to_the_eager_path():
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 4)
-    twin = torch.nn.Linear(3, 4)
-    twin.load_state_dict(model.state_dict())
-    graphed = RecordingGraph(model, size=8)
-    optimizers = make_optimizer(model, lr=0.1), make_optimizer(twin, lr=0.1)
-    for size in (8, 8, 5, 8):
-        x, y = torch.randn(size, 3), torch.randint(0, 4, (size,))
-        losses = [train_step(model, optimizers[0], x, y, graphed=graphed),
-                  train_step(twin, optimizers[1], x, y)]
-        torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
-    assert graphed.calls == 3
-    for a, b in zip(model.parameters(), twin.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 class EmulatedGraph(GraphedStep):
