@@ -9,7 +9,8 @@
     OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
 
 Rows: merged, two-device, torchvision, internal variants (LRN implementations, split vs grouped convs,
-contiguous vs channels-last layout, torch.compile, bf16 on CUDA), train.py's epoch loop (train-loop), two-process rows
+contiguous vs channels-last layout, conv1 forms, torch.compile, bf16 and CUDA graphs on CUDA), train.py's epoch loop
+(train-loop, train-loop-graphs), two-process rows
 tower-parallel and data-parallel (DDP, half the batch each), which bench starts itself, and the loader alone
 (input-pipeline). Synthetic input: the loader is not measured except in its own row. Single-process
 rows are timed round-robin in one process; the median step over --steps timed steps after --warmup, each
