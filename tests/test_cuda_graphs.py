@@ -2,10 +2,10 @@
 
 On the CPU: what a graph cannot hold is refused in one sentence, the flag follows the run's placement on
 resume, and everything GraphedStep does around the graph (which batches it takes, warm-up, capture, the
-graph's own input, the gradients) trains as eager training does, with a stand-in for the graph. On a GPU: training with
-the graph gives the eager run's weights and momentum, through a smaller last batch, a learning-rate change
-and dropout; the two-device layout with both towers on one GPU is graphed too; a NaN loss still never
-updates the weights; train.py trains with the flag.
+graph's own input, the gradients) trains as eager training does, with a stand-in for the graph. On a GPU:
+training with the graph gives the eager run's weights and momentum, through smaller batches, learning-rate
+changes and dropout; the two-device layout with both towers on one GPU is graphed too; a NaN loss still
+never updates the weights; train.py trains with the flag; a step a graph cannot hold is one sentence.
 """
 import contextlib
 from dataclasses import asdict
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
-from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu import cuda_graphs
+from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
@@ -52,10 +52,11 @@ def test_a_resumed_run_asks_for_cuda_graphs_again():
 
 class EmulatedGraph(GraphedStep):
     """GraphedStep on the CPU, where no CUDA graph exists. The capture leaves its outputs as garbage (NaN) and
-    the random generator where it was, as a real capture runs nothing; a replay reruns the recorded step and writes its loss and gradients into the
-    recorded tensors, as a graph's kernels write into their fixed memory. So everything GraphedStep does
-    around the graph (warm-up, which batches it takes, the graph's own input, the gradients pointed back after
-    an eager step) is checked here, and the graph itself on a GPU below."""
+    the random generator where it was, as a real capture runs nothing; a replay reruns the recorded step and
+    writes its loss and gradients into the recorded tensors, as a graph's kernels write into their fixed
+    memory. So everything GraphedStep does around the graph (warm-up, which batches it takes, the graph's own
+    input, the gradients pointed back after an eager step) is checked here, and the graph itself on a GPU
+    below."""
 
     def _synchronize(self):
         pass
