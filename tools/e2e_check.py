@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     print(f"sources: {sources} 500x375 JPEGs written in {made:.1f} s ({min(args.distinct, images)} distinct)")
     print(f"prepare: {sources / prepared:,.0f} source images/s on {len(os.sched_getaffinity(0))} cores "
           f"({sources} images in {prepared:.1f} s, the final disk sync included)")
-    print(f"train.py --decode {args.decode}{' --cuda-graphs' if args.cuda_graphs else ''}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
+    graphs = " --cuda-graphs" if args.cuda_graphs else ""
+    print(f"train.py --decode {args.decode}{graphs}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
           f"{float(row['images_per_s']):,.0f} images/s over the epoch, {steady}, "
           f"{float(row['step_images_per_s']):,.0f} without the time waiting for data, loader "
           f"{float(row['loader_images_per_s']):,.0f}")
