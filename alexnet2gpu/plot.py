@@ -18,8 +18,9 @@ def _nice_range(lo: float, hi: float) -> tuple[float, float, float]:
     """Axis bounds and tick step covering [lo, hi] with round numbers."""
     if not math.isfinite(lo) or not math.isfinite(hi):
         lo, hi = 0.0, 1.0
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):  # one value (or several equal ones), however large
+        half = 0.5 * max(1.0, abs(hi))
+        lo, hi = lo - half, hi + half
     raw = (hi - lo) / 5
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)

@@ -51,3 +51,12 @@ def test_progress_is_quiet_off_a_terminal_and_shows_rate_and_eta_on_one():
     p = Progress(100, "epoch 1", enabled=True, stream=loud)
     p.update(100, "loss 1.0")
     assert "100/100" in loud.getvalue() and "img/s" in loud.getvalue() and "ETA" in loud.getvalue()
+
+
+def test_curves_of_a_diverged_first_epoch_are_drawn(tmp_path):
+    """One epoch whose training loss exploded and whose val loss is NaN: the chart's one finite value is far
+    larger than the room the axis used to add around a single value, which made its tick step zero."""
+    rows = [dict(epoch=1, train_loss=7.3942e23, val_loss=float("nan"), val_top1_error=50.0, val_top5_error=0.0,
+                 lr=0.01, images_per_s=5.7, seconds=2.8)]
+    save_curves(tmp_path / "curves.png", rows)
+    assert Image.open(tmp_path / "curves.png").size == (1280, 400)
