@@ -137,10 +137,25 @@ class GraphedStep:
     def _record(self, step):
         """Capture `step()` as a CUDA graph: (its output, the graph's replay)."""
         graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.current_stream(self.device)
         try:
             with torch.cuda.graph(graph, stream=self._capture_stream(), capture_error_mode="thread_local"):
                 out = step()
         except RuntimeError as error:  # an operation CUDA graphs do not allow: name it, keep the run resumable
+            _recover_from_failed_capture(self.device, stream)
             raise TrainError(f"--cuda-graphs could not capture the training step ({first_line(error)}): leave "
                              "--cuda-graphs out (finished epochs are checkpointed: --resume auto).") from error
         return out, graph.replay
+
+
+def _recover_from_failed_capture(device: torch.device, stream: torch.cuda.Stream) -> None:
+    """Undo what a failed capture leaves behind in this process, seen with torch 2.11 on an H100: the thread
+    still on the capture stream, and the GPU's default random generator still marked as capturing, so that
+    every later random draw on it (dropout, torch.randn) fails with "Offset increment outside graph capture".
+    The generator gets a fresh state with the same seed and offset."""
+    torch.cuda.set_stream(stream)
+    generator = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    fresh = torch.Generator(device)
+    fresh.manual_seed(generator.initial_seed())
+    fresh.set_offset(generator.get_offset())
+    generator.graphsafe_set_state(fresh.graphsafe_get_state())

@@ -131,12 +131,14 @@ def cuda_batches(sizes, seed=0):
 
 
 @cuda
-@pytest.mark.parametrize("layout, amp, tolerance", [("merged", None, 1e-5), ("merged", "bf16", 1e-2),
-                                                    ("two-device", None, 1e-5)])
+@pytest.mark.parametrize("layout, amp, tolerance", [("merged", None, 1e-4), ("merged", "bf16", 1e-2),
+                                                    ("two-device", None, 1e-4)])
 def test_training_with_the_graph_gives_the_eager_runs_weights(exact_fp32, layout, amp, tolerance):
     """Warm-up, capture, replays, smaller batches before and after the capture (eager) and an lr change: the
     graphed run ends where the eager run ends, dropout included (the CUDA generator feeds both the same
-    offsets)."""
+    offsets). In fp32 the two may still differ in rounding: cuDNN may pick other algorithms inside the capture,
+    and on an H100 the weights after these 8 steps differed by 1.4e-5 (the loss reached 49: the lr is high for
+    these inputs). A stale input or gradient would differ by far more."""
     sizes = [5, 8, 8, 8, 8, 5, 8, 8]  # eager 5; warm-up 3 x 8; capture at the next 8; eager 5; replays
     batches = cuda_batches(sizes)
 
@@ -185,7 +187,7 @@ def test_train_py_trains_with_cuda_graphs(tmp_path, capsys):
     from alexnet2gpu.synthetic import ensure_synthetic
     folders = ensure_synthetic(2, 8, 2, cache_dir=tmp_path, log=lambda *a: None)
     code = train_py.main(["--data", str(folders), "--device", "cuda", "--cuda-graphs", "--amp", "bf16",
-                          "--channels-last", "--batch-size", "2", "--workers", "0", "--epochs", "2",
+                          "--channels-last", "--batch-size", "2", "--lr", "0.0001", "--workers", "0", "--epochs", "2",
                           "--out", str(tmp_path / "runs"), "--run-name", "r"])
     out, err = capsys.readouterr()
     assert code == 0, err[-3000:]
@@ -214,3 +216,9 @@ def test_a_step_that_cannot_be_captured_stops_with_one_sentence_naming_the_flag(
     train_step(model, optimizer, x, y, graphed=graphed)  # the warm-up runs eagerly
     with pytest.raises(TrainError, match="--cuda-graphs could not capture the training step .*leave --cuda-graphs out"):
         train_step(model, optimizer, x, y, graphed=graphed)
+    # The failed capture left nothing behind: this thread is back on its stream, and random draws on the GPU
+    # (torch 2.11 left its generator marked as capturing) work, here and in every later test of the process.
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    kept = torch.nn.functional.dropout(torch.ones(4096, device="cuda"), 0.5).count_nonzero().item()
+    assert 1500 < kept < 2600
+    train_step(model, optimizer, x, y)
