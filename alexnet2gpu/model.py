@@ -201,7 +201,8 @@ class TowerStack(nn.Module):
 
     Internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
     ("fast", "native", "compiled"; see lrn.py), `conv1_impl` ("direct", the one convolution; "space-to-depth",
-    a 3x3 convolution over 4x4 pixel blocks; see conv.py), `conv_impl` and `pool_impl` ("fast": the Triton
+    a 3x3 convolution over 4x4 pixel blocks, see conv.py; "auto", the default: space-to-depth on CUDA, where it
+    was faster, direct elsewhere), `conv_impl` and `pool_impl` ("fast": the Triton
     max-pool on CUDA; "aten": ATen's kernels; see pool_op.py). `conv_impl`: "grouped", one grouped convolution for
     conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
     conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut
@@ -216,14 +217,14 @@ class TowerStack(nn.Module):
     """
 
     CONV_IMPLS = ("grouped", "split", "towers")
-    CONV1_IMPLS = ("direct", "space-to-depth")
+    CONV1_IMPLS = ("auto", "direct", "space-to-depth")
 
     def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
         super().__init__()
         check_dropout(dropout)
         self.towers = towers
         self.lrn_impl = "fast"
-        self.conv1_impl = "direct"
+        self.conv1_impl = "auto"
         self.conv_impl = "grouped"
         self.pool_impl = "fast"
         for layer in LAYERS:
@@ -271,9 +272,12 @@ class TowerStack(nn.Module):
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
-        if self.conv1_impl == "space-to-depth":
+        impl = self.conv1_impl
+        if impl == "auto":  # measured on an H100: docs/BENCHMARKS.md, "conv1 as space-to-depth"
+            impl = "space-to-depth" if x.is_cuda else "direct"
+        if impl == "space-to-depth":
             h = conv1_space_to_depth(x, pad, self.conv1)
-        elif self.conv1_impl == "direct":
+        elif impl == "direct":
             h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
         else:
             raise ValueError(f"unknown conv1_impl {self.conv1_impl!r}: choose one of {', '.join(self.CONV1_IMPLS)}.")

@@ -49,7 +49,7 @@ def test_the_cuda_graph_rows_compile_in_reduce_overhead_mode(monkeypatch):
 
 
 def test_the_graphed_rows_are_their_eager_rows_with_graphs_and_skip_on_the_cpu():
-    for name in ("merged", "two-device", "merged-bf16", "merged-bf16-s2d", "merged-bf16-towers", "torchvision-bf16"):
+    for name in ("merged", "two-device", "merged-bf16", "merged-bf16-direct", "merged-bf16-towers", "torchvision-bf16"):
         graphed = VARIANTS[name + "-graphs"]
         eager = dataclasses.replace(VARIANTS[name], name=graphed.name, what=graphed.what, graphs=True)
         assert graphed == dataclasses.replace(eager, needs=("cuda",)), name
@@ -65,10 +65,11 @@ def test_the_graphed_rows_are_their_eager_rows_with_graphs_and_skip_on_the_cpu()
 def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_the_split_one():
     for name, conv_impl in (("merged-split-conv", "split"), ("merged-towers", "towers")):
         assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv_impl == conv_impl
-    assert build_variant(VARIANTS["merged-s2d"], torch.device("cpu"), num_classes=10).stack.conv1_impl == \
-        "space-to-depth"
-    assert dataclasses.replace(VARIANTS["merged-bf16"], name="merged-bf16-s2d", what=VARIANTS["merged-bf16-s2d"].what,
-                               conv1_impl="space-to-depth") == VARIANTS["merged-bf16-s2d"]
+    for name, conv1_impl in (("merged", "auto"), ("merged-s2d", "space-to-depth"), ("merged-direct", "direct")):
+        assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv1_impl == conv1_impl
+    direct = VARIANTS["merged-bf16-direct"]
+    assert dataclasses.replace(VARIANTS["merged-bf16"], name=direct.name, what=direct.what,
+                               conv1_impl="direct") == direct
     towers = VARIANTS["merged-bf16-towers"]
     assert dataclasses.replace(VARIANTS["merged-bf16-split"], name=towers.name, what=towers.what,
                                conv_impl="towers") == towers

@@ -70,5 +70,19 @@ def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gr
     for name, grad in want.items():
         assert_near(got[name], grad, f"gradient of {name}")
     model.stack.conv1_impl = "blocks"
-    with pytest.raises(ValueError, match="unknown conv1_impl 'blocks': choose one of direct, space-to-depth"):
+    with pytest.raises(ValueError, match="unknown conv1_impl 'blocks': choose one of auto, direct, space-to-depth"):
         model(x)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_auto_conv1_is_space_to_depth_on_cuda_and_direct_elsewhere(monkeypatch, device):
+    from alexnet2gpu import AlexNet, model as model_module
+    calls = []
+    for name in ("conv1_space_to_depth", "conv2d_chunked_weight_grad"):
+        real = getattr(model_module, name)
+        monkeypatch.setattr(model_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    net = AlexNet(num_classes=10).to(device)
+    assert net.stack.conv1_impl == "auto"
+    net(torch.randn(2, 3, 224, 224, device=device))
+    assert calls == ["conv1_space_to_depth" if device == "cuda" else "conv2d_chunked_weight_grad"]

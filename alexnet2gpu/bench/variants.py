@@ -22,7 +22,7 @@ class Variant:
     what: str  # one line for the table's legend
     layout: str = "merged"  # "merged", "two-device" or "torchvision"
     lrn_impl: str = "fast"
-    conv1_impl: str = "direct"
+    conv1_impl: str = "auto"  # space-to-depth on CUDA, direct elsewhere (model.TowerStack)
     conv_impl: str = "grouped"
     pool_impl: str = "fast"
     channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
@@ -45,8 +45,10 @@ VARIANTS = {v.name: v for v in (
     Variant("merged-towers", "merged, every conv as one convolution per tower, each tower's maps a dense tensor "
                              "of its own up to where the towers meet", conv_impl="towers"),
     Variant("merged-contiguous", "merged in the contiguous N x C x H x W layout", contiguous=True),
-    Variant("merged-s2d", "merged, conv1 as a 3x3 convolution over 4x4 pixel blocks (48 maps)",
+    Variant("merged-s2d", "merged, conv1 as a 3x3 convolution over 4x4 pixel blocks (48 maps; the default on CUDA)",
             conv1_impl="space-to-depth"),
+    Variant("merged-direct", "merged, conv1 as the one 11x11 convolution (the default on the CPU)",
+            conv1_impl="direct"),
     Variant("merged-compiled-lrn", "merged, LRN by torch.compile of the native composite", lrn_impl="compiled",
             needs=("compile",)),
     Variant("merged-compile", "merged, torch.compile of the whole model", compile=True, needs=("compile",)),
@@ -57,8 +59,8 @@ VARIANTS = {v.name: v for v in (
             channels_last=True, conv_impl="split", needs=("cuda",)),
     Variant("merged-bf16-towers", "merged-bf16 with every conv as one convolution per tower on its own dense maps",
             amp="bf16", channels_last=True, conv_impl="towers", needs=("cuda",)),
-    Variant("merged-bf16-s2d", "merged-bf16, conv1 as a 3x3 convolution over 4x4 pixel blocks (48 maps)", amp="bf16",
-            channels_last=True, conv1_impl="space-to-depth", needs=("cuda",)),
+    Variant("merged-bf16-direct", "merged-bf16, conv1 as the one 11x11 convolution", amp="bf16",
+            channels_last=True, conv1_impl="direct", needs=("cuda",)),
     Variant("merged-bf16-contiguous", "merged-bf16 in the contiguous N x C x H x W layout", amp="bf16",
             contiguous=True, needs=("cuda",)),
     Variant("merged-bf16-aten-pool", "merged-bf16 with ATen's max-pool kernels instead of the Triton ones",
@@ -82,8 +84,8 @@ VARIANTS = {v.name: v for v in (
             layout="two-device", graphs=True, needs=("cuda",)),
     Variant("merged-bf16-graphs", "merged-bf16, forward and backward from a CUDA graph", amp="bf16",
             channels_last=True, graphs=True, needs=("cuda",)),
-    Variant("merged-bf16-s2d-graphs", "merged-bf16-s2d, forward and backward from a CUDA graph", amp="bf16",
-            channels_last=True, conv1_impl="space-to-depth", graphs=True, needs=("cuda",)),
+    Variant("merged-bf16-direct-graphs", "merged-bf16-direct, forward and backward from a CUDA graph", amp="bf16",
+            channels_last=True, conv1_impl="direct", graphs=True, needs=("cuda",)),
     Variant("merged-bf16-towers-graphs", "merged-bf16-towers, forward and backward from a CUDA graph", amp="bf16",
             channels_last=True, conv_impl="towers", graphs=True, needs=("cuda",)),
     Variant("torchvision-bf16-graphs", "torchvision-bf16, forward and backward from a CUDA graph",
