@@ -40,9 +40,10 @@ def _write_source(job: tuple[str, int]) -> None:
     photo_like(seed).save(path, quality=SOURCE_QUALITY)
 
 
-def train_command(args, data: Path, runs: Path) -> list[str]:
+def train_command(args, data: Path, runs: Path, images: int) -> list[str]:
+    epochs = -(-args.steps * args.batch_size // images)  # as many as --steps needs: the rest of the last is cut
     command = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--device", args.device,
-               "--batch-size", str(args.batch_size), "--epochs", "1", "--max-steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--epochs", str(epochs), "--max-steps", str(args.steps),
                "--out", str(runs), "--run-name", "e2e", "--decode", args.decode, "--val-crops", "1",
                "--log-every", str(max(1, args.steps // 3))]
     if args.device.startswith("cuda"):
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=150, help="training steps (default %(default)s)")
-    p.add_argument("--images", type=int, default=None, help="training sources (default: steps x batch)")
+    p.add_argument("--images", type=int, default=None, help="training sources (default: steps x batch; fewer "
+                   "make train.py run several epochs over them)")
     p.add_argument("--distinct", type=int, default=4096, help="distinct sources; the rest are hard links")
     p.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
     prepared = time.perf_counter() - start
     sources = images + 2 * CLASSES
 
-    done = subprocess.run(train_command(args, data, runs), capture_output=True, text=True,
+    done = subprocess.run(train_command(args, data, runs, images), capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     (out / "train.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:

@@ -18,7 +18,7 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
-ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,merged-bf16-s2d,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-s2d-graphs,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop-graphs}
+ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-direct,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
@@ -48,7 +48,7 @@ want compile && echo "bench exit $rc"
 
 want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)" &&
 timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
-  tests/test_cuda_graphs.py tests/test_lrn_triton.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+  tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
 want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
