@@ -109,9 +109,10 @@ def test_around_the_graph_training_is_the_eager_training(monkeypatch):
 
 def train(model, graphed, batches, amp=None):
     """SGD over `batches` (the lr drops after the third and the sixth), with the deferred non-finite check; returns the
-    losses, and the weights and momentum buffers by canonical name."""
-    optimizer = make_optimizer(model, lr=0.01)
+    losses, and the change of all weights and the momentum buffers, each as one vector in canonical order."""
+    optimizer = make_optimizer(model, lr=1e-4)  # higher, the loss explodes and rounding grows chaotically
     guard = FiniteGuard(optimizer, torch.device("cuda"))
+    start = flat(model.to_canonical({n: p.detach() for n, p in model.named_parameters()}))
     losses = []
     for step, (x, y) in enumerate(batches, 1):
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else None
@@ -120,8 +121,12 @@ def train(model, graphed, batches, amp=None):
         if step in (3, 6):  # during the warm-up and after the capture
             set_lr(optimizer, get_lr(optimizer) / 10)
     guard.check()
-    weights = model.to_canonical({n: p.detach() for n, p in model.named_parameters()})
-    return losses, weights, model.to_canonical(momentum_buffers(model, optimizer))
+    weights = flat(model.to_canonical({n: p.detach() for n, p in model.named_parameters()}))
+    return losses, weights - start, flat(model.to_canonical(momentum_buffers(model, optimizer)))
+
+
+def flat(tensors: dict) -> torch.Tensor:
+    return torch.cat([t.detach().double().flatten().cpu() for _, t in sorted(tensors.items())])
 
 
 def cuda_batches(sizes, seed=0):
@@ -131,14 +136,14 @@ def cuda_batches(sizes, seed=0):
 
 
 @cuda
-@pytest.mark.parametrize("layout, amp, tolerance", [("merged", None, 1e-4), ("merged", "bf16", 1e-2),
-                                                    ("two-device", None, 1e-4)])
+@pytest.mark.parametrize("layout, amp, tolerance", [("merged", None, 1e-3), ("merged", "bf16", 5e-2),
+                                                    ("two-device", None, 1e-3)])
 def test_training_with_the_graph_gives_the_eager_runs_weights(exact_fp32, layout, amp, tolerance):
     """Warm-up, capture, replays, smaller batches before and after the capture (eager) and an lr change: the
-    graphed run ends where the eager run ends, dropout included (the CUDA generator feeds both the same
-    offsets). In fp32 the two may still differ in rounding: cuDNN may pick other algorithms inside the capture,
-    and on an H100 the weights after these 8 steps differed by 1.4e-5 (the loss reached 49: the lr is high for
-    these inputs). A stale input or gradient would differ by far more."""
+    graphed run makes the eager run's weight updates and momentum, dropout included (the CUDA generator feeds
+    both the same offsets). They may differ in rounding: cuDNN may pick other algorithms inside the capture.
+    Even at this lr, on the CPU, a 1e-7 change of the inputs moves the updates by 1.2e-4 (max-pool and ReLU
+    decisions flip); a stale input or gradient moves them by far more."""
     sizes = [5, 8, 8, 8, 8, 5, 8, 8]  # eager 5; warm-up 3 x 8; capture at the next 8; eager 5; replays
     batches = cuda_batches(sizes)
 
@@ -158,9 +163,8 @@ def test_training_with_the_graph_gives_the_eager_runs_weights(exact_fp32, layout
     got = train(graphed_model, graphed, batches, amp)
     assert graphed.captured and graphed.warm_steps == 3 and graphed.images.shape[0] == 8
     assert got[0] == pytest.approx(want[0], rel=tolerance)
-    for name in want[1]:
-        assert relative_error(got[1][name], want[1][name]) < tolerance, name
-        assert relative_error(got[2][name], want[2][name]) < tolerance, name
+    assert relative_error(got[1], want[1]) < tolerance, "weight updates"
+    assert relative_error(got[2], want[2]) < tolerance, "momentum"
 
 
 @cuda
