@@ -351,15 +351,17 @@ def pca_noise_on(pca: str, device: torch.device) -> tuple[torch.Tensor, torch.Te
 def to_model_input(images: torch.Tensor, alphas: torch.Tensor, mean: torch.Tensor, pca: str | None,
                    device, channels_last: bool = False) -> torch.Tensor:
     """uint8 crops -> float on `device`, mean subtracted on the 0..255 scale, plus PCA colour noise.
-    Copies from pinned batches do not wait; `mean` is best already on `device` (a copy otherwise)."""
+    Copies from pinned batches do not wait; `mean` is best already on `device` (a copy otherwise).
+    The mean and the noise are folded into one offset per image and channel, so the images are read once and
+    the float maps written once, in their final layout, where converting, subtracting, adding and re-laying
+    them out would each pass over the whole batch."""
     device = torch.device(device)
-    x = images.to(device, non_blocking=True).float()
-    shape = (1,) * (x.dim() - 3) + (-1, 1, 1)  # broadcast over N (and ten crops)
-    x = x - mean.to(device, non_blocking=True).view(shape)
+    x = images.to(device, non_blocking=True)
+    offset = mean.to(device, non_blocking=True).float().view((1,) * (x.dim() - 3) + (-1, 1, 1))  # over N, crops
     if pca and pca != "none":
         strength, vectors_t = pca_noise_on(pca, device)
         shift = (alphas.to(device, non_blocking=True) * strength) @ vectors_t  # N x 3 in R, G, B
-        x = x + shift.view(len(shift), 3, 1, 1)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+        offset = offset - shift.view(len(shift), 3, 1, 1)  # x - mean + shift
+    layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
+    out = torch.empty(x.shape, dtype=torch.float32, device=device, memory_format=layout)
+    return torch.sub(x, offset, out=out)

@@ -224,3 +224,20 @@ def test_an_image_too_large_for_pil_is_skipped_saying_why(tmp_path):
     logged = []
     CorruptLog(limit=5, log=logged.append).add(batch.corrupt, batch.reasons)
     assert len(logged) == 1 and str(bomb) in logged[0] and "decompression bomb" in logged[0], logged
+
+
+@pytest.mark.parametrize("shape, pca, channels_last", [((4, 3, 9, 7), "paper", True), ((4, 3, 9, 7), None, False),
+                                                       ((2, 10, 3, 5, 5), None, True)])
+def test_model_input_in_one_pass_is_the_step_by_step_formula(shape, pca, channels_last):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+    alphas, mean = torch.randn(shape[0], 3, generator=gen) * 0.1, torch.tensor([123.7, 116.3, 103.5])
+    x = to_model_input(images, alphas, mean, pca, "cpu", channels_last)
+    want = images.float() - mean.view(-1, 1, 1)
+    if pca:
+        strength, vectors = data.PCA_NOISE[pca]
+        want = want + ((alphas * strength) @ vectors.T).view(-1, 3, 1, 1)
+    assert x.dtype == torch.float32 and x.shape == images.shape
+    assert x.is_contiguous(memory_format=torch.channels_last if channels_last and len(shape) == 4
+                           else torch.contiguous_format)
+    torch.testing.assert_close(x, want, rtol=0, atol=1e-4)
