@@ -13,7 +13,7 @@ from . import checkpoint as ckpt
 from . import world
 from .config import Config, resume_config
 from .config_checks import check_classes, check_config, same_folder
-from .cuda_graphs import GraphedStep, check_graphable
+from .cuda_graphs import GraphedStep, check_graphable, use_graph_forms
 from .data import CorruptLog
 from .device import check_device, default_device_type
 from .engine import InputSpec
@@ -165,7 +165,10 @@ def build_training(plan: Plan, ctx: Context) -> Training:
     schedule = make_schedule(cfg.schedule, lr, cfg.patience, cfg.lr_steps)
     first = next(model.parameters()).device  # the layout protocol: input and logits on the first device
     spec = InputSpec(first, torch.tensor(plan.data.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp)
-    graphed = GraphedStep(model, plan.layout, batch_size=cfg.batch_size) if cfg.cuda_graphs else None
+    graphed = None
+    if cfg.cuda_graphs:
+        use_graph_forms(model)
+        graphed = GraphedStep(model, plan.layout, batch_size=cfg.batch_size)
     return Training(model, optimizer, schedule, spec, lr_rule, graphed)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
+from alexnet2gpu.cuda_graphs import use_graph_forms
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.lrn_op import relu_lrn
 from alexnet2gpu.optim import make_optimizer
@@ -33,10 +34,11 @@ def oracle():
     return cpu.state_dict(), x, logits_and_grads(cpu, x)
 
 
-@pytest.mark.parametrize("layout", ["merged", "two-device", "merged-compiled"])
+@pytest.mark.parametrize("layout", ["merged", "two-device", "merged-compiled", "merged-graph-forms"])
 def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
-    """The CUDA defaults (Triton ReLU+LRN, channels-last cuDNN convolutions, fused SGD aside) compute the
-    oracle's function: both towers on one GPU for the two-device layout; torch.compile with Inductor."""
+    """The CUDA defaults (Triton ReLU+LRN, channels-last cuDNN convolutions, conv1 as space-to-depth, fused SGD
+    aside) compute the oracle's function: both towers on one GPU for the two-device layout; torch.compile with
+    Inductor; the forms train.py --cuda-graphs takes."""
     weights, x, (want, want_grads) = oracle
     if layout == "two-device":
         model = TwoTowerAlexNet(num_classes=10, dropout=0.0, devices=("cuda:0", "cuda:0"))
@@ -44,6 +46,8 @@ def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
         model = AlexNet(num_classes=10, dropout=0.0).cuda()
         if layout == "merged-compiled":
             model.compile()
+        if layout == "merged-graph-forms":
+            use_graph_forms(model)
     model.load_state_dict(weights)
     got, grads = logits_and_grads(model, x.float().cuda())
     assert relative_error(got, want) < 1e-4  # cuDNN's fp32 algorithms (FFT, Winograd) round differently

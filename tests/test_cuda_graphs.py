@@ -43,6 +43,17 @@ def test_a_graphed_step_refuses_a_model_on_the_cpu():
         GraphedStep(TwoTowerAlexNet(num_classes=4, devices=("cpu", "cpu")))
 
 
+def test_under_a_graph_the_merged_stack_takes_the_towers_form_and_a_two_device_model_is_unchanged():
+    from alexnet2gpu.bench.loop import reference_variant
+    merged, two_device = AlexNet(num_classes=10), TwoTowerAlexNet(num_classes=10, devices=("cpu", "cpu"))
+    before = [stack.conv_impl for stack in two_device.towers]
+    cuda_graphs.use_graph_forms(merged)
+    cuda_graphs.use_graph_forms(two_device)
+    assert merged.stack.conv_impl == "towers"
+    assert [stack.conv_impl for stack in two_device.towers] == before
+    assert reference_variant(torch.device("cuda"), graphs=True) == "merged-bf16-towers-graphs"
+
+
 def test_a_resumed_run_asks_for_cuda_graphs_again():
     """Like the devices, graphs are placement: a run resumed on a machine without a GPU must not fail."""
     saved = asdict(Config(cuda_graphs=True))

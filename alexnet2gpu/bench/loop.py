@@ -3,14 +3,15 @@
 It shows what the loop adds to the bare step of the `merged` row (bf16 on CUDA, as `merged-bf16`): the copy of
 each uint8 batch to the device, the mean and PCA colour noise, the progress and loss book-keeping, and
 any wait for the host. No files are decoded: the loader is the input-pipeline row's business. The
-train-loop-graphs row is the same loop with train.py --cuda-graphs, beside merged-bf16-graphs.
+train-loop-graphs row is the same loop with train.py --cuda-graphs, beside merged-bf16-towers-graphs
+(the form train.py takes under a graph).
 """
 from __future__ import annotations
 
 import torch
 
 from ..data import IMAGENET_MEAN, Batch, CorruptLog
-from ..cuda_graphs import GraphedStep
+from ..cuda_graphs import GraphedStep, use_graph_forms
 from ..engine import InputSpec, train_one_epoch
 from ..layouts import build_model
 from ..optim import make_optimizer
@@ -44,7 +45,10 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
                      amp="bf16" if cuda else None)
     batches = _batches(batch, num_classes, pin=cuda)
     corrupt = CorruptLog(0, log=lambda *a: None)
-    graphed = GraphedStep(model, batch_size=batch) if graphs else None
+    graphed = None
+    if graphs:  # as train.py --cuda-graphs
+        use_graph_forms(model)
+        graphed = GraphedStep(model, batch_size=batch)
 
     def epoch(n: int):
         loader = (batches[i % len(batches)] for i in range(n))
@@ -58,4 +62,4 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
 
 def reference_variant(device: torch.device, graphs: bool = False) -> str:
     """The single-process row whose bare step the loop is compared with."""
-    return ("merged-bf16-graphs" if graphs else "merged-bf16") if device.type == "cuda" else "merged"
+    return ("merged-bf16-towers-graphs" if graphs else "merged-bf16") if device.type == "cuda" else "merged"
