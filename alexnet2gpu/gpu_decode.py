@@ -46,7 +46,7 @@ from .batch import Batch
 from .data import is_prepared
 from .errors import TrainError
 from .imaging import RESIZE
-from .prefetch import made_ahead
+from .prefetch import ThreadClock, made_ahead
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")
@@ -274,11 +274,21 @@ class DecodedLoader:
 
     def __init__(self, loader, decode, device, ahead: int = 2):
         self.loader, self.decode, self.device, self.ahead = loader, decode, torch.device(device), ahead
+        self.clock = ThreadClock()  # the decoding thread's time over every pass (see decode_thread_note)
 
     def __iter__(self):
         if self.ahead < 1:
             return (self.decode(batch) for batch in self.loader)
-        return made_ahead(self.loader, self.decode, self.device, self.ahead)
+        return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock)
+
+
+def decode_thread_note(clock: ThreadClock, images: int, seconds: float) -> str:
+    """One line on what held the GPU data path back over an epoch of `images` in `seconds`: the decoding
+    thread busy all the time means the decoder is the limit; waiting, the loader workers are."""
+    seconds = max(seconds, 1e-9)
+    rate = f"{images / clock.making:,.0f} images/s while decoding" if clock.making > 0 else "no batch decoded"
+    return (f"GPU decode thread: {clock.making / seconds:.0%} of the epoch decoding ({rate}), "
+            f"{clock.waiting / seconds:.0%} waiting for the loader workers")
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import torch
@@ -59,8 +61,19 @@ class _Failed(NamedTuple):
     error: BaseException
 
 
-def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int = 2) -> Iterator:
-    """Yield make(item) for each of `items`, in order, made by a thread up to `depth` items ahead.
+@dataclass
+class ThreadClock:
+    """Where the thread of `made_ahead` spent its time, in seconds: waiting for its next item (the loader
+    workers), and making it (decoding). What is left of the loop's time it waited for room in the queue."""
+
+    waiting: float = 0.0
+    making: float = 0.0
+
+
+def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int = 2,
+               clock: ThreadClock | None = None) -> Iterator:
+    """Yield make(item) for each of `items`, in order, made by a thread up to `depth` items ahead; `clock`,
+    when given, adds up the thread's time.
 
     For JPEG decoding on the GPU (gpu_decode.DecodedLoader): nvJPEG decodes on the host thread that calls it
     and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
@@ -84,14 +97,20 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
         try:
             with torch.cuda.device(device) if stream else contextlib.nullcontext(), \
                     torch.cuda.stream(stream) if stream else contextlib.nullcontext():
+                ticks = time.perf_counter()
                 for item in items:
+                    made_at = time.perf_counter()
                     made = make(item)
+                    if clock is not None:
+                        clock.waiting += made_at - ticks
+                        clock.making += time.perf_counter() - made_at
                     ready = None
                     if stream is not None:
                         ready = torch.cuda.Event()
                         ready.record(stream)
                     if not put((made, ready)):
                         return
+                    ticks = time.perf_counter()
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
             put((_Failed(error), None))
             return

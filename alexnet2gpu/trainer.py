@@ -17,7 +17,7 @@ from .config import EVALUATION, PLACEMENT, Config
 from .config_checks import check_classes
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
-from .gpu_decode import DecodedLoader, resolve_cpu_share
+from .gpu_decode import DecodedLoader, decode_thread_note, resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
 from .run_data import epoch_loaders
@@ -97,6 +97,8 @@ class Run:
             raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
         if stats.images == 0:
             raise self.nothing_read("train", len(self.data.splits.train))
+        if isinstance(train_loader, DecodedLoader):  # which side of the GPU data path the epoch waited for
+            self.say(f"epoch {epoch}: {decode_thread_note(train_loader.clock, stats.images, stats.seconds)}")
         self.step += stats.steps
         val = evaluate(self.model, val_loader, self.spec, corrupt=corrupt, num_classes=self.data.num_classes,
                        ctx=self.ctx, total_images=n_val, desc="val", show=self.say.on)

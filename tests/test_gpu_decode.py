@@ -148,7 +148,7 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff broken")
     samples = jpegs + [(str(bad), 1)]
-    seen = {}
+    seen, clocks = {}, []
 
     def run(decode):
         torch.manual_seed(0)
@@ -162,6 +162,7 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
         val = make_loader(FolderDataset(samples, "ten", decode=decode), EpochSampler(len(samples), 0, shuffle=False), 2, 0)
         if decode == "gpu":
             loader, val = DecodedLoader(loader, spec.decode, CPU), DecodedLoader(val, spec.decode, CPU)
+            clocks.append(loader.clock)
         stats = train_one_epoch(model, optimizer, loader, spec, corrupt=corrupt, total_images=len(samples), desc="t",
                                 show=False)
         result = evaluate(model, val, spec, corrupt=corrupt, num_classes=2, show=False)
@@ -169,6 +170,7 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
 
     assert run("gpu") == run("cpu")
     assert len(seen["gpu"]) == len(seen["cpu"]) and all(map(torch.equal, seen["gpu"], seen["cpu"]))
+    assert clocks[0].making > 0 and clocks[0].waiting > 0  # the decoding thread's time, for train.py's note
 
 
 def test_an_undecoded_batch_is_refused_by_the_input_spec(jpegs):

@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from alexnet2gpu.prefetch import made_ahead
+from alexnet2gpu.gpu_decode import decode_thread_note
+from alexnet2gpu.prefetch import ThreadClock, made_ahead
 
 CPU = torch.device("cpu")
 
@@ -55,3 +56,29 @@ def test_leaving_the_loop_early_stops_the_thread():
             break
     assert not made_threads()
     assert len(made) <= 4 + 1 + 2 + 1  # the items taken, the one in hand, a full queue, one being put
+
+
+def test_the_clock_tells_waiting_for_items_from_making_them():
+    """A slow source and a quick `make`, then the reverse: each side's sleeps are at least what the clock
+    counts for it (lower bounds only: a loaded machine may add time to either side)."""
+    def slow(n):
+        for i in range(n):
+            time.sleep(0.03)
+            yield i
+
+    def slow_make(i):
+        time.sleep(0.03)
+        return i
+
+    waiting, making = ThreadClock(), ThreadClock()
+    assert list(made_ahead(slow(5), lambda i: i, CPU, clock=waiting)) == list(range(5))
+    assert list(made_ahead(range(5), slow_make, CPU, clock=making)) == list(range(5))
+    assert waiting.waiting >= 5 * 0.03 and waiting.making < waiting.waiting
+    assert making.making >= 5 * 0.03 and making.waiting < making.making
+
+
+def test_the_decode_note_names_the_side_that_held_the_epoch_back():
+    note = decode_thread_note(ThreadClock(waiting=1.5, making=0.5), images=10_000, seconds=2.0)
+    assert note == ("GPU decode thread: 25% of the epoch decoding (20,000 images/s while decoding), "
+                    "75% waiting for the loader workers")
+    assert "no batch decoded" in decode_thread_note(ThreadClock(), images=0, seconds=0.0)

@@ -102,6 +102,9 @@ def main(argv=None) -> int:
           f"{float(row['images_per_s']):,.0f} images/s over the epoch, {steady}, "
           f"{float(row['step_images_per_s']):,.0f} without the time waiting for data, loader "
           f"{float(row['loader_images_per_s']):,.0f}")
+    notes = [line for line in done.stdout.splitlines() if "GPU decode thread:" in line]
+    if notes:  # which side of the GPU data path the last epoch waited for
+        print(notes[-1])
     return 0
 
 
