@@ -1,8 +1,8 @@
 """train.py end to end on prepared data, as a user runs it on a GPU box. It generates photo-like 500x375 JPEG
 sources (ILSVRC's typical size) and prepares them once with `alexnet2gpu.prepare`, timing that in source
 images/s. Then it runs train.py on the prepared folder for `--steps` steps and reads images/s from the run's
-metrics.csv, and the rate of the last third of the steps from train.py's progress lines (the first steps pay for
-cuDNN's autotuning and Triton's compiles, which a short run cannot spread). Compare that steady rate with
+metrics.csv, and the rate of the last third of the last epoch from train.py's progress lines (the first steps pay
+for cuDNN's autotuning and Triton's compiles, and each epoch's first batches for the loader workers' start). Compare that steady rate with
 bench.py's merged-bf16 row on the same card.
 
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR              # a GPU box: batch 256, bf16, --decode gpu
@@ -45,7 +45,7 @@ def train_command(args, data: Path, runs: Path, images: int) -> list[str]:
     command = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--device", args.device,
                "--batch-size", str(args.batch_size), "--epochs", str(epochs), "--max-steps", str(args.steps),
                "--out", str(runs), "--run-name", "e2e", "--decode", args.decode, "--val-crops", "1",
-               "--log-every", str(max(1, args.steps // 3))]
+               "--log-every", str(max(1, min(args.steps, images // args.batch_size) // 3))]  # a third of an epoch
     if args.device.startswith("cuda"):
         command += ["--amp", "bf16", "--channels-last"]
     if args.workers is not None:
@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     with open(runs / "e2e" / "metrics.csv") as f:
         row = list(csv.DictReader(f))[-1]
     lines = PROGRESS.findall(done.stdout)  # (images/s, data wait %) of each progress line
-    steady = f"{float(lines[-1][0]):,.0f} in the last third (data wait {lines[-1][1]} %)" if lines else "no progress line"
+    steady = (f"{float(lines[-1][0]):,.0f} in the last third of the last epoch (data wait {lines[-1][1]} %)"
+              if lines else "no progress line")
     print(f"sources: {sources} 500x375 JPEGs written in {made:.1f} s ({min(args.distinct, images)} distinct)")
     print(f"prepare: {sources / prepared:,.0f} source images/s on {len(os.sched_getaffinity(0))} cores "
           f"({sources} images in {prepared:.1f} s, the final disk sync included)")
