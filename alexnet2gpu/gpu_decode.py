@@ -281,6 +281,9 @@ class DecodedLoader:
             return (self.decode(batch) for batch in self.loader)
         return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock)
 
+    def __len__(self) -> int:
+        return len(self.loader)
+
 
 def decode_thread_note(clock: ThreadClock, images: int, seconds: float) -> str:
     """One line on what held the GPU data path back over an epoch of `images` in `seconds`: the decoding
@@ -289,6 +292,3 @@ def decode_thread_note(clock: ThreadClock, images: int, seconds: float) -> str:
     rate = f"{images / clock.making:,.0f} images/s while decoding" if clock.making > 0 else "no batch decoded"
     return (f"GPU decode thread: {clock.making / seconds:.0%} of the epoch decoding ({rate}), "
             f"{clock.waiting / seconds:.0%} waiting for the loader workers")
-
-    def __len__(self) -> int:
-        return len(self.loader)

@@ -273,7 +273,7 @@ class TowerStack(nn.Module):
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
         impl = self.conv1_impl
-        if impl == "auto":  # measured on an H100: docs/BENCHMARKS.md, "conv1 as space-to-depth"
+        if impl == "auto":  # measured on an H100: docs/BENCHMARKS.md, "the fourth H100 session"
             impl = "space-to-depth" if x.is_cuda else "direct"
         if impl == "space-to-depth":
             h = conv1_space_to_depth(x, pad, self.conv1)

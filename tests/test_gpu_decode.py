@@ -161,7 +161,9 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
         loader = make_loader(FolderDataset(samples, "train", decode=decode), EpochSampler(len(samples), 1), 3, 0)
         val = make_loader(FolderDataset(samples, "ten", decode=decode), EpochSampler(len(samples), 0, shuffle=False), 2, 0)
         if decode == "gpu":
+            lengths = len(loader), len(val)
             loader, val = DecodedLoader(loader, spec.decode, CPU), DecodedLoader(val, spec.decode, CPU)
+            assert (len(loader), len(val)) == lengths
             clocks.append(loader.clock)
         stats = train_one_epoch(model, optimizer, loader, spec, corrupt=corrupt, total_images=len(samples), desc="t",
                                 show=False)

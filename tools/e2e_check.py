@@ -2,8 +2,8 @@
 sources (ILSVRC's typical size) and prepares them once with `alexnet2gpu.prepare`, timing that in source
 images/s. Then it runs train.py on the prepared folder for `--steps` steps and reads images/s from the run's
 metrics.csv, and the rate of the last third of the last epoch from train.py's progress lines (the first steps pay
-for cuDNN's autotuning and Triton's compiles, and each epoch's first batches for the loader workers' start). Compare that steady rate with
-bench.py's merged-bf16 row on the same card.
+for cuDNN's autotuning and Triton's compiles, and each epoch's first batches for the loader workers' start).
+Compare that steady rate with bench.py's merged-bf16 row on the same card.
 
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR              # a GPU box: batch 256, bf16, --decode gpu
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR --device cpu --batch-size 4 --steps 2 --images 12

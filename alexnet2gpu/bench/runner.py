@@ -35,8 +35,8 @@ QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower
 # The GPU comparison that `bench.py --device cuda` runs by default: each speed goal's rows and nothing else,
 # so that it finishes in minutes (compiling is most of it).
 CUDA_ROWS = ("merged", "two-device", "torchvision", "merged-bf16", "torchvision-bf16", "merged-graphs",
-             "two-device-graphs", "merged-bf16-towers-graphs", "torchvision-bf16-graphs", "merged-bf16-compile", "torchvision-bf16-compile", LOOP_ROW, LOOP_GRAPHS_ROW,
-             PIPELINE_GPU_ROW)
+             "two-device-graphs", "merged-bf16-towers-graphs", "torchvision-bf16-graphs", "merged-bf16-compile",
+             "torchvision-bf16-compile", LOOP_ROW, LOOP_GRAPHS_ROW, PIPELINE_GPU_ROW)
 
 
 @dataclass
