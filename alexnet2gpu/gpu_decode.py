@@ -287,8 +287,9 @@ class DecodedLoader:
 
 def decode_thread_note(clock: ThreadClock, images: int, seconds: float) -> str:
     """One line on what held the GPU data path back over an epoch of `images` in `seconds`: the decoding
-    thread busy all the time means the decoder is the limit; waiting, the loader workers are."""
+    thread busy all the time means the decoder is the limit; waiting, the loader workers are. Its rate counts
+    every image of the batches it readied, the CPU share's crops (decoded by the workers) among them."""
     seconds = max(seconds, 1e-9)
-    rate = f"{images / clock.making:,.0f} images/s while decoding" if clock.making > 0 else "no batch decoded"
+    rate = f"batches readied at {images / clock.making:,.0f} images/s" if clock.making > 0 else "no batch decoded"
     return (f"GPU decode thread: {clock.making / seconds:.0%} of the epoch decoding ({rate}), "
             f"{clock.waiting / seconds:.0%} waiting for the loader workers")

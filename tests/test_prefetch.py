@@ -79,6 +79,6 @@ def test_the_clock_tells_waiting_for_items_from_making_them():
 
 def test_the_decode_note_names_the_side_that_held_the_epoch_back():
     note = decode_thread_note(ThreadClock(waiting=1.5, making=0.5), images=10_000, seconds=2.0)
-    assert note == ("GPU decode thread: 25% of the epoch decoding (20,000 images/s while decoding), "
+    assert note == ("GPU decode thread: 25% of the epoch decoding (batches readied at 20,000 images/s), "
                     "75% waiting for the loader workers")
     assert "no batch decoded" in decode_thread_note(ThreadClock(), images=0, seconds=0.0)
