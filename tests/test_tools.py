@@ -22,6 +22,21 @@ def test_gpu_tools_import_and_say_they_need_cuda(tool):
     assert done.stderr.strip() == f"{tool}: needs a CUDA device"
 
 
+def test_profile_step_reports_host_time_and_python_hotspots(tmp_path):
+    """The host part of tools/profile_step.py, which a GPU session reads to tell a step bound by its host."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_step.py"), "--device", "cpu", "--row", "merged",
+                           "--batch-size", "2", "--steps", "1", "--python-top", "5", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (tmp_path / "profile-merged.txt").read_text().splitlines()
+    assert lines[0].startswith("merged, batch 2, CPU, torch ")
+    assert lines[1].startswith("host: ") and "ms to launch a step begun idle" in lines[1]
+    assert lines[2] == "python (cProfile, 1 steps, by own time):"
+    assert lines[3].split() == ["ncalls", "tottime", "percall", "cumtime", "percall", "filename:lineno(function)"]
+    assert len(lines) == 4 + 5
+
+
 def test_the_gpu_check_script_parses():
     assert subprocess.run(["bash", "-n", str(ROOT / "tools" / "gpu_check.sh")]).returncode == 0
 

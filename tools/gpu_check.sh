@@ -77,7 +77,7 @@ want pool && stage "the max-pool kernels alone: ATen against Triton, tiles, warp
 timeout ${POOL_SECONDS:-100} python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
 
 want profile && stage "profile of one training step" &&
-for row in ${PROFILE_ROWS:-merged-bf16 merged-bf16-towers-graphs}; do
+for row in ${PROFILE_ROWS:-merged-bf16 torchvision-bf16 merged-bf16-towers-graphs}; do
   timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
 done
 
@@ -95,7 +95,7 @@ grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -1
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
 echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z-]+ +(all|conv1) )" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
-echo "-- profiles:"; head -q -n 13 "$OUT"/profile-*.txt 2>/dev/null
+echo "-- profiles (python hotspots: in the logs):"; head -q -n 14 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
