@@ -45,12 +45,14 @@ class _BatchChunkedWeightGrad(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-def conv2d_chunked_weight_grad(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
-    """`conv(x)` (groups=1, no dilation); on the CPU its weight gradient is summed over batch slices."""
+def conv2d_chunked_weight_grad(x: torch.Tensor, conv: torch.nn.Conv2d, with_bias: bool = True) -> torch.Tensor:
+    """`conv(x)` (groups=1, no dilation), without its bias unless `with_bias`; on the CPU its weight gradient is
+    summed over batch slices."""
+    bias = conv.bias if with_bias else None
     # Exporting (export.py) traces the plain convolution: the batch is symbolic and no gradient is taken.
     if torch.compiler.is_exporting() or x.device.type != "cpu" or x.shape[0] <= CHUNK_IMAGES or conv.groups != 1:
-        return conv(x)
-    return _BatchChunkedWeightGrad.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        return conv(x) if with_bias else F.conv2d(x, conv.weight, None, conv.stride, conv.padding)
+    return _BatchChunkedWeightGrad.apply(x, conv.weight, bias, conv.stride, conv.padding)
 
 
 def _blocks(t: torch.Tensor, size: int, order: tuple[int, ...]) -> torch.Tensor:
@@ -59,8 +61,9 @@ def _blocks(t: torch.Tensor, size: int, order: tuple[int, ...]) -> torch.Tensor:
     return t.view(n, c, h // size, size, w // size, size).permute(order)
 
 
-def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d) -> torch.Tensor:
-    """`conv(x)` after `pad` zero rows and columns on the right and bottom, computed as a stride-1 convolution
+def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d, with_bias: bool = True) -> torch.Tensor:
+    """`conv(x)` (without its bias unless `with_bias`) after `pad` zero rows and columns on the right and bottom,
+    computed as a stride-1 convolution
     of x's stride x stride pixel blocks (C x stride^2 maps, channel c*stride^2 + row*stride + column) with the
     kernel cut the same way. One pass writes the blocks, in channels-last memory and, under autocast, already
     in autocast's dtype."""
@@ -85,4 +88,4 @@ def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d) -> to
     maps = blocks.view(n, grid, grid, c * stride * stride).permute(0, 3, 1, 2).contiguous(memory_format=layout)
     weight = F.pad(conv.weight, (0, taps * stride - k, 0, taps * stride - k))  # zeros: 11x11 -> 12x12
     weight = _blocks(weight, stride, (0, 1, 3, 5, 2, 4)).reshape(weight.shape[0], c * stride * stride, taps, taps)
-    return F.conv2d(maps, weight.contiguous(memory_format=layout), conv.bias)
+    return F.conv2d(maps, weight.contiguous(memory_format=layout), conv.bias if with_bias else None)

@@ -223,13 +223,22 @@ def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, b
 
 
 def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float,
-                             impl: str = "fast") -> torch.Tensor:
-    """relu(z) then `local_response_norm`: with impl "triton" (CUDA's "fast") one fused op (lrn_op.py); else an
+                             impl: str = "fast", bias: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(z + bias) then `local_response_norm`: with impl "triton" (CUDA's "fast") one fused op (lrn_op.py),
+    whose kernels add the optional `bias` (the convolution's, which then ran without it) as they read z; else an
     in-place ReLU (a convolution's backward does not need its output, so the ReLU may overwrite it) and the LRN."""
     _check_towers(z.shape[1], towers)
     if resolve_impl(impl, z.device, size, after_relu=True) == "triton":
-        return fused_relu_lrn(z, towers, alpha, beta, k)
+        return fused_relu_lrn(z, towers, alpha, beta, k, bias)
+    if bias is not None:
+        z = z + bias.to(z.dtype).view(1, -1, 1, 1)
     return local_response_norm(F.relu(z, inplace=True), towers, size, alpha, beta, k, impl)
+
+
+def adds_the_bias(impl: str, device: torch.device) -> bool:
+    """Whether relu_local_response_norm(..., impl) on `device` adds a convolution's bias in its own kernels
+    (the fused Triton op), so the convolution before it should run without one."""
+    return resolve_impl(impl, device, WINDOW, after_relu=True) == "triton"
 
 
 def _check_towers(channels: int, towers: int) -> None:

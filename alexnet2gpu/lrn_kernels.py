@@ -156,10 +156,12 @@ def _compute(z: torch.Tensor):
 
 
 def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, tile: int | None = None,
-                     num_warps: int = 4, form: str | None = None) -> torch.Tensor:
+                     num_warps: int = 4, form: str | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = LRN(relu(z + bias)) per tower; `bias` (the convolution's, per channel) is optional."""
     form = _checked(form or default_form(z))
     if form != "tile":
-        return relu_lrn_forward_window(z, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE, num_warps)
+        return relu_lrn_forward_window(z, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE, num_warps, bias)
+    z = _plus(z, bias)
     tile = tile or FORWARD_TILE
     y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
     grid, args, meta = _geometry(z, towers, tile)
@@ -168,19 +170,29 @@ def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k:
 
 
 def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha: float, beta: float,
-                      k: float, form: str | None = None, tile: int | None = None,
-                      num_warps: int = 4) -> torch.Tensor:
-    """dL/dz from the gradient at y, the op's input z and its output y (both in z's memory layout)."""
+                      k: float, form: str | None = None, tile: int | None = None, num_warps: int = 4,
+                      bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dL/dz, dL/dbias or None without a bias) from the gradient at y, the op's input z and its output y (both
+    in z's memory layout)."""
     grad = grad.contiguous(memory_format=memory_format_of(z))  # the kernels walk g with z's strides
     form = _checked(form or default_form(z))
     if form in WINDOW_FORMS:
         return relu_lrn_backward_window(grad, z, y, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE,
-                                        num_warps)
+                                        num_warps, bias)
+    z = _plus(z, bias)
     tile = tile or BACKWARD_TILE
     dz = torch.empty_like(z)
     grid, args, meta = _geometry(z, towers, tile)
     relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
-    return dz
+    if bias is None:
+        return dz, None
+    return dz, dz.sum((0, 2, 3), dtype=torch.float64 if z.dtype == torch.float64 else torch.float32).to(bias.dtype)
+
+
+def _plus(z: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """z + bias per channel, in z's dtype and layout: the tile form (contiguous maps, off the default path) adds
+    the bias in a pass of its own rather than in its kernels."""
+    return z if bias is None else z + bias.to(z.dtype).view(1, -1, 1, 1)
 
 
 def _checked(form: str) -> str:

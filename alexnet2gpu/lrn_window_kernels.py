@@ -14,6 +14,10 @@ The formulas are lrn_kernels' (forward: d_i = k + alpha/n sum_win a_j^2, y_i = a
 dz_i = [z_i > 0] (g_i d_i^-beta - 2 beta alpha/n a_i sum_win g_j y_j / d_j)), with the window clipped at each
 tower's edges, and a NaN stays in its window as with torch.relu then the LRN.
 
+The convolution's bias: with `bias`, z is the convolution's output without it, and the kernels add it as they
+load z (the forward) and recompute it (the backward), which spares a pass over the maps each way; the backward
+also sums dz over each tile's pixels, per channel, into the bias's gradient (`HAS_BIAS`).
+
 Contiguous (NCHW) maps keep lrn_kernels' tile form: here the channels of a pixel are not adjacent, so a tile
 would not be one vector load, and both launchers refuse such maps with a ValueError.
 """
@@ -57,20 +61,33 @@ def _window(x, c, channels, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def relu_lrn_forward_window_kernel(z_ptr, y_ptr, pixels, row, channels, alpha_n, beta, k, BLOCK_P: tl.constexpr,
-                                   BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
+def _conv_output(z_ptr, b_ptr, at, c, mask, channels, HAS_BIAS: tl.constexpr, COMPUTE: tl.constexpr):
+    """The tile of z, plus the convolution's bias of each channel when the kernel adds it (HAS_BIAS): lanes past
+    the tower get 0 either way."""
+    z = tl.load(z_ptr + at, mask=mask, other=0.0).to(COMPUTE)
+    if HAS_BIAS:
+        b = tl.load(b_ptr + tl.program_id(1) * channels + c, mask=c < channels, other=0.0).to(COMPUTE)
+        z = z + b[None, :]
+    return z
+
+
+@triton.jit
+def relu_lrn_forward_window_kernel(z_ptr, b_ptr, y_ptr, pixels, row, channels, alpha_n, beta, k,
+                                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                   COMPUTE: tl.constexpr):
     at, c, mask = _row_tile(pixels, row, channels, BLOCK_P, BLOCK_C)
-    a = _relu(tl.load(z_ptr + at, mask=mask, other=0.0).to(COMPUTE))
+    a = _relu(_conv_output(z_ptr, b_ptr, at, c, mask, channels, HAS_BIAS, COMPUTE))
     d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     y = a * tl.exp(-beta * tl.log(d))
     tl.store(y_ptr + at, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def relu_lrn_backward_window_kernel(z_ptr, y_ptr, g_ptr, dz_ptr, pixels, row, channels, alpha_n, beta, k,
-                                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, COMPUTE: tl.constexpr):
+def relu_lrn_backward_window_kernel(z_ptr, b_ptr, y_ptr, g_ptr, dz_ptr, part_ptr, pixels, row, channels, alpha_n,
+                                    beta, k, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                    COMPUTE: tl.constexpr):
     at, c, mask = _row_tile(pixels, row, channels, BLOCK_P, BLOCK_C)
-    a = _relu(tl.load(z_ptr + at, mask=mask, other=0.0).to(COMPUTE))
+    a = _relu(_conv_output(z_ptr, b_ptr, at, c, mask, channels, HAS_BIAS, COMPUTE))
     d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     g = tl.load(g_ptr + at, mask=mask, other=0.0).to(COMPUTE)
     y = tl.load(y_ptr + at, mask=mask, other=0.0).to(COMPUTE)
@@ -80,6 +97,10 @@ def relu_lrn_backward_window_kernel(z_ptr, y_ptr, g_ptr, dz_ptr, pixels, row, ch
     dz = g * tl.exp(-beta * tl.log(d)) - 2.0 * beta * alpha_n * a * w
     dz = tl.where(a > 0.0, dz, 0.0)
     tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+    if HAS_BIAS:  # this tile's share of the bias gradient (sum of dz over pixels), summed over tiles after
+        part = tl.sum(tl.where(mask, dz, 0.0), axis=0)
+        tl.store(part_ptr + tl.program_id(0).to(tl.int64) * row + tl.program_id(1) * channels + c,
+                 part.to(part_ptr.dtype.element_ty), mask=c < channels)
 
 
 WINDOW_FORMS = ("gather",)
@@ -106,17 +127,28 @@ def _launch(form: str, z: torch.Tensor, towers: int, tile: int):
 
 
 def relu_lrn_forward_window(z: torch.Tensor, towers: int, alpha_n: float, beta: float, k: float, form: str,
-                            tile: int, num_warps: int) -> torch.Tensor:
+                            tile: int, num_warps: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`bias`: the convolution's bias, added to z in the kernel (z is then the convolution without it)."""
     grid, args, meta = _launch(form, z, towers, tile)
     y = torch.empty_like(z)
-    relu_lrn_forward_window_kernel[grid](z, y, *args, alpha_n, beta, k, **meta, num_warps=num_warps)
+    relu_lrn_forward_window_kernel[grid](z, z if bias is None else bias, y, *args, alpha_n, beta, k,
+                                         HAS_BIAS=bias is not None, **meta, num_warps=num_warps)
     return y
 
 
 def relu_lrn_backward_window(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towers: int, alpha_n: float,
-                             beta: float, k: float, form: str, tile: int, num_warps: int) -> torch.Tensor:
-    """grad and y in z's (channels-last) layout."""
+                             beta: float, k: float, form: str, tile: int, num_warps: int,
+                             bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dz, the bias's gradient or None without a bias); grad and y in z's (channels-last) layout. Each tile
+    writes its sums of dz per channel, and those are summed here: the bias gradient costs no second pass over
+    dz, and its order of adds is fixed (no atomics)."""
     grid, args, meta = _launch(form, z, towers, tile)
     dz = torch.empty_like(z)
-    relu_lrn_backward_window_kernel[grid](z, y, grad, dz, *args, alpha_n, beta, k, **meta, num_warps=num_warps)
-    return dz
+    parts = None
+    if bias is not None:
+        parts = torch.empty(grid[0], z.shape[1], dtype=torch.float64 if z.dtype == torch.float64 else torch.float32,
+                            device=z.device)
+    relu_lrn_backward_window_kernel[grid](z, z if bias is None else bias, y, grad, dz, dz if parts is None else parts,
+                                          *args, alpha_n, beta, k, HAS_BIAS=bias is not None, **meta,
+                                          num_warps=num_warps)
+    return dz, None if parts is None else parts.sum(0).to(bias.dtype)

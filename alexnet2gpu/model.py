@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import conv1_space_to_depth, conv2d_chunked_weight_grad
-from .lrn import relu_local_response_norm
+from .lrn import adds_the_bias, relu_local_response_norm
 from .maps import memory_format_of
 from .pool_op import overlapping_max_pool
 
@@ -202,12 +202,13 @@ class TowerStack(nn.Module):
     Internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
     ("fast", "native", "compiled"; see lrn.py), `conv1_impl` ("direct", the one convolution; "space-to-depth",
     a 3x3 convolution over 4x4 pixel blocks, see conv.py; "auto", the default: space-to-depth on CUDA, where it
-    was faster, direct elsewhere), `conv_impl` and `pool_impl` ("fast": the Triton
-    max-pool on CUDA; "aten": ATen's kernels; see pool_op.py). `conv_impl`: "grouped", one grouped convolution for
-    conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
-    conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut
-    once from the pooled conv1 maps and from conv3's output, concatenated again before conv3 and fc6), so no
-    convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one convolution.
+    was faster, direct elsewhere), `pool_impl` ("fast": the Triton max-pool on CUDA; "aten": ATen's kernels; see
+    pool_op.py), `bias_in_lrn` (True, the default: where the fused Triton ReLU + LRN runs, conv1 and conv2 run
+    without their bias and its kernels add it; False: the convolutions add it) and `conv_impl`: "grouped", one
+    grouped convolution for conv2/4/5; "split", one convolution per tower on slices of the same weight, then
+    concatenated; "towers", conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its
+    own dense maps (cut once from the pooled conv1 maps and from conv3's output, concatenated again before conv3
+    and fc6), so no convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one convolution.
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
@@ -227,6 +228,7 @@ class TowerStack(nn.Module):
         self.conv1_impl = "auto"
         self.conv_impl = "grouped"
         self.pool_impl = "fast"
+        self.bias_in_lrn = True
         for layer in LAYERS:
             fan_in = layer_in_features(layer, in_channels)
             out = layer.out * towers
@@ -239,20 +241,30 @@ class TowerStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.to(memory_format=torch.channels_last)  # conv weights only (4-d); works on the meta device too
 
-    def _conv(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
+    def _bias_in_lrn(self, layer: Layer, h: torch.Tensor) -> bool:
+        """Whether `layer`'s bias is added by the fused ReLU + LRN kernels (CUDA) rather than by its convolution:
+        one pass fewer over conv1's and conv2's outputs each way."""
+        return self.bias_in_lrn and "lrn" in layer.lrn_pool and adds_the_bias(self.lrn_impl, h.device)
+
+    def _conv(self, h: torch.Tensor, layer: Layer, with_bias: bool = True) -> torch.Tensor:
         conv = getattr(self, layer.name)
         if conv.groups == 1 or self.conv_impl == "grouped":
-            return conv(h)
+            if with_bias:
+                return conv(h)
+            return F.conv2d(h, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         if self.conv_impl != "split":
             raise ValueError(f"unknown conv_impl {self.conv_impl!r}: choose one of {', '.join(self.CONV_IMPLS)}.")
         # One ungrouped convolution per tower on its own maps and its rows of the canonical weight.
-        pieces = zip(h.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0), conv.bias.chunk(conv.groups, 0))
+        biases = conv.bias.chunk(conv.groups, 0) if with_bias else [None] * conv.groups
+        pieces = zip(h.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0), biases)
         return torch.cat([F.conv2d(x, w, b, conv.stride, conv.padding) for x, w, b in pieces], dim=1)
 
-    def _lrn_pool(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
+    def _lrn_pool(self, h: torch.Tensor, layer: Layer, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """ReLU, the LRN and the max-pool as `layer` has them; `bias`: the convolution's, when it ran without it
+        (`_bias_in_lrn`)."""
         if "lrn" in layer.lrn_pool:  # per tower: h holds layer.out maps of each tower (of one, with "towers")
             h = relu_local_response_norm(h, h.shape[1] // layer.out, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K,
-                                         self.lrn_impl)
+                                         self.lrn_impl, bias)
         else:  # in place: a convolution's backward does not need its output, so ReLU may overwrite it
             h = F.relu(h, inplace=True)
         if "pool" in layer.lrn_pool:
@@ -266,8 +278,10 @@ class TowerStack(nn.Module):
         maps = [t.contiguous(memory_format=memory_format_of(h)) for t in h.chunk(self.towers, 1)]
         for layer in layers:
             conv = getattr(self, layer.name)
+            in_lrn = self._bias_in_lrn(layer, h)
             rows = zip(maps, conv.weight.chunk(self.towers), conv.bias.chunk(self.towers))
-            maps = [self._lrn_pool(F.conv2d(x, w, b, conv.stride, conv.padding), layer) for x, w, b in rows]
+            maps = [self._lrn_pool(F.conv2d(x, w, None if in_lrn else b, conv.stride, conv.padding), layer,
+                                   b if in_lrn else None) for x, w, b in rows]
         return torch.cat(maps, dim=1)
 
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -275,16 +289,19 @@ class TowerStack(nn.Module):
         impl = self.conv1_impl
         if impl == "auto":  # measured on an H100: docs/BENCHMARKS.md, "the fourth H100 session"
             impl = "space-to-depth" if x.is_cuda else "direct"
+        in_lrn = self._bias_in_lrn(LAYERS[0], x)
         if impl == "space-to-depth":
-            h = conv1_space_to_depth(x, pad, self.conv1)
+            h = conv1_space_to_depth(x, pad, self.conv1, with_bias=not in_lrn)
         elif impl == "direct":
-            h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1)
+            h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1, with_bias=not in_lrn)
         else:
             raise ValueError(f"unknown conv1_impl {self.conv1_impl!r}: choose one of {', '.join(self.CONV1_IMPLS)}.")
-        h = self._lrn_pool(h, LAYERS[0])
+        h = self._lrn_pool(h, LAYERS[0], self.conv1.bias if in_lrn else None)
         if self.conv_impl == "towers":
             return self._own_maps_per_tower(h, LAYERS[1:2])
-        return self._lrn_pool(self._conv(h, LAYERS[1]), LAYERS[1])
+        in_lrn = self._bias_in_lrn(LAYERS[1], h)
+        return self._lrn_pool(self._conv(h, LAYERS[1], with_bias=not in_lrn), LAYERS[1],
+                              self.conv2.bias if in_lrn else None)
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
         """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""

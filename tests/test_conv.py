@@ -42,6 +42,19 @@ def test_space_to_depth_conv1_is_the_direct_one(size, pad, layout):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize("form", ["space-to-depth", "direct"])
+def test_conv1_without_its_bias_for_the_fused_lrn(form):
+    """with_bias=False (the CUDA path, where the ReLU + LRN kernels add the bias): the convolution minus its bias."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(3, 96, 11, stride=4).double().to(memory_format=torch.channels_last)
+    layer.bias.data.uniform_(1.0, 2.0)
+    x = (torch.randn(2, 3, 224, 224, dtype=torch.float64) * 60).contiguous(memory_format=torch.channels_last)
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 3))
+    got = (conv.conv1_space_to_depth(x, 3, layer, with_bias=False) if form == "space-to-depth"
+           else conv.conv2d_chunked_weight_grad(padded, layer, with_bias=False))
+    torch.testing.assert_close(got + layer.bias.view(1, -1, 1, 1), layer(padded), rtol=1e-12, atol=1e-9)
+
+
 def test_space_to_depth_blocks_take_autocasts_dtype_in_their_one_pass():
     layer = nn.Conv2d(3, 96, 11, stride=4)
     x = torch.randn(2, 3, 224, 224).contiguous(memory_format=torch.channels_last)
@@ -81,7 +94,8 @@ def test_auto_conv1_is_space_to_depth_on_cuda_and_direct_elsewhere(monkeypatch, 
     calls = []
     for name in ("conv1_space_to_depth", "conv2d_chunked_weight_grad"):
         real = getattr(model_module, name)
-        monkeypatch.setattr(model_module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+        monkeypatch.setattr(model_module, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     net = AlexNet(num_classes=10).to(device)
     assert net.stack.conv1_impl == "auto"
     net(torch.randn(2, 3, 224, 224, device=device))

@@ -119,7 +119,8 @@ def test_both_backward_forms_match_the_formula(form):
     y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, tile=256)
     assert relative_error(y, reference(z, 2, STRONG)) < FLOAT64_TOLERANCE
     g = torch.randn_like(y)
-    dz = lrn_kernels.relu_lrn_backward(g, z, y, 2, *STRONG, form=form, tile=256)
+    dz, no_bias = lrn_kernels.relu_lrn_backward(g, z, y, 2, *STRONG, form=form, tile=256)
+    assert no_bias is None
     z64 = z.clone().requires_grad_()
     (want,) = torch.autograd.grad(reference(z64, 2, STRONG), z64, g)
     assert relative_error(dz, want) < FLOAT64_TOLERANCE * 10
@@ -160,7 +161,7 @@ def window_form_errors(form, towers, channels, dtype):
     y = lrn_kernels.relu_lrn_forward(z, towers, *STRONG, form=form, tile=256)
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(y)
-    dz = lrn_kernels.relu_lrn_backward(g, z, y, towers, *STRONG, form=form, tile=256)
+    dz, _ = lrn_kernels.relu_lrn_backward(g, z, y, towers, *STRONG, form=form, tile=256)
     z64 = z.double().requires_grad_()
     (want,) = torch.autograd.grad(reference(z64, towers, STRONG), z64, g.double())
     return relative_error(y, reference(z, towers, STRONG)), relative_error(dz, want)
@@ -186,7 +187,7 @@ def test_the_window_forms_keep_the_towers_apart(form):
     outs = []
     for maps_ in (z, other):
         y = lrn_kernels.relu_lrn_forward(maps_, 2, *STRONG, form=form, tile=256)
-        outs.append((y, lrn_kernels.relu_lrn_backward(g, maps_, y, 2, *STRONG, form=form, tile=256)))
+        outs.append((y, lrn_kernels.relu_lrn_backward(g, maps_, y, 2, *STRONG, form=form, tile=256)[0]))
     assert torch.equal(outs[0][0][:, :48], outs[1][0][:, :48])
     assert torch.equal(outs[0][1][:, :48], outs[1][1][:, :48])
     assert not torch.equal(outs[0][0][:, 48:], outs[1][0][:, 48:])
@@ -214,3 +215,55 @@ def test_the_window_forms_refuse_contiguous_maps_and_unknown_forms():
         lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form="flat")
     with pytest.raises(ValueError, match="unknown LRN kernel form 'gathr'"):
         lrn_kernels.relu_lrn_backward(torch.ones_like(z), z, y, 2, *STRONG, form="gathr")
+
+
+# The convolution's bias added in the kernels (the model's CUDA path: its convolution then runs without it).
+def biased_reference(z: torch.Tensor, bias: torch.Tensor, towers: int) -> torch.Tensor:
+    return reference(z + bias.view(1, -1, 1, 1), towers, STRONG)
+
+
+@pytest.mark.parametrize("form,layout", [("gather", torch.channels_last), ("tile", torch.channels_last),
+                                         ("tile", torch.contiguous_format)])
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, 1e-6)])
+def test_the_bias_in_the_kernels_matches_the_formula(form, layout, dtype, tolerance):
+    """y = LRN(relu(z + b)), dz and db (the sum of dz over every pixel, per channel) against float64 autograd; the
+    gather form's tiles each sum their pixels (2 images of 3 x 4 pixels over tiles of 4 rows: several tiles)."""
+    from alexnet2gpu import lrn_kernels
+    z = maps(2, 9, dtype, layout, n=2, size=3).detach()
+    bias = torch.randn(18, dtype=dtype, device=DEVICE) * 3
+    y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form=form, tile=64, bias=bias)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=layout)
+    assert relative_error(y, biased_reference(z, bias, 2)) < tolerance
+    g = torch.randn_like(y)
+    dz, dbias = lrn_kernels.relu_lrn_backward(g, z, y, 2, *STRONG, form=form, tile=64, bias=bias)
+    z64, b64 = z.double().requires_grad_(), bias.double().requires_grad_()
+    want_dz, want_db = torch.autograd.grad(biased_reference(z64, b64, 2), (z64, b64), g.double())
+    assert dbias.dtype == dtype and dbias.shape == (18,)
+    assert relative_error(dz, want_dz) < tolerance * 10
+    assert relative_error(dbias, want_db) < tolerance * 10
+
+
+def test_the_bias_through_the_op_and_the_eager_path():
+    """The same numbers, gradients of the bias included, through the custom op and the eager Function."""
+    from alexnet2gpu.lrn_op import fused_relu_lrn
+    z = maps(2, 4, torch.float64, torch.channels_last, n=2, size=3)
+    bias = (torch.randn(8, dtype=torch.float64, device=DEVICE) * 3).requires_grad_()
+    y = fused_relu_lrn(z, 2, *STRONG, bias)
+    assert torch.equal(y, relu_lrn(z, 2, *STRONG, bias)) and y.grad_fn.name().startswith("_EagerReluLRN")
+    g = torch.randn_like(y)
+    eager = torch.autograd.grad(y, (z, bias), g)
+    op = torch.autograd.grad(relu_lrn(z, 2, *STRONG, bias), (z, bias), g)
+    assert all(torch.equal(a, b) for a, b in zip(eager, op))
+    z64 = z.detach().clone().requires_grad_()
+    want = torch.autograd.grad(biased_reference(z64, bias, 2), (z64, bias), g)
+    assert all(relative_error(a, b) < FLOAT64_TOLERANCE * 10 for a, b in zip(eager, want))
+
+
+def test_the_bias_compiles_without_a_graph_break():
+    z = maps(2, 4, torch.float32, torch.channels_last, n=2, size=3)
+    bias = torch.randn(8, device=DEVICE).requires_grad_()
+    fn = torch.compile(lambda a, b: relu_lrn(a, 2, *STRONG, b) * 2.0, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(fn(z, bias).sum(), (z, bias))
+    want = torch.autograd.grad((relu_lrn(z, 2, *STRONG, bias) * 2.0).sum(), (z, bias))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

@@ -27,6 +27,20 @@ def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:
     return F.linear(h, w["fc8.weight"], w["fc8.bias"])
 
 
+def lrn_bias_inputs(output: torch.Tensor) -> list[bool]:
+    """For each fused ReLU + LRN in the autograd graph of `output`: whether it was given a bias (its second input)."""
+    found, seen, todo = [], set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name().startswith("_EagerReluLRN"):
+            found.append(node.next_functions[1][0] is not None)
+        todo += [fn for fn, _ in node.next_functions]
+    return found
+
+
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
@@ -41,13 +55,21 @@ def setup():
 @pytest.mark.parametrize("lrn_impl,conv_impl,layout", [("fast", "grouped", torch.channels_last),
                                                          ("native", "grouped", torch.channels_last),
                                                          ("fast", "split", torch.channels_last),
-                                                         ("fast", "grouped", torch.contiguous_format)])
-def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout):
+                                                         ("fast", "grouped", torch.contiguous_format),
+                                                         ("triton", "grouped", torch.channels_last),
+                                                         ("triton", "towers", torch.channels_last)])
+def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout, monkeypatch):
+    """"triton": the CUDA path's fused ReLU + LRN kernels (interpreted on a CPU, in a few large tiles), which add
+    conv1's and conv2's biases themselves and sum their gradients."""
+    from alexnet2gpu import lrn_kernels
+    monkeypatch.setattr(lrn_kernels, "WINDOW_TILE", 1 << 16)
     model, x, ref, ref_grads = setup
     model.stack.lrn_impl, model.stack.conv_impl = lrn_impl, conv_impl
     model.stack.to(memory_format=layout)
     model.zero_grad(set_to_none=True)
     logits = model(x)
+    if lrn_impl == "triton":  # each fused ReLU + LRN takes its convolution's bias: conv1's, conv2's (one a tower)
+        assert lrn_bias_inputs(logits) == [True] * (3 if conv_impl == "towers" else 2)
     logits.square().sum().backward()
     torch.testing.assert_close(logits, ref, rtol=1e-10, atol=1e-10)
     grads = model.to_canonical({n: p.grad for n, p in model.named_parameters()})

@@ -45,12 +45,12 @@ def main(argv=None) -> int:
         g = torch.randn_like(z)
         nbytes = z.numel() * z.element_size()
         y = kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K)
-        default = kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K)
+        default = kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K)[0]
         print(f"{name:5} default form: {kernels.default_form(z)}")
         runs = {"forward": (lambda form, tile, warps: kernels.relu_lrn_forward(
                     z, 2, ALPHA, BETA, K, tile=tile, num_warps=warps, form=form), y, 2 * nbytes),
                 "backward": (lambda form, tile, warps: kernels.relu_lrn_backward(
-                    g, z, y, 2, ALPHA, BETA, K, form=form, tile=tile, num_warps=warps), default, 4 * nbytes)}
+                    g, z, y, 2, ALPHA, BETA, K, form=form, tile=tile, num_warps=warps)[0], default, 4 * nbytes)}
         for pass_, (run, want, traffic) in runs.items():
             for form in forms[pass_]:
                 for tile, warps in POINTS[pass_][form][:1 if args.quick else None]:
@@ -69,7 +69,21 @@ def main(argv=None) -> int:
                         pixels_x_channels = "  tile %d x %d" % window_tile_shape(form, layer_shape[1] // 2, tile)
                     print(f"{row} {ms * 1e3:8.1f} {traffic / ms / 1e6:7.0f}  rel.diff vs default {err:.1e}"
                           f"{pixels_x_channels}", flush=True)
+        print(bias_line(name, kernels, z, g, y, do_bench), flush=True)
     return 0
+
+
+def bias_line(name: str, kernels, z: torch.Tensor, g: torch.Tensor, y: torch.Tensor, do_bench) -> str:
+    """The convolution's bias added in the kernels (the model's CUDA default) against in passes of its own (an
+    add before the forward, a sum of dz after the backward), both at the default form and tile."""
+    bias = torch.randn(z.shape[1], device=z.device)
+    times = [do_bench(run) * 1e3 for run in (
+        lambda: kernels.relu_lrn_forward(z + bias.to(z.dtype).view(1, -1, 1, 1), 2, ALPHA, BETA, K),
+        lambda: kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K, bias=bias),
+        lambda: kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K)[0].sum((0, 2, 3), dtype=torch.float32),
+        lambda: kernels.relu_lrn_backward(g, z, y, 2, ALPHA, BETA, K, bias=bias))]
+    return (f"{name:5} bias: forward {times[0]:.1f} us with an add before, {times[1]:.1f} us in the kernel; "
+            f"backward {times[2]:.1f} us with a sum after, {times[3]:.1f} us in the kernel")
 
 
 def _last_line(e: Exception) -> str:
