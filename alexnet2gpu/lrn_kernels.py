@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .grid_math import cdiv, next_power_of_2
 from .lrn_window_kernels import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
 from .maps import memory_format_of
 
@@ -134,9 +135,9 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
         stride_p = sw
     else:
         raise ValueError("the Triton LRN needs contiguous or channels-last maps.")
-    block_c = triton.next_power_of_2(per_tower)
+    block_c = next_power_of_2(per_tower)
     block_p = max(1, tile // block_c)
-    grid = (triton.cdiv(n * h * w, block_p), towers)
+    grid = (cdiv(n * h * w, block_p), towers)
     args = (n * h * w, h * w, sn, stride_p, sc, per_tower)
     return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=_compute(z))
 

@@ -9,6 +9,7 @@ dispatch costs host time on every call, and an eager bf16 step on a GPU waits fo
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Optional
 
@@ -24,6 +25,7 @@ WINDOW = 5  # lrn_kernels.SIZE, without importing Triton
 TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 
 
+@functools.cache  # an import statement per call costs host time on every eager launch
 def _kernels():
     from . import lrn_kernels  # Triton is imported on first use only
     return lrn_kernels

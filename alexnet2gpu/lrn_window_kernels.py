@@ -27,6 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .grid_math import cdiv, next_power_of_2
+
+
 @triton.jit
 def _row_tile(pixels, row, channels, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Element offsets (int64) of this program's tile (pixel p, channel c of tower program_id(1) at
@@ -109,7 +112,7 @@ WINDOW_FORMS = ("gather",)
 def tile_shape(form: str, per_tower: int, tile: int) -> tuple[int, int]:
     """(pixel rows, channel lanes) of a program's tile of about `tile` elements: one tower's channels rounded up
     to a power of two."""
-    block_c = triton.next_power_of_2(per_tower)
+    block_c = next_power_of_2(per_tower)
     return max(1, tile // block_c), block_c
 
 
@@ -121,7 +124,7 @@ def _launch(form: str, z: torch.Tensor, towers: int, tile: int):
     per_tower = channels // towers
     block_p, block_c = tile_shape(form, per_tower, tile)
     compute = tl.float64 if z.dtype == torch.float64 else tl.float32
-    grid = (triton.cdiv(n * h * w, block_p), towers)
+    grid = (cdiv(n * h * w, block_p), towers)
     meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute)
     return grid, (n * h * w, channels, per_tower), meta
 

@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .grid_math import cdiv, next_power_of_2
 from .maps import memory_format_of
 from .pool_op import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
 
@@ -151,13 +152,13 @@ def _blocks(x: torch.Tensor, pixels: int, tile: int) -> dict:
     power of two dividing C (no lane is padding; C = 96 gives 32) unless that is under 16 (then C padded to a
     power of two), x the pixels that fill `tile`. Contiguous maps: an image's pixels (up to `tile`) x the
     channels that fill the rest. Never more pixels than an image has, so small maps leave few lanes idle."""
-    channels, pixel_block = x.shape[1], triton.next_power_of_2(pixels)
+    channels, pixel_block = x.shape[1], next_power_of_2(pixels)
     if memory_format_of(x) == torch.channels_last:
         block_c = channels & -channels
-        block_c = min(block_c if block_c >= 16 else triton.next_power_of_2(channels), MAX_CHANNEL_BLOCK)
+        block_c = min(block_c if block_c >= 16 else next_power_of_2(channels), MAX_CHANNEL_BLOCK)
         return dict(BLOCK_P=min(max(1, tile // block_c), pixel_block), BLOCK_C=block_c, PIXELS_FAST=False)
     block_p = min(pixel_block, tile)
-    block_c = min(max(1, tile // block_p), triton.next_power_of_2(channels))
+    block_c = min(max(1, tile // block_p), next_power_of_2(channels))
     return dict(BLOCK_P=block_p, BLOCK_C=block_c, PIXELS_FAST=True)
 
 
@@ -181,7 +182,7 @@ def max_pool_forward(x: torch.Tensor, tile: int | None = None,
     n, c, oh, ow = y.shape
     if y.numel():
         meta = _blocks(x, oh * ow, tile or FORWARD_TILE)
-        grid = (n * triton.cdiv(oh * ow, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
+        grid = (n * cdiv(oh * ow, meta["BLOCK_P"]), cdiv(c, meta["BLOCK_C"]))
         max_pool_forward_kernel[grid](x, y, arg, oh * ow, ow, c, *x.stride(), *y.stride(), **meta,
                                       COMPUTE=_compute(x), num_warps=num_warps or NUM_WARPS)
     return y, arg
@@ -199,7 +200,7 @@ def max_pool_backward(grad: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor,
     n, c, h, w = x.shape
     if dx.numel():
         meta = _blocks(dx, h * w, tile or BACKWARD_TILE)
-        grid = (n * triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
+        grid = (n * cdiv(h * w, meta["BLOCK_P"]), cdiv(c, meta["BLOCK_C"]))
         # strided reads: a gradient in another layout (flatten's backward gives pool5's contiguous) needs no copy
         max_pool_backward_kernel[grid](grad, argmax, dx, h * w, w, argmax.shape[2], argmax.shape[3], c,
                                        *grad.stride(), *argmax.stride(), *dx.stride(), **meta,

@@ -13,6 +13,7 @@ which spares torch.library's dispatch on every call; CPU code calls F.max_pool2d
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -31,6 +32,7 @@ TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache  # an import statement per call costs host time on every eager launch
 def _kernels():
     from . import pool_kernels  # Triton is imported on first use only
     return pool_kernels
