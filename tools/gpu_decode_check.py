@@ -33,6 +33,7 @@ DECODER_LIMIT = 4.0
 ODD_FILES = ("progressive.jpg", "cmyk.jpg", "grey.jpg", "photo.png", "wide-500x300.jpg", "garbage.jpg")
 SHARES = "0,auto,0.3,0.45,0.6"  # --cpu-decode-share values the input pipeline is measured at, in this order
 MIXED_SHARE = 0.5  # the share of the mixed batches compared with the CPU path
+CALL_SIZES = (64, 128, 512)  # images per decode call beside --batch: what a call costs beyond its images
 
 
 class CheckFailed(Exception):
@@ -123,6 +124,14 @@ def rate(work, items: int, device, repeats: int) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return items * repeats / (time.perf_counter() - start)
+
+
+def in_threads(items, work, threads: int) -> None:
+    """work(item) for every item, spread over `threads` threads: whether decode calls overlap (torchvision's
+    nvJPEG decoder takes one call at a time per process)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, items))
 
 
 def crop_maths_difference(batch, device) -> int:
@@ -248,8 +257,14 @@ def check(args, started: float) -> str:
         chunks = [files[s:s + args.batch] for s in range(0, len(files), args.batch)]
         decoder = "nvJPEG" if device.type == "cuda" else "libjpeg"
 
-        say(f"(a) {decoder} batch decode alone")
+        say(f"(a) {decoder} batch decode alone; by images a call; from two threads")
         decode_rate = rate(lambda: [decode_on_device(c, device, 3) for c in chunks], len(files), device, args.repeats)
+        call_rates = [(size, rate(lambda: [decode_on_device(files[s:s + size], device, 3)
+                                           for s in range(0, len(files) - size + 1, size)],
+                                  len(files) // size * size, device, args.repeats))
+                      for size in CALL_SIZES if size != args.batch and size <= len(files)]
+        two_threads = rate(lambda: in_threads(chunks, lambda c: decode_on_device(c, device, 3), 2), len(files),
+                           device, args.repeats)
         say("(b) decode_images: decode, crop, flip")
         batches = batches_of(samples, args.batch)
         crop_rate = rate(lambda: [decode_images(b, device, 3, "train", 224) for b in batches], len(files), device,
@@ -278,7 +293,9 @@ def check(args, started: float) -> str:
         sweep += share_sweep(root, args.batch, device, workers, batches_total, shares[2:], started + args.budget,
                              max(r[3] for r in sweep))
 
-    rows = [(f"(a) {decoder} batch decode alone", decode_rate),
+    rows = [(f"(a) {decoder} batch decode alone", decode_rate)]
+    rows += [(f"(a) {decoder} batch decode alone, {size} images a call", value) for size, value in call_rates]
+    rows += [(f"(a) {decoder} batch decode alone, two threads", two_threads),
             ("(b) decode_images: decode + crop + flip", crop_rate)]
     rows += [(f"(c) input pipeline, decode=gpu, share {share_text(given, used)}, {workers} workers", value)
              for given, used, value, _ in sweep]
