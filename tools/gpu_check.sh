@@ -10,10 +10,11 @@
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two. On an H100 (the fourth session) bench with 15 rows took 75 s, two
 # compile rows 54 s, the CUDA tests 82 s, e2e with 3 epochs 75 s, one profile 15 s; the machine's start is
-# about 30 s more. Next, for what that session left unmeasured (the loop with the towers form under a graph
-# and the one-pass input; where the GPU data path waits):
+# about 30 s more. Next, for what is unmeasured (the biases in the LRN kernels, bench rows *-bias-apart and
+# the LRN microbenchmark's "bias" lines; the host time of an eager step, in the profiles; the loop with the
+# towers form under a graph; loader workers kept across epochs; nvJPEG's cost per call):
 #   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
-#   STAGES="e2e decode" E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
+#   STAGES="lrn e2e decode" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
