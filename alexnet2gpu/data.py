@@ -349,12 +349,13 @@ def pca_noise_on(pca: str, device: torch.device) -> tuple[torch.Tensor, torch.Te
 
 
 def to_model_input(images: torch.Tensor, alphas: torch.Tensor, mean: torch.Tensor, pca: str | None,
-                   device, channels_last: bool = False) -> torch.Tensor:
+                   device, channels_last: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 crops -> float on `device`, mean subtracted on the 0..255 scale, plus PCA colour noise.
     Copies from pinned batches do not wait; `mean` is best already on `device` (a copy otherwise).
     The mean and the noise are folded into one offset per image and channel, so the images are read once and
     the float maps written once, in their final layout, where converting, subtracting, adding and re-laying
-    them out would each pass over the whole batch."""
+    them out would each pass over the whole batch. Computed in float32 and rounded once to `dtype` as it is
+    written: bfloat16 gives the very values autocast would cast conv1's float32 input to."""
     device = torch.device(device)
     x = images.to(device, non_blocking=True)
     offset = mean.to(device, non_blocking=True).float().view((1,) * (x.dim() - 3) + (-1, 1, 1))  # over N, crops
@@ -363,5 +364,5 @@ def to_model_input(images: torch.Tensor, alphas: torch.Tensor, mean: torch.Tenso
         shift = (alphas.to(device, non_blocking=True) * strength) @ vectors_t  # N x 3 in R, G, B
         offset = offset - shift.view(len(shift), 3, 1, 1)  # x - mean + shift
     layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
-    out = torch.empty(x.shape, dtype=torch.float32, device=device, memory_format=layout)
+    out = torch.empty(x.shape, dtype=dtype, device=device, memory_format=layout)
     return torch.sub(x, offset, out=out)

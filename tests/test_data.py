@@ -241,3 +241,17 @@ def test_model_input_in_one_pass_is_the_step_by_step_formula(shape, pca, channel
     assert x.is_contiguous(memory_format=torch.channels_last if channels_last and len(shape) == 4
                            else torch.contiguous_format)
     torch.testing.assert_close(x, want, rtol=0, atol=1e-4)
+    bf16 = to_model_input(images, alphas, mean, pca, "cpu", channels_last, torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and bf16.stride() == x.stride()
+    assert torch.equal(bf16, x.to(torch.bfloat16))  # rounded once: what autocast makes of the float32 input
+
+
+def test_the_input_is_bf16_only_under_amp_on_cuda():
+    """--amp bf16 on CUDA: the loop writes the maps in bf16 (autocast's conv1 reads them so); elsewhere float32."""
+    assert InputSpec(torch.device("cpu"), torch.zeros(3), amp="bf16").input_dtype == torch.float32
+    assert InputSpec(torch.device("cpu"), torch.zeros(3)).input_dtype == torch.float32
+    cuda = InputSpec.__new__(InputSpec)  # no CUDA device needed to read the rule
+    cuda.device, cuda.amp = torch.device("cuda"), "bf16"
+    assert cuda.input_dtype == torch.bfloat16
+    cuda.amp = None
+    assert cuda.input_dtype == torch.float32
