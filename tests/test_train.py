@@ -191,8 +191,8 @@ def test_loader_workers_start_once_per_run_and_end_with_it(tmp_path, tiny, capsy
     assert caught.tb is not None and not any(p.is_alive() for p in processes)  # though its traceback holds the run
 
     processes.clear()
-    code, out, err = run_main(common + ["--run-name", "steps", "--epochs", "1", "--batch-size", "2", "--max-steps", "1"],
-                              capsys)
+    steps = ["--run-name", "steps", "--epochs", "1", "--batch-size", "2", "--max-steps", "1"]
+    code, out, err = run_main(common + steps, capsys)
     assert code == 0 and [r["steps"] for r in read_metrics(tmp_path / "steps")] == ["1"], err  # 1 step of 2
     assert len(processes) == 2 and not any(p.is_alive() for p in processes)
 
