@@ -276,12 +276,27 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(self.indices())
 
 
-def make_loader(dataset: FolderDataset, sampler: EpochSampler, batch_size: int, workers: int, pin: bool = False):
+def make_loader(dataset: FolderDataset, sampler: EpochSampler, batch_size: int, workers: int, pin: bool = False,
+                persistent: bool = False):
+    """`persistent`: the worker processes start at the first pass and serve every later one (a run's epochs:
+    only the sampler's epoch changes, and the workers' dataset holds no per-epoch state); stop them with
+    `close_loader`. Otherwise each pass starts its own workers and stops them at its end."""
     # Own generator: the loader draws its worker seed from it, never from the global RNG (dropout's), and
     # nothing random happens in workers anyway.
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        collate_fn=collate, pin_memory=pin, generator=torch.Generator(),
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+                                       persistent_workers=persistent and workers > 0,
+                                       prefetch_factor=4 if workers else None)
+
+
+def close_loader(loader) -> None:
+    """Stop a persistent loader's worker processes now. Left to the garbage collector, they would live as
+    long as anything holds the loader, an error's traceback among them; the loader starts new ones if it
+    is iterated again."""
+    iterator = getattr(loader, "_iterator", None)  # DataLoader keeps its persistent workers' iterator here
+    if iterator is not None:
+        loader._iterator = None
+        iterator._shutdown_workers()
 
 
 class CorruptLog:

@@ -69,6 +69,10 @@ class ThreadClock:
     waiting: float = 0.0
     making: float = 0.0
 
+    def since(self, start: ThreadClock) -> ThreadClock:
+        """The time added after `start`, a copy taken earlier: one pass of a loader that serves many."""
+        return ThreadClock(self.waiting - start.waiting, self.making - start.making)
+
 
 def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int = 2,
                clock: ThreadClock | None = None) -> Iterator:

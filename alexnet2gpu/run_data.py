@@ -1,12 +1,14 @@
-"""A run's data: its folders opened and checked once (`open_data`), and each epoch's loaders of this rank's
-tower pair (`epoch_loaders`)."""
+"""A run's data: its folders opened and checked once (`open_data`), and the loaders of this rank's tower pair
+(`run_loaders`), built once and moved from epoch to epoch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import Config
-from .data import CorruptLog, EpochSampler, FolderDataset, Splits, dataset_mean, make_loader, open_folders
+from .data import (CorruptLog, EpochSampler, FolderDataset, Splits, close_loader, dataset_mean, make_loader,
+                   open_folders)
 from .errors import TrainError
 from .gpu_decode import resolve_cpu_share
 from .synthetic import ensure_synthetic
@@ -35,8 +37,31 @@ def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False) -> R
     return RunData(Path(root), splits, len(splits.classes), mean, corrupt)
 
 
-def epoch_loaders(cfg: Config, splits: Splits, ctx: Context, epoch: int, pin: bool = False, decode: str = "cpu"):
-    """(train loader, its images, val loader, its images) of this rank's tower pair for one epoch.
+@dataclass
+class Loaders:
+    """This rank's train and val loaders (`run_loaders`). Only the train sampler's epoch changes between
+    epochs: the samplers hand (epoch, index) keys to the workers, whose datasets hold no per-epoch state."""
+
+    train: Any  # a DataLoader, or a gpu_decode.DecodedLoader around one
+    n_train: int  # this pair's images per epoch
+    val: Any
+    n_val: int
+    sampler: EpochSampler  # the train loader's
+
+    def for_epoch(self, epoch: int) -> Loaders:
+        self.sampler.epoch = epoch
+        return self
+
+    def close(self) -> None:
+        """Stop the worker processes (kept between epochs) now."""
+        for loader in (self.train, self.val):
+            close_loader(getattr(loader, "loader", loader))  # under a DecodedLoader
+
+
+def run_loaders(cfg: Config, splits: Splits, ctx: Context, pin: bool = False, decode: str = "cpu",
+                persistent: bool = False) -> Loaders:
+    """The train and val loaders of this rank's tower pair, at epoch 1 (`Loaders.for_epoch` moves them on).
+    `persistent`: each loader's workers start once and serve every epoch (train and val each keep theirs).
 
     Sharded by pair, never by rank: both ranks of a pair build the same batches, augmentation included.
     Pair p takes every R-th sample of the epoch's permutation, so the pairs' k-th batches of B together are
@@ -46,8 +71,9 @@ def epoch_loaders(cfg: Config, splits: Splits, ctx: Context, epoch: int, pin: bo
     train = FolderDataset(splits.train, "train", cfg.in_channels, cfg.seed, cfg.crop, decode, share)
     val = FolderDataset(splits.val, "ten" if cfg.val_crops == 10 else "center", cfg.in_channels, cfg.seed, cfg.crop,
                         decode, share)
-    train_sampler = EpochSampler(len(train), epoch, cfg.seed, ctx.pair, ctx.num_pairs)
+    train_sampler = EpochSampler(len(train), 1, cfg.seed, ctx.pair, ctx.num_pairs)
     val_sampler = EpochSampler(len(val), 0, pair=ctx.pair, num_pairs=ctx.num_pairs, shuffle=False)
     val_batch = max(1, cfg.batch_size // cfg.val_crops)
-    return (make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin), len(train_sampler),
-            make_loader(val, val_sampler, val_batch, cfg.workers, pin), len(val_sampler))
+    return Loaders(make_loader(train, train_sampler, cfg.batch_size, cfg.workers, pin, persistent), len(train_sampler),
+                   make_loader(val, val_sampler, val_batch, cfg.workers, pin, persistent), len(val_sampler),
+                   train_sampler)

@@ -7,7 +7,7 @@ and writes files. Collective calls (model.state_dict, model.to_canonical, evalua
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 import torch
 
@@ -20,7 +20,7 @@ from .errors import TrainError
 from .gpu_decode import DecodedLoader, decode_thread_note, resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
-from .run_data import epoch_loaders
+from .run_data import Loaders, run_loaders
 from .run_folder import claim_run_dir, write_epoch
 from .run_setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
 from .weights_io import load_weights
@@ -40,6 +40,7 @@ class Run:
         self.best, self.last_checkpoint = begin.best, begin.last_checkpoint
         self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
         self.board = None  # board.Board with --tensorboard, on the main rank
+        self._loaders: Loaders | None = None  # built at the first epoch, kept to the end (`loaders`)
 
     def banner(self) -> str:
         cfg, data = self.cfg, self.data
@@ -61,12 +62,23 @@ class Run:
         share = resolve_cpu_share(self.cfg.cpu_decode_share, self.cfg.workers)
         return f" ({share:.0%} of the images decoded by the loader workers, --cpu-decode-share {self.cfg.cpu_decode_share})"
 
-    def loaders(self, epoch: int):
-        train, n_train, val, n_val = epoch_loaders(self.cfg, self.data.splits, self.ctx, epoch,
-                                                   pin=self.spec.device.type == "cuda", decode=self.decode)
-        if self.decode == "gpu":  # the loops then see decoded batches
-            train, val = (DecodedLoader(loader, self.spec.decode, self.spec.device) for loader in (train, val))
-        return train, n_train, val, n_val
+    def loaders(self, epoch: int) -> Loaders:
+        """This rank's loaders, moved to `epoch`. Built at the first call and kept: their worker processes
+        start once per run, not once per epoch, and live until `close_loaders`."""
+        if self._loaders is None:
+            loaders = run_loaders(self.cfg, self.data.splits, self.ctx, pin=self.spec.device.type == "cuda",
+                                  decode=self.decode, persistent=True)
+            if self.decode == "gpu":  # the loops then see decoded batches
+                loaders.train, loaders.val = (DecodedLoader(loader, self.spec.decode, self.spec.device)
+                                              for loader in (loaders.train, loaders.val))
+            self._loaders = loaders
+        return self._loaders.for_epoch(epoch)
+
+    def close_loaders(self) -> None:
+        """Stop the loaders' worker processes: at the end of a run, whatever ended it."""
+        if self._loaders is not None:
+            self._loaders.close()
+            self._loaders = None
 
     def snapshot(self, weights: dict) -> dict:
         """Checkpoint contents; collective for the tower-parallel layout, so every rank calls it. No RNG
@@ -79,7 +91,10 @@ class Run:
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, corrupt = self.cfg, self.data.corrupt
-        train_loader, n_train, val_loader, n_val = self.loaders(epoch)
+        loaders = self.loaders(epoch)
+        train_loader, n_train = loaders.train, loaders.n_train
+        decoding = isinstance(train_loader, DecodedLoader)  # the GPU data path
+        clock_before = replace(train_loader.clock) if decoding else None  # its clock adds up over the epochs
         lr = get_lr(self.optimizer)
         # Dropout masks: per rank (each tower its own) and per epoch, so resuming needs no saved RNG state.
         torch.manual_seed(self.ctx.rank_seed(cfg.seed, epoch))
@@ -97,11 +112,12 @@ class Run:
             raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
         if stats.images == 0:
             raise self.nothing_read("train", len(self.data.splits.train))
-        if isinstance(train_loader, DecodedLoader):  # which side of the GPU data path the epoch waited for
-            self.say(f"epoch {epoch}: {decode_thread_note(train_loader.clock, stats.images, stats.seconds)}")
+        if decoding:  # which side of the GPU data path the epoch waited for
+            clock = train_loader.clock.since(clock_before)
+            self.say(f"epoch {epoch}: {decode_thread_note(clock, stats.images, stats.seconds)}")
         self.step += stats.steps
-        val = evaluate(self.model, val_loader, self.spec, corrupt=corrupt, num_classes=self.data.num_classes,
-                       ctx=self.ctx, total_images=n_val, desc="val", show=self.say.on)
+        val = evaluate(self.model, loaders.val, self.spec, corrupt=corrupt, num_classes=self.data.num_classes,
+                       ctx=self.ctx, total_images=loaders.n_val, desc="val", show=self.say.on)
         if val["images"] == 0:  # an error over no images would read 0 % and mark the epoch best
             raise self.nothing_read("val", val["skipped"])
         workers = max(1, cfg.workers)
@@ -138,6 +154,7 @@ class Run:
         try:
             return self._fit()
         finally:
+            self.close_loaders()  # an error too: workers left to the garbage collector could outlive it
             if self.board is not None:
                 self.board.close()
             if lock is not None:
@@ -235,10 +252,14 @@ def _evaluate(run: Run, state: dict) -> dict:
             f"{len(data.splits.val)} val images of {data.num_classes} classes in {data.root}")
     results = {}
     for crops in (1, 10):
-        run.cfg.val_crops = crops
-        _, _, loader, n_val = run.loaders(0)
-        results[crops] = evaluate(run.model, loader, run.spec, corrupt=data.corrupt, num_classes=data.num_classes,
-                                  ctx=ctx, total_images=n_val, desc=f"val {crops} crop(s)", show=run.say.on)
+        run.cfg.val_crops = crops  # the val loader's mode and batch follow it: built (and closed) for each
+        try:
+            loaders = run.loaders(0)
+            results[crops] = evaluate(run.model, loaders.val, run.spec, corrupt=data.corrupt,
+                                      num_classes=data.num_classes, ctx=ctx, total_images=loaders.n_val,
+                                      desc=f"val {crops} crop(s)", show=run.say.on)
+        finally:
+            run.close_loaders()
         r = results[crops]
         if r["images"] == 0:
             raise run.nothing_read("val", r["skipped"])

@@ -338,7 +338,7 @@ def test_the_auto_share_balances_the_decode_rates_and_spreads_evenly():
 def test_cpu_decode_share_is_a_train_py_and_bench_flag(tmp_path, capsys):
     from alexnet2gpu.cli import bench, train
     from alexnet2gpu.config import Config
-    from alexnet2gpu.run_data import epoch_loaders
+    from alexnet2gpu.run_data import run_loaders
     from alexnet2gpu.trainer import Run
     from alexnet2gpu.world import Context
     code = train.main(["--data", str(tmp_path), "--cpu-decode-share", "most", "--out", str(tmp_path / "runs")])
@@ -352,5 +352,5 @@ def test_cpu_decode_share_is_a_train_py_and_bench_flag(tmp_path, capsys):
     splits = data.Splits(["a"], [("x.jpg", 0)], [("y.jpg", 0)])
     cfg = Config(workers=2)
     for decode, share in (("gpu", gpu_decode.resolve_cpu_share("auto", 2)), ("cpu", 0.0)):
-        loaders = epoch_loaders(cfg, splits, Context(), 0, decode=decode)
-        assert loaders[0].dataset.cpu_share == loaders[2].dataset.cpu_share == share
+        loaders = run_loaders(cfg, splits, Context(), decode=decode)
+        assert loaders.train.dataset.cpu_share == loaders.val.dataset.cpu_share == share

@@ -1,6 +1,7 @@
 """train.py end to end: the command lines people type, each bad input's one-sentence message, a NaN stop
 that keeps the last good checkpoint, and a run killed with SIGKILL that resumes to the same metrics."""
 import csv
+import multiprocessing.process
 import os
 import signal
 import subprocess
@@ -157,6 +158,43 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny, cap
     assert "the training loss became nan at step 2" in err and "epoch_0001.pt" in err, err
     assert len(read_metrics(tmp_path / "r")) == 1
     assert load_checkpoint(tmp_path / "r")["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_loader_workers_start_once_per_run_and_end_with_it(tmp_path, tiny, capsys, monkeypatch):
+    """With worker processes, the train and val loaders each start theirs at the first epoch and keep them:
+    a run of three epochs starts two, not six. They are gone when the run ends, by --max-steps mid-epoch or
+    by an error (a NaN loss), even while the error's traceback, which holds the loaders, is still kept."""
+    from alexnet2gpu.errors import TrainError
+    from alexnet2gpu.trainer import fit
+    processes, real_start = [], multiprocessing.process.BaseProcess.start
+
+    def start(self):  # every process started (a loader's workers are such processes)
+        real_start(self)
+        processes.append(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    real_loss, calls = torch.nn.functional.cross_entropy, []
+
+    def poisoned(logits, targets, *a, **k):  # the training loss of step 3 (epoch 3's) turns NaN
+        calls.append(1)
+        return real_loss(logits, targets, *a, **k) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
+    common = ["--data", tiny, "--out", tmp_path, "--mean", "120,110,100", "--workers", "1", "--keep", "1",
+              "--device", "cpu"]
+    cfg, given = train.build_config(train.parser().parse_args(
+        [str(a) for a in common + ["--run-name", "nan", "--epochs", "3", "--batch-size", "4"]]))  # 1 step an epoch
+    with pytest.raises(TrainError, match="the training loss became nan at step 3.*epoch_0002.pt") as caught:
+        fit(cfg, given)
+    assert len(processes) == 2
+    assert caught.tb is not None and not any(p.is_alive() for p in processes)  # though its traceback holds the run
+
+    processes.clear()
+    steps = ["--run-name", "steps", "--epochs", "1", "--batch-size", "2", "--max-steps", "1"]
+    code, out, err = run_main(common + steps, capsys)
+    assert code == 0 and [r["steps"] for r in read_metrics(tmp_path / "steps")] == ["1"], err  # 1 step of 2
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)
 
 
 def train_subprocess(args, **kw):

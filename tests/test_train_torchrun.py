@@ -24,7 +24,7 @@ from alexnet2gpu.data import open_folders
 from alexnet2gpu.world import Context
 from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.config import Config, resume_config
-from alexnet2gpu.run_data import epoch_loaders
+from alexnet2gpu.run_data import run_loaders
 from parity import assert_near
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_the_ranks_of_a_pair_see_identical_batches_and_the_pairs_split_each_epoc
 
     def loader(pair: int, num_pairs: int, batch: int, workers: int, epoch: int):
         cfg = Config(batch_size=batch, workers=workers)
-        return epoch_loaders(cfg, splits, Context(pair=pair, num_pairs=num_pairs), epoch)[0]
+        return run_loaders(cfg, splits, Context(pair=pair, num_pairs=num_pairs)).for_epoch(epoch).train
 
     def chunks(indices: list[int], size: int) -> list[list[int]]:
         return [indices[i:i + size] for i in range(0, len(indices), size)]

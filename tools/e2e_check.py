@@ -2,7 +2,8 @@
 sources (ILSVRC's typical size) and prepares them once with `alexnet2gpu.prepare`, timing that in source
 images/s. Then it runs train.py on the prepared folder for `--steps` steps and reads images/s from the run's
 metrics.csv, and the rate of the last third of the last epoch from train.py's progress lines (the first steps pay
-for cuDNN's autotuning and Triton's compiles, and each epoch's first batches for the loader workers' start).
+for cuDNN's autotuning and Triton's compiles, and the first epoch's first batches for the loader workers' start;
+the workers then stay up for the whole run).
 Compare that steady rate with bench.py's merged-bf16 row on the same card.
 
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR              # a GPU box: batch 256, bf16, --decode gpu
