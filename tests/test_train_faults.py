@@ -3,6 +3,7 @@ read from, a checkpoint that fails to write, an output or cache folder that cann
 in a correct result or one sentence, and never loses a checkpoint or disagrees with metrics.csv."""
 import csv
 import errno
+import os
 import shutil
 import signal
 import subprocess
@@ -132,3 +133,40 @@ def test_a_failed_checkpoint_write_and_moved_data_lose_nothing(tmp_path, tiny, c
     assert code == 0, err
     assert f"the data moved: {data} -> {moved}, with the same 2 classes" in out
     assert [r["epoch"] for r in rows(run)] == ["1", "2"] and load_checkpoint(run)["epoch"] == 2
+
+
+def test_what_counts_as_stopped_by_sigterm():
+    from alexnet2gpu.cli.train import Terminated, _by_sigterm
+    worker = RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. ")
+    assert _by_sigterm(Terminated()) and _by_sigterm(worker)
+    try:
+        try:
+            raise Terminated
+        except Terminated:
+            raise RuntimeError("DataLoader worker (pid 7) exited unexpectedly")
+    except RuntimeError as unwinding:  # raised while Terminated unwound the run
+        assert _by_sigterm(unwinding)
+    assert not _by_sigterm(RuntimeError("CUDA out of memory")) and not _by_sigterm(None)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_with_one_sentence(tmp_path, tiny):
+    """What a job scheduler (or torchrun) does: SIGTERM to train.py and its loader workers at once. The workers'
+    death must not turn the stop into DataLoader's traceback (its SIGCHLD handler raises in the main process)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--data", str(tiny), "--out", str(tmp_path),
+                             "--epochs", "100", "--batch-size", "2", "--workers", "1", "--log-every", "1",
+                             "--device", "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:  # a worker is up once steps are logged
+            seen.append(line)
+            if line.split()[1:3] == ["step", "3"]:
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+        out = "".join(seen) + proc.stdout.read()
+        assert proc.wait(timeout=120) == 143, out[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "train.py: stopped by SIGTERM" in out and "Traceback" not in out, out[-3000:]

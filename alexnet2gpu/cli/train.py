@@ -124,11 +124,27 @@ def _main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("train.py: interrupted; finished epochs are checkpointed: continue with --resume auto", file=sys.stderr)
         return 130
-    except Terminated:
+    except Exception as e:  # noqa: BLE001 - SIGTERM, however it surfaced; anything else as it is
+        if not _by_sigterm(e):
+            raise
         print("train.py: stopped by SIGTERM (under torchrun: another rank failed, see its output); finished epochs "
               "are checkpointed: continue with --resume auto", file=sys.stderr)
         return 143
     return 0
+
+
+def _by_sigterm(error: BaseException | None) -> bool:
+    """Whether `error` is the SIGTERM handler's Terminated, or came while unwinding from it. A scheduler or
+    torchrun sends SIGTERM to the whole process group: the loader workers die of it too, and DataLoader's
+    SIGCHLD handler then raises "DataLoader worker (pid N) is killed by signal: Terminated" in the main
+    process, before or while Terminated unwinds it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, Terminated) or "killed by signal: Terminated" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":
