@@ -296,7 +296,14 @@ def close_loader(loader) -> None:
     iterator = getattr(loader, "_iterator", None)  # DataLoader keeps its persistent workers' iterator here
     if iterator is not None:
         loader._iterator = None
-        iterator._shutdown_workers()
+        try:
+            iterator._shutdown_workers()
+        except RuntimeError as error:
+            # DataLoader's SIGCHLD check raises here when a worker, this loader's or another's, died of a signal:
+            # a SIGTERM to the process group (a scheduler, torchrun) reaches the workers too. They are being
+            # stopped anyway, and the error would hide why the run stopped.
+            if "killed by signal" not in str(error):
+                raise
 
 
 class CorruptLog:
