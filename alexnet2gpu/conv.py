@@ -63,10 +63,9 @@ def _blocks(t: torch.Tensor, size: int, order: tuple[int, ...]) -> torch.Tensor:
 
 def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d, with_bias: bool = True) -> torch.Tensor:
     """`conv(x)` (without its bias unless `with_bias`) after `pad` zero rows and columns on the right and bottom,
-    computed as a stride-1 convolution
-    of x's stride x stride pixel blocks (C x stride^2 maps, channel c*stride^2 + row*stride + column) with the
-    kernel cut the same way. One pass writes the blocks, in channels-last memory and, under autocast, already
-    in autocast's dtype."""
+    computed as a stride-1 convolution of x's stride x stride pixel blocks (C x stride^2 maps, channel
+    c*stride^2 + row*stride + column) with the kernel cut the same way. One pass writes the blocks, in
+    channels-last memory and, under autocast, already in autocast's dtype."""
     (k, _), (stride, _) = conv.kernel_size, conv.stride
     n, c, h, w = x.shape
     out = (h + pad - k) // stride + 1
