@@ -25,8 +25,8 @@ def test_gpu_tools_import_and_say_they_need_cuda(tool):
 def test_profile_step_reports_host_time_and_python_hotspots(tmp_path):
     """The host part of tools/profile_step.py, which a GPU session reads to tell a step bound by its host."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_step.py"), "--device", "cpu", "--row", "merged",
-                           "--batch-size", "2", "--steps", "1", "--python-top", "5", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_step.py"), "--device", "cpu", "--row",
+                           "merged", "--batch-size", "2", "--steps", "1", "--python-top", "5", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = (tmp_path / "profile-merged.txt").read_text().splitlines()
