@@ -61,8 +61,11 @@ def test_the_eager_path_is_the_op_without_its_dispatch(layout):
 
 
 def test_gradcheck_in_float64():
-    z = maps(2, 4, torch.float64, torch.contiguous_format, n=2, size=3)
-    assert torch.autograd.gradcheck(lambda a: relu_lrn(a, 2, *STRONG), (z,))
+    """Finite differences against the closed-form backward, the bias's gradient included. Small maps: every
+    element is two interpreted launches on a CPU (4 channels a tower: the window meets both tower edges)."""
+    z = maps(2, 4, torch.float64, torch.contiguous_format, n=1, size=2)
+    bias = torch.randn(8, dtype=torch.float64, device=DEVICE).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: relu_lrn(a, 2, *STRONG, b), (z, bias))
 
 
 def test_towers_never_mix():
