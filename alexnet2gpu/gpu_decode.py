@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -46,7 +47,7 @@ from .batch import Batch
 from .data import is_prepared
 from .errors import TrainError
 from .imaging import RESIZE
-from .prefetch import ThreadClock, made_ahead
+from .prefetch import JOIN_SECONDS, ThreadClock, made_ahead
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")
@@ -275,11 +276,19 @@ class DecodedLoader:
     def __init__(self, loader, decode, device, ahead: int = 2):
         self.loader, self.decode, self.device, self.ahead = loader, decode, torch.device(device), ahead
         self.clock = ThreadClock()  # the decoding thread's time over every pass (see decode_thread_note)
+        self.finished = None  # set when the last pass's thread has ended
 
     def __iter__(self):
         if self.ahead < 1:
             return (self.decode(batch) for batch in self.loader)
-        return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock)
+        # A pass left early (--max-steps) stops its thread, which may still be inside the loader, waiting for a
+        # worker stuck on a file; a new pass of the same loader (its workers persist) must not run beside it.
+        if self.finished is not None and not self.finished.wait(JOIN_SECONDS):
+            raise TrainError(f"the GPU decoding thread of the last pass still waits for a loader worker after "
+                             f"{JOIN_SECONDS:g} s (a file read that hangs?): check the data folder's storage, then "
+                             "resume from the last checkpoint.")
+        self.finished = threading.Event()
+        return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock, self.finished)
 
     def __len__(self) -> int:
         return len(self.loader)

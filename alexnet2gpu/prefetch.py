@@ -75,9 +75,10 @@ class ThreadClock:
 
 
 def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int = 2,
-               clock: ThreadClock | None = None) -> Iterator:
+               clock: ThreadClock | None = None, finished: threading.Event | None = None) -> Iterator:
     """Yield make(item) for each of `items`, in order, made by a thread up to `depth` items ahead; `clock`,
-    when given, adds up the thread's time.
+    when given, adds up the thread's time; `finished`, when given, is set once the thread has ended (it can
+    outlive the loop, see the end).
 
     For JPEG decoding on the GPU (gpu_decode.DecodedLoader): nvJPEG decodes on the host thread that calls it
     and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
@@ -98,6 +99,13 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
         return False
 
     def work():
+        try:
+            produce()
+        finally:
+            if finished is not None:
+                finished.set()
+
+    def produce():
         try:
             with torch.cuda.device(device) if stream else contextlib.nullcontext(), \
                     torch.cuda.stream(stream) if stream else contextlib.nullcontext():

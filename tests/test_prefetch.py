@@ -82,3 +82,31 @@ def test_the_decode_note_names_the_side_that_held_the_epoch_back():
     assert note == ("GPU decode thread: 25% of the epoch decoding (batches readied at 20,000 images/s), "
                     "75% waiting for the loader workers")
     assert "no batch decoded" in decode_thread_note(ThreadClock(), images=0, seconds=0.0)
+
+
+def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
+    """A pass left early stops its thread, which may still wait inside the loader (a worker stuck on a file).
+    The loader's workers persist between passes, so a new pass of the same DecodedLoader must not start
+    beside that thread: it waits for it, and says so in one sentence when it does not end."""
+    from alexnet2gpu import gpu_decode, prefetch
+    from alexnet2gpu.errors import TrainError
+    from alexnet2gpu.gpu_decode import DecodedLoader
+    monkeypatch.setattr(prefetch, "JOIN_SECONDS", 0.2)
+    monkeypatch.setattr(gpu_decode, "JOIN_SECONDS", 0.2)
+    release = threading.Event()
+
+    class Stuck:  # the second batch hangs until released
+        def __iter__(self):
+            yield 1
+            release.wait(30)
+            yield 2
+
+    loader = DecodedLoader(Stuck(), lambda batch: batch, CPU)
+    first = iter(loader)
+    assert next(first) == 1
+    first.close()  # the loop leaves (--max-steps): its thread still waits for batch 2
+    with pytest.raises(TrainError, match="the GPU decoding thread of the last pass still waits for a loader worker"):
+        iter(loader)
+    release.set()
+    assert list(loader) == [1, 2]  # once that thread has ended, a new pass runs
+    assert loader.finished.wait(5) and not made_threads()
