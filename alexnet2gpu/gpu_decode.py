@@ -288,6 +288,7 @@ class DecodedLoader:
                              f"{JOIN_SECONDS:g} s (a file read that hangs?): check the data folder's storage, then "
                              "resume from the last checkpoint.")
         self.finished = threading.Event()
+        self.finished.set()  # until the pass's thread starts (made_ahead clears it)
         return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock, self.finished)
 
     def __len__(self) -> int:

@@ -77,8 +77,8 @@ class ThreadClock:
 def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int = 2,
                clock: ThreadClock | None = None, finished: threading.Event | None = None) -> Iterator:
     """Yield make(item) for each of `items`, in order, made by a thread up to `depth` items ahead; `clock`,
-    when given, adds up the thread's time; `finished`, when given, is set once the thread has ended (it can
-    outlive the loop, see the end).
+    when given, adds up the thread's time; `finished`, when given, is cleared when the thread starts and set
+    once it has ended (it can outlive the loop, see the end).
 
     For JPEG decoding on the GPU (gpu_decode.DecodedLoader): nvJPEG decodes on the host thread that calls it
     and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
@@ -129,6 +129,8 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
         put((_END, None))
 
     thread = threading.Thread(target=work, name="made_ahead", daemon=True)
+    if finished is not None:
+        finished.clear()  # here, at the first item asked for: a generator never started has no thread to wait for
     thread.start()
     try:
         while True:

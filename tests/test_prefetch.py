@@ -110,3 +110,5 @@ def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
     release.set()
     assert list(loader) == [1, 2]  # once that thread has ended, a new pass runs
     assert loader.finished.wait(5) and not made_threads()
+    iter(loader)  # a pass never started has no thread: the next one need not wait
+    assert list(loader) == [1, 2]
