@@ -18,6 +18,7 @@ from torch import nn
 
 from .conv import conv1_space_to_depth, conv2d_chunked_weight_grad
 from .lrn import adds_the_bias, relu_local_response_norm
+from .lrn_pool_op import fuses, relu_lrn_max_pool
 from .maps import memory_format_of
 from .pool_op import overlapping_max_pool
 
@@ -204,7 +205,9 @@ class TowerStack(nn.Module):
     a 3x3 convolution over 4x4 pixel blocks, see conv.py; "auto", the default: space-to-depth on CUDA, where it
     was faster, direct elsewhere), `pool_impl` ("fast": the Triton max-pool on CUDA; "aten": ATen's kernels; see
     pool_op.py), `bias_in_lrn` (True, the default: where the fused Triton ReLU + LRN runs, conv1 and conv2 run
-    without their bias and its kernels add it; False: the convolutions add it) and `conv_impl`: "grouped", one
+    without their bias and its kernels add it; False: the convolutions add it), `fuse_lrn_pool` (True, the
+default: where both Triton kernels run on channels-last maps, ReLU + LRN + max-pool is one autograd step with
+one backward kernel, lrn_pool_op.py; False: two) and `conv_impl`: "grouped", one
     grouped convolution for conv2/4/5; "split", one convolution per tower on slices of the same weight, then
     concatenated; "towers", conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its
     own dense maps (cut once from the pooled conv1 maps and from conv3's output, concatenated again before conv3
@@ -230,6 +233,7 @@ class TowerStack(nn.Module):
         self.conv_impl = "grouped"
         self.pool_impl = "fast"
         self.bias_in_lrn = True
+        self.fuse_lrn_pool = True
         for layer in LAYERS:
             fan_in = layer_in_features(layer, in_channels)
             out = layer.out * towers
@@ -263,6 +267,8 @@ class TowerStack(nn.Module):
     def _lrn_pool(self, h: torch.Tensor, layer: Layer, bias: torch.Tensor | None = None) -> torch.Tensor:
         """ReLU, the LRN and the max-pool as `layer` has them; `bias`: the convolution's, when it ran without it
         (`_bias_in_lrn`)."""
+        if layer.lrn_pool == "lrn+pool" and self.fuse_lrn_pool and fuses(h, self.lrn_impl, self.pool_impl):
+            return relu_lrn_max_pool(h, h.shape[1] // layer.out, LRN_ALPHA, LRN_BETA, LRN_K, bias)
         if "lrn" in layer.lrn_pool:  # per tower: h holds layer.out maps of each tower (of one, with "towers")
             h = relu_local_response_norm(h, h.shape[1] // layer.out, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K,
                                          self.lrn_impl, bias)

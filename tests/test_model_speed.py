@@ -27,8 +27,9 @@ def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:
     return F.linear(h, w["fc8.weight"], w["fc8.bias"])
 
 
-def lrn_bias_inputs(output: torch.Tensor) -> list[bool]:
-    """For each fused ReLU + LRN in the autograd graph of `output`: whether it was given a bias (its second input)."""
+def lrn_bias_inputs(output: torch.Tensor) -> list[tuple[str, bool]]:
+    """For each fused ReLU + LRN (and max-pool) in the autograd graph of `output`: its node's name and whether it
+    was given a bias (its second input)."""
     found, seen, todo = [], set(), [output.grad_fn]
     while todo:
         node = todo.pop()
@@ -36,7 +37,7 @@ def lrn_bias_inputs(output: torch.Tensor) -> list[bool]:
             continue
         seen.add(node)
         if node.name().startswith("_EagerReluLRN"):
-            found.append(node.next_functions[1][0] is not None)
+            found.append((node.name(), node.next_functions[1][0] is not None))
         todo += [fn for fn, _ in node.next_functions]
     return found
 
@@ -52,24 +53,28 @@ def setup():
     return model, x, ref.detach(), dict(zip(weights, grads))
 
 
-@pytest.mark.parametrize("lrn_impl,conv_impl,layout", [("fast", "grouped", torch.channels_last),
-                                                         ("native", "grouped", torch.channels_last),
-                                                         ("fast", "split", torch.channels_last),
-                                                         ("fast", "grouped", torch.contiguous_format),
-                                                         ("triton", "grouped", torch.channels_last),
-                                                         ("triton", "towers", torch.channels_last)])
-def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout, monkeypatch):
+@pytest.mark.parametrize("lrn_impl,conv_impl,layout,fuse", [("fast", "grouped", torch.channels_last, True),
+                                                              ("native", "grouped", torch.channels_last, True),
+                                                              ("fast", "split", torch.channels_last, True),
+                                                              ("fast", "grouped", torch.contiguous_format, True),
+                                                              ("triton", "grouped", torch.channels_last, True),
+                                                              ("triton", "grouped", torch.channels_last, False),
+                                                              ("triton", "towers", torch.channels_last, True)])
+def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout, fuse, monkeypatch):
     """"triton": the CUDA path's fused ReLU + LRN kernels (interpreted on a CPU, in a few large tiles), which add
-    conv1's and conv2's biases themselves and sum their gradients."""
-    from alexnet2gpu import lrn_kernels
-    monkeypatch.setattr(lrn_kernels, "WINDOW_TILE", 1 << 16)
+    conv1's and conv2's biases themselves and sum their gradients; with the max-pool after them as one step and
+    one backward kernel (`fuse`, the default) or apart (the Triton max-pool runs interpreted only when fused)."""
+    from alexnet2gpu import lrn_kernels, lrn_pool_kernels, pool_kernels
+    for module, tile in ((lrn_kernels, "WINDOW_TILE"), (lrn_pool_kernels, "TILE"), (pool_kernels, "FORWARD_TILE")):
+        monkeypatch.setattr(module, tile, 1 << 16)
     model, x, ref, ref_grads = setup
-    model.stack.lrn_impl, model.stack.conv_impl = lrn_impl, conv_impl
+    model.stack.lrn_impl, model.stack.conv_impl, model.stack.fuse_lrn_pool = lrn_impl, conv_impl, fuse
     model.stack.to(memory_format=layout)
     model.zero_grad(set_to_none=True)
     logits = model(x)
     if lrn_impl == "triton":  # each fused ReLU + LRN takes its convolution's bias: conv1's, conv2's (one a tower)
-        assert lrn_bias_inputs(logits) == [True] * (3 if conv_impl == "towers" else 2)
+        blocks = 3 if conv_impl == "towers" else 2
+        assert lrn_bias_inputs(logits) == [("_EagerReluLRN" + ("MaxPool" if fuse else "") + "Backward", True)] * blocks
     logits.square().sum().backward()
     torch.testing.assert_close(logits, ref, rtol=1e-10, atol=1e-10)
     grads = model.to_canonical({n: p.grad for n, p in model.named_parameters()})

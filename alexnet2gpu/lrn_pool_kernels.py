@@ -1,0 +1,95 @@
+"""The backward of ReLU + LRN + max-pool (conv1's and conv2's blocks, paper §3.3-3.4) as one Triton kernel.
+
+Apart, the block's backward is two kernels: the max-pool's gathers the pooled gradient into a full-size
+gradient g at the LRN's output and writes it, then the LRN's reads g, the saved LRN output y and z and writes
+dz. Here one kernel does both, on lrn_window_kernels' tile (BLOCK_P pixels x one tower's channels of
+channels-last maps): each pixel gathers g from the at most 2 x 2 pooling windows whose argmax points at it
+(pool_kernels' rule and order), and y = a d^-beta is recomputed from z, whose d the backward needs anyway. So
+g is never written or read, y is neither read nor kept from the forward, and one launch is saved.
+
+Every value the separate kernels round to the maps' dtype on the way through memory (g, y) is rounded here
+too, so in bf16 the fused backward computes what the pair computes (the tests compare them).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .grid_math import cdiv
+from .lrn_window_kernels import _conv_output, _relu, _row_tile, _window, tile_shape
+from .maps import memory_format_of
+from .pool_kernels import _window_grad, pooled_shape
+
+TILE = 1024  # elements per program, as the LRN's gather form (lrn_kernels.WINDOW_TILE); 4 warps
+
+
+@triton.jit
+def relu_lrn_pool_backward_kernel(z_ptr, b_ptr, g_ptr, arg_ptr, dz_ptr, part_ptr, pixels, hw, width, out_h, out_w,
+                                  row, channels, sgn, sgc, sgh, sgw, san, sac, sah, saw, alpha_n, beta, k,
+                                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                  COMPUTE: tl.constexpr):
+    at, c, mask = _row_tile(pixels, row, channels, BLOCK_P, BLOCK_C)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    image = (p // hw).to(tl.int64)
+    ih = (p % hw) // width
+    iw = p % width
+    channel = (tl.program_id(1) * channels + c).to(tl.int64)  # this tower's channels among all the maps'
+    # The pool's backward (pool_kernels.max_pool_backward_kernel): the windows starting at this row or column
+    # or the one before it, in ATen's order, each adding its gradient where its argmax is this pixel.
+    oh = ih // 2
+    ow = iw // 2
+    dy = ih - 2 * oh
+    dx = iw - 2 * ow
+    in_row = oh < out_h
+    in_col = ow < out_w
+    up = (dy == 0) & (oh >= 1) & (oh <= out_h)
+    left = (dx == 0) & (ow >= 1) & (ow <= out_w)
+    g = _window_grad(g_ptr, arg_ptr, image, oh - 1, ow - 1, channel, tl.full(oh.shape, 8, tl.int32), up & left,
+                     mask, sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
+    g += _window_grad(g_ptr, arg_ptr, image, oh - 1, ow, channel, 6 + dx, up & in_col, mask,
+                      sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
+    g += _window_grad(g_ptr, arg_ptr, image, oh, ow - 1, channel, dy * 3 + 2, in_row & left, mask,
+                      sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
+    g += _window_grad(g_ptr, arg_ptr, image, oh, ow, channel, dy * 3 + dx, in_row & in_col, mask,
+                      sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
+    g = g.to(dz_ptr.dtype.element_ty).to(COMPUTE)  # as the pool's backward stores it
+    # The LRN's backward (lrn_window_kernels.relu_lrn_backward_window_kernel), with y recomputed.
+    a = _relu(_conv_output(z_ptr, b_ptr, at, c, mask, channels, HAS_BIAS, COMPUTE))
+    d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
+    scale = tl.exp(-beta * tl.log(d))
+    y = (a * scale).to(dz_ptr.dtype.element_ty).to(COMPUTE)  # as the LRN's forward stores it
+    w = _window(g * y / d, c, channels, BLOCK_C)
+    dz = g * scale - 2.0 * beta * alpha_n * a * w
+    dz = tl.where(a > 0.0, dz, 0.0)
+    tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+    if HAS_BIAS:  # this tile's share of the bias gradient, summed over tiles after
+        part = tl.sum(tl.where(mask, dz, 0.0), axis=0)
+        tl.store(part_ptr + tl.program_id(0).to(tl.int64) * row + tl.program_id(1) * channels + c,
+                 part.to(part_ptr.dtype.element_ty), mask=c < channels)
+
+
+def relu_lrn_pool_backward(grad: torch.Tensor, z: torch.Tensor, argmax: torch.Tensor, towers: int, alpha_n: float,
+                           beta: float, k: float, bias: torch.Tensor | None = None, tile: int | None = None,
+                           num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dL/dz, dL/dbias or None without a bias) of max_pool(LRN(relu(z + bias))) for channels-last z, from the
+    gradient at the pooled maps (any layout) and the pool's int8 argmax (pool_kernels.max_pool_forward's)."""
+    if not z.is_contiguous(memory_format=torch.channels_last) or memory_format_of(z) != torch.channels_last:
+        raise ValueError("the fused ReLU + LRN + max-pool backward needs channels-last maps: run the LRN and the "
+                         "pool apart for contiguous ones.")
+    if argmax.dtype != torch.int8 or tuple(argmax.shape) != pooled_shape(z) or grad.shape != argmax.shape:
+        raise ValueError(f"the argmax and the gradient must have the pooled shape {pooled_shape(z)} (the argmax "
+                         f"int8), not {argmax.dtype} {tuple(argmax.shape)} and {tuple(grad.shape)}.")
+    n, channels, h, w = z.shape
+    per_tower = channels // towers
+    block_p, block_c = tile_shape("gather", per_tower, tile or TILE)
+    grid = (cdiv(n * h * w, block_p), towers)
+    compute = torch.float64 if z.dtype == torch.float64 else torch.float32
+    dz = torch.empty_like(z)
+    parts = None if bias is None else torch.empty(grid[0], channels, dtype=compute, device=z.device)
+    relu_lrn_pool_backward_kernel[grid](
+        z, z if bias is None else bias, grad, argmax, dz, dz if parts is None else parts, n * h * w, h * w, w,
+        argmax.shape[2], argmax.shape[3], channels, per_tower, *grad.stride(), *argmax.stride(), alpha_n, beta, k,
+        BLOCK_P=block_p, BLOCK_C=block_c, HAS_BIAS=bias is not None,
+        COMPUTE=tl.float64 if z.dtype == torch.float64 else tl.float32, num_warps=num_warps)
+    return dz, None if parts is None else parts.sum(0).to(bias.dtype)
