@@ -74,12 +74,13 @@ def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_th
     assert dataclasses.replace(VARIANTS["merged-bf16-split"], name=towers.name, what=towers.what,
                                conv_impl="towers") == towers
     assert available(towers, torch.device("cpu"), allow_compile=True) == "needs a CUDA device"
-    for name, base in (("merged-bf16-bias-apart", "merged-bf16"),
-                       ("merged-bf16-towers-graphs-bias-apart", "merged-bf16-towers-graphs")):
-        apart = VARIANTS[name]  # the bias rows differ from their base row in that switch only
-        assert dataclasses.replace(VARIANTS[base], name=name, what=apart.what, bias_in_lrn=False) == apart
-        assert build_variant(VARIANTS[base], torch.device("cpu"), num_classes=10).stack.bias_in_lrn
-        assert not build_variant(apart, torch.device("cpu"), num_classes=10).stack.bias_in_lrn
+    for switch in ("bias_in_lrn", "fuse_lrn_pool"):  # the "-apart" rows differ from their base in that switch only
+        for base in ("merged-bf16", "merged-bf16-towers-graphs"):
+            name = f"{base}-{'bias' if switch == 'bias_in_lrn' else 'lrn-pool'}-apart"
+            apart = VARIANTS[name]
+            assert dataclasses.replace(VARIANTS[base], name=name, what=apart.what, **{switch: False}) == apart
+            assert getattr(build_variant(VARIANTS[base], torch.device("cpu"), num_classes=10).stack, switch)
+            assert not getattr(build_variant(apart, torch.device("cpu"), num_classes=10).stack, switch)
 
 
 def test_bad_options_are_one_clear_line(capsys):

@@ -11,7 +11,8 @@
 # Within a 10-minute call, run it as two. On an H100 (the fourth session) bench with 15 rows took 75 s, two
 # compile rows 54 s, the CUDA tests 82 s, e2e with 3 epochs 75 s, one profile 15 s; the machine's start is
 # about 30 s more. Next, for what is unmeasured (the biases in the LRN kernels, bench rows *-bias-apart and
-# the LRN microbenchmark's "bias" lines; the host time of an eager step, in the profiles; the loop with the
+# the LRN microbenchmark's "bias" lines; ReLU + LRN + max-pool as one step, rows *-lrn-pool-apart and the
+# microbenchmark's "+pool backward" lines; the host time of an eager step, in the profiles; the loop with the
 # towers form under a graph; loader workers kept across epochs; nvJPEG's cost per call):
 #   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
 #   STAGES="lrn e2e decode" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
@@ -21,7 +22,7 @@ set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
-ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-bias-apart,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,merged-bf16-towers-graphs-bias-apart,torchvision-bf16-graphs,train-loop-graphs}
+ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-bias-apart,merged-bf16-lrn-pool-apart,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,merged-bf16-towers-graphs-bias-apart,merged-bf16-towers-graphs-lrn-pool-apart,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
@@ -51,7 +52,7 @@ want compile && echo "bench exit $rc"
 
 want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)" &&
 timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
-  tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+  tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
 want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&

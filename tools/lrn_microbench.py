@@ -1,5 +1,7 @@
 """Time the Triton ReLU + LRN kernels alone on AlexNet's two LRN layers (batch 256, both towers), for each
-kernel form at a few tiles and warp counts: the numbers that choose lrn_kernels' defaults. Needs a CUDA device.
+kernel form at a few tiles and warp counts: the numbers that choose lrn_kernels' defaults; then, per layer, the
+bias in the kernels against passes of its own, and the backward of ReLU + LRN + max-pool as one kernel
+(lrn_pool_kernels.py) against the pool's and the LRN's backward kernels in turn. Needs a CUDA device.
 
     PYTHONPATH=. python3 tools/lrn_microbench.py [--dtype bf16] [--layout channels-last] [--quick]
 
@@ -70,7 +72,41 @@ def main(argv=None) -> int:
                     print(f"{row} {ms * 1e3:8.1f} {traffic / ms / 1e6:7.0f}  rel.diff vs default {err:.1e}"
                           f"{pixels_x_channels}", flush=True)
         print(bias_line(name, kernels, z, g, y, do_bench), flush=True)
+        if channels_last:  # the fused backward's tile is channels-last
+            print(pool_line(name, kernels, z, do_bench, args.quick), flush=True)
     return 0
+
+
+FUSED_POINTS = ((1024, 4), (512, 4), (2048, 8))  # (elements a program, warps); the first is the default
+
+
+def pool_line(name: str, kernels, z: torch.Tensor, do_bench, quick: bool) -> str:
+    """The backward of ReLU + LRN + max-pool with the conv's bias: the max-pool's kernel then the LRN's (apart)
+    against the one fused kernel at a few tiles, and the fused dz's relative difference from the pair's."""
+    from alexnet2gpu import lrn_pool_kernels, pool_kernels
+    bias = torch.randn(z.shape[1], device=z.device)
+    y = kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K, bias=bias)
+    _, argmax = pool_kernels.max_pool_forward(y)
+    grad = torch.randn(argmax.shape, device=z.device, dtype=z.dtype).contiguous(memory_format=torch.channels_last)
+
+    def apart():
+        return kernels.relu_lrn_backward(pool_kernels.max_pool_backward(grad, y, argmax), z, y, 2, ALPHA, BETA, K,
+                                         bias=bias)[0]
+
+    def fused(tile, warps):
+        return lrn_pool_kernels.relu_lrn_pool_backward(grad, z, argmax, 2, ALPHA / 5, BETA, K, bias=bias, tile=tile,
+                                                       num_warps=warps)[0]
+
+    want = apart().float()
+    parts = [f"{name:5} +pool backward: apart {do_bench(apart) * 1e3:.1f} us; fused"]
+    for tile, warps in FUSED_POINTS[:1 if quick else None]:
+        try:
+            err = ((fused(tile, warps).float() - want).norm() / want.norm()).item()
+            parts.append(f" {do_bench(lambda: fused(tile, warps)) * 1e3:.1f} us at {tile} x {warps} warps "
+                         f"(rel.diff {err:.1e});")
+        except Exception as e:  # noqa: BLE001 - one note, then the next point
+            parts.append(f" {tile} x {warps} failed: {_last_line(e)};")
+    return "".join(parts)
 
 
 def bias_line(name: str, kernels, z: torch.Tensor, g: torch.Tensor, y: torch.Tensor, do_bench) -> str:

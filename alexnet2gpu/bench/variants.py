@@ -26,6 +26,7 @@ class Variant:
     conv_impl: str = "grouped"
     pool_impl: str = "fast"
     bias_in_lrn: bool = True  # conv1's and conv2's biases added by the fused ReLU + LRN kernels (model.TowerStack)
+    fuse_lrn_pool: bool = True  # ReLU + LRN + max-pool as one step with one backward kernel (model.TowerStack)
     channels_last: bool = False  # model and input in channels-last (ours are already, see model.TowerStack)
     contiguous: bool = False  # our stack back in the contiguous N x C x H x W layout
     compile: bool = False  # torch.compile the whole model
@@ -68,6 +69,9 @@ VARIANTS = {v.name: v for v in (
             amp="bf16", channels_last=True, pool_impl="aten", needs=("cuda",)),
     Variant("merged-bf16-bias-apart", "merged-bf16 with conv1's and conv2's biases added by the convolutions, not "
             "by the ReLU + LRN kernels", amp="bf16", channels_last=True, bias_in_lrn=False, needs=("cuda",)),
+    Variant("merged-bf16-lrn-pool-apart", "merged-bf16 with the ReLU + LRN and the max-pool after it as two steps, "
+            "each with its own backward kernel", amp="bf16", channels_last=True, fuse_lrn_pool=False,
+            needs=("cuda",)),
     Variant("merged-bf16-chunked-lrn", "merged-bf16 with the CPU's chunked LRN instead of the Triton kernels",
             amp="bf16", channels_last=True, lrn_impl="chunked", needs=("cuda",)),
     Variant("torchvision-bf16", "torchvision's alexnet, bf16 autocast, channels-last", layout="torchvision",
@@ -94,6 +98,9 @@ VARIANTS = {v.name: v for v in (
     Variant("merged-bf16-towers-graphs-bias-apart", "merged-bf16-towers-graphs with the biases added by the "
             "convolutions, not by the ReLU + LRN kernels", amp="bf16", channels_last=True, conv_impl="towers",
             bias_in_lrn=False, graphs=True, needs=("cuda",)),
+    Variant("merged-bf16-towers-graphs-lrn-pool-apart", "merged-bf16-towers-graphs with the ReLU + LRN and the "
+            "max-pool as two steps", amp="bf16", channels_last=True, conv_impl="towers", fuse_lrn_pool=False,
+            graphs=True, needs=("cuda",)),
     Variant("torchvision-bf16-graphs", "torchvision-bf16, forward and backward from a CUDA graph",
             layout="torchvision", amp="bf16", channels_last=True, graphs=True, needs=("cuda",)),
     # The same with torch.compile's own CUDA graphs.
@@ -122,6 +129,7 @@ def build_variant(variant: Variant, device: torch.device, num_classes: int = 100
             module.lrn_impl, module.conv_impl = variant.lrn_impl, variant.conv_impl
             module.conv1_impl = variant.conv1_impl
             module.pool_impl, module.bias_in_lrn = variant.pool_impl, variant.bias_in_lrn
+            module.fuse_lrn_pool = variant.fuse_lrn_pool
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if variant.contiguous:
