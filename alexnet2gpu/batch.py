@@ -3,6 +3,7 @@ FolderDataset(decode="gpu"), encoded files for the device plus the crops of the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -90,10 +91,27 @@ def collate(items) -> Batch:
         first, paths = good[0], [path for item, path, _ in items if not unread(item)]
         encoded = [g.data for g in good if isinstance(g, EncodedImage)]
         here = [i for i, g in enumerate(good) if isinstance(g, DecodedImage)]
-        decoded = torch.stack([good[i].image for i in here]) if here else None
+        decoded = stack_crops([good[i].image for i in here]) if here else None
         return Batch(None, torch.stack([g.alphas for g in good]), torch.tensor([g.label for g in good]), corrupt,
                      seconds, torch.cat(encoded) if encoded else torch.zeros(0, dtype=torch.uint8),
                      [len(e) for e in encoded], torch.stack([g.crop_flip for g in good]), paths, first.mode,
                      first.in_channels, first.crop, reasons, decoded, here or None)
     images, alphas, targets = zip(*good)
-    return Batch(torch.stack(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds, reasons=reasons)
+    return Batch(stack_crops(images), torch.stack(alphas), torch.tensor(targets), corrupt, seconds, reasons=reasons)
+
+
+def stack_crops(crops) -> torch.Tensor:
+    """uint8 crops, each C x H x W (ten crops: 10 x C x H x W), as one N x C x H x W (N x 10 x C x H x W) batch
+    whose memory is channels-last. The loader cuts each crop as a view of H x W x C pixels (decoders give that),
+    so the batch is one plain copy of them: stacked into N x C x H x W memory, every byte moved to a new place,
+    it took 5x the time on a 2-core CPU (docs/BENCHMARKS.md). In a loader worker the batch is written straight
+    into shared memory, as torch's default_collate does: the queue to the training process would copy it there."""
+    pixels_last = (1, 2, 0) if crops[0].dim() == 3 else (0, 2, 3, 1)
+    planes_first = (0, 3, 1, 2) if crops[0].dim() == 3 else (0, 1, 4, 2, 3)
+    inner = [crop.permute(pixels_last) for crop in crops]
+    shape = (len(inner),) + tuple(inner[0].shape)
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        storage = torch.UntypedStorage._new_shared(math.prod(shape) * inner[0].element_size())
+        out = torch.empty(0, dtype=inner[0].dtype).set_(storage).view(shape)
+    return torch.stack(inner, out=out).permute(planes_first)

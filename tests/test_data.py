@@ -65,6 +65,21 @@ def test_ten_crops_are_corners_centre_and_mirrors():
         np.testing.assert_array_equal(crops[5 + i], e[:, ::-1])
 
 
+@pytest.mark.parametrize("mode", ["train", "ten"])
+def test_a_batch_is_the_crops_stacked_in_channels_last_memory(folders, mode, monkeypatch):
+    """collate's batch equals the crops stacked as they are, in pixels-last memory (one plain copy of the crops,
+    which the loader cuts from H x W x C pixels); in a worker it is written straight into shared memory."""
+    ds = FolderDataset(open_folders(folders, None).train, mode)
+    items = [ds[(1, i)] for i in range(3)]
+    crops = torch.stack([item[0][0] for item in items])
+    batch = collate(items)
+    assert torch.equal(batch.images, crops) and batch.images.dtype == torch.uint8
+    assert batch.images.movedim(-3, -1).is_contiguous() and not batch.images.is_shared()
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # as inside a loader worker
+    shared = collate(items).images
+    assert shared.is_shared() and torch.equal(shared, crops)
+
+
 def test_mean_subtraction_on_the_raw_scale_and_pca_noise():
     images = torch.full((2, 3, 4, 4), 200, dtype=torch.uint8)
     mean = torch.tensor([100.0, 110.0, 120.0])
@@ -228,9 +243,12 @@ def test_an_image_too_large_for_pil_is_skipped_saying_why(tmp_path):
 
 @pytest.mark.parametrize("shape, pca, channels_last", [((4, 3, 9, 7), "paper", True), ((4, 3, 9, 7), None, False),
                                                        ((2, 10, 3, 5, 5), None, True)])
-def test_model_input_in_one_pass_is_the_step_by_step_formula(shape, pca, channels_last):
+@pytest.mark.parametrize("pixels_last", [False, True])  # the uint8 batch's memory: collate gives pixels last
+def test_model_input_in_one_pass_is_the_step_by_step_formula(shape, pca, channels_last, pixels_last):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+    if pixels_last:
+        images = images.movedim(-3, -1).contiguous().movedim(-1, -3)
     alphas, mean = torch.randn(shape[0], 3, generator=gen) * 0.1, torch.tensor([123.7, 116.3, 103.5])
     x = to_model_input(images, alphas, mean, pca, "cpu", channels_last)
     want = images.float() - mean.view(-1, 1, 1)
