@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import cdiv, next_power_of_2
+from .grid_math import accumulator_dtype, cdiv, compute_type, next_power_of_2
 from .lrn_window_kernels import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
 from .maps import memory_format_of
 
@@ -139,7 +139,7 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
     block_p = max(1, tile // block_c)
     grid = (cdiv(n * h * w, block_p), towers)
     args = (n * h * w, h * w, sn, stride_p, sc, per_tower)
-    return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=_compute(z))
+    return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute_type(z))
 
 
 # "gather" loads each tensor once per tile (lrn_window_kernels.py); channels-last maps only.
@@ -150,10 +150,6 @@ def default_form(z: torch.Tensor) -> str:
     """The gather form for channels-last maps (one aligned load of each tensor a tile; the fastest form both ways
     on an H100, at 48 and 128 maps a tower), the tile form for contiguous ones (the only other form they take)."""
     return "gather" if memory_format_of(z) == torch.channels_last else "tile"
-
-
-def _compute(z: torch.Tensor):
-    return tl.float64 if z.dtype == torch.float64 else tl.float32
 
 
 def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k: float, tile: int | None = None,
@@ -187,7 +183,7 @@ def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towe
     relu_lrn_backward_kernel[grid](z, y, grad, dz, *args, alpha / SIZE, beta, k, **meta, num_warps=num_warps)
     if bias is None:
         return dz, None
-    return dz, dz.sum((0, 2, 3), dtype=torch.float64 if z.dtype == torch.float64 else torch.float32).to(bias.dtype)
+    return dz, dz.sum((0, 2, 3), dtype=accumulator_dtype(z)).to(bias.dtype)
 
 
 def _plus(z: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

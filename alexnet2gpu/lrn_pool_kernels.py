@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import cdiv
+from .grid_math import accumulator_dtype, cdiv, compute_type
 from .lrn_window_kernels import _conv_output, _relu, _row_tile, _window, tile_shape
 from .maps import memory_format_of
 from .pool_kernels import _window_grad, pooled_shape
@@ -84,12 +84,11 @@ def relu_lrn_pool_backward(grad: torch.Tensor, z: torch.Tensor, argmax: torch.Te
     per_tower = channels // towers
     block_p, block_c = tile_shape("gather", per_tower, tile or TILE)
     grid = (cdiv(n * h * w, block_p), towers)
-    compute = torch.float64 if z.dtype == torch.float64 else torch.float32
     dz = torch.empty_like(z)
-    parts = None if bias is None else torch.empty(grid[0], channels, dtype=compute, device=z.device)
+    parts = None if bias is None else torch.empty(grid[0], channels, dtype=accumulator_dtype(z), device=z.device)
     relu_lrn_pool_backward_kernel[grid](
         z, z if bias is None else bias, grad, argmax, dz, dz if parts is None else parts, n * h * w, h * w, w,
         argmax.shape[2], argmax.shape[3], channels, per_tower, *grad.stride(), *argmax.stride(), alpha_n, beta, k,
         BLOCK_P=block_p, BLOCK_C=block_c, HAS_BIAS=bias is not None,
-        COMPUTE=tl.float64 if z.dtype == torch.float64 else tl.float32, num_warps=num_warps)
+        COMPUTE=compute_type(z), num_warps=num_warps)
     return dz, None if parts is None else parts.sum(0).to(bias.dtype)

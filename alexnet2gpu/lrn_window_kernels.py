@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import cdiv, next_power_of_2
+from .grid_math import accumulator_dtype, cdiv, compute_type, next_power_of_2
 
 
 @triton.jit
@@ -123,9 +123,8 @@ def _launch(form: str, z: torch.Tensor, towers: int, tile: int):
     n, channels, h, w = z.shape
     per_tower = channels // towers
     block_p, block_c = tile_shape(form, per_tower, tile)
-    compute = tl.float64 if z.dtype == torch.float64 else tl.float32
     grid = (cdiv(n * h * w, block_p), towers)
-    meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute)
+    meta = dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute_type(z))
     return grid, (n * h * w, channels, per_tower), meta
 
 
@@ -149,8 +148,7 @@ def relu_lrn_backward_window(grad: torch.Tensor, z: torch.Tensor, y: torch.Tenso
     dz = torch.empty_like(z)
     parts = None
     if bias is not None:
-        parts = torch.empty(grid[0], z.shape[1], dtype=torch.float64 if z.dtype == torch.float64 else torch.float32,
-                            device=z.device)
+        parts = torch.empty(grid[0], z.shape[1], dtype=accumulator_dtype(z), device=z.device)
     relu_lrn_backward_window_kernel[grid](z, z if bias is None else bias, y, grad, dz, dz if parts is None else parts,
                                           *args, alpha_n, beta, k, HAS_BIAS=bias is not None, **meta,
                                           num_warps=num_warps)

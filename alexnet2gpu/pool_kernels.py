@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import cdiv, next_power_of_2
+from .grid_math import cdiv, compute_type, next_power_of_2
 from .maps import memory_format_of
 from .pool_op import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
 
@@ -162,10 +162,6 @@ def _blocks(x: torch.Tensor, pixels: int, tile: int) -> dict:
     return dict(BLOCK_P=block_p, BLOCK_C=block_c, PIXELS_FAST=True)
 
 
-def _compute(x: torch.Tensor):
-    return tl.float64 if x.dtype == torch.float64 else tl.float32
-
-
 def _check(x: torch.Tensor) -> None:
     if x.dim() != 4 or x.dtype not in FLOATS or x.shape[2] < KERNEL or x.shape[3] < KERNEL:
         raise ValueError(f"the Triton max-pool takes N x C x H x W floating-point maps of at least 3x3, not "
@@ -184,7 +180,7 @@ def max_pool_forward(x: torch.Tensor, tile: int | None = None,
         meta = _blocks(x, oh * ow, tile or FORWARD_TILE)
         grid = (n * cdiv(oh * ow, meta["BLOCK_P"]), cdiv(c, meta["BLOCK_C"]))
         max_pool_forward_kernel[grid](x, y, arg, oh * ow, ow, c, *x.stride(), *y.stride(), **meta,
-                                      COMPUTE=_compute(x), num_warps=num_warps or NUM_WARPS)
+                                      COMPUTE=compute_type(x), num_warps=num_warps or NUM_WARPS)
     return y, arg
 
 
@@ -204,5 +200,5 @@ def max_pool_backward(grad: torch.Tensor, x: torch.Tensor, argmax: torch.Tensor,
         # strided reads: a gradient in another layout (flatten's backward gives pool5's contiguous) needs no copy
         max_pool_backward_kernel[grid](grad, argmax, dx, h * w, w, argmax.shape[2], argmax.shape[3], c,
                                        *grad.stride(), *argmax.stride(), *dx.stride(), **meta,
-                                       COMPUTE=_compute(x), num_warps=num_warps or NUM_WARPS)
+                                       COMPUTE=compute_type(x), num_warps=num_warps or NUM_WARPS)
     return dx
