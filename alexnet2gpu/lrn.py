@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .lrn_op import TRITON_AVAILABLE, WINDOW, fused_relu_lrn
+from .maps import plus_bias
 
 LRN_IMPLS = ("fast", "chunked", "triton", "shifted", "native", "compiled")
 CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
@@ -230,9 +231,7 @@ def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: flo
     _check_towers(z.shape[1], towers)
     if resolve_impl(impl, z.device, size, after_relu=True) == "triton":
         return fused_relu_lrn(z, towers, alpha, beta, k, bias)
-    if bias is not None:
-        z = z + bias.to(z.dtype).view(1, -1, 1, 1)
-    return local_response_norm(F.relu(z, inplace=True), towers, size, alpha, beta, k, impl)
+    return local_response_norm(F.relu(plus_bias(z, bias), inplace=True), towers, size, alpha, beta, k, impl)
 
 
 def adds_the_bias(impl: str, device: torch.device) -> bool:

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from .grid_math import accumulator_dtype, cdiv, compute_type, next_power_of_2
 from .lrn_window_kernels import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
-from .maps import memory_format_of
+from .maps import memory_format_of, plus_bias
 
 SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
 # Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps. The tile
@@ -158,7 +158,7 @@ def relu_lrn_forward(z: torch.Tensor, towers: int, alpha: float, beta: float, k:
     form = _checked(form or default_form(z))
     if form != "tile":
         return relu_lrn_forward_window(z, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE, num_warps, bias)
-    z = _plus(z, bias)
+    z = plus_bias(z, bias)  # the tile form (contiguous maps, off the default path) adds it in a pass of its own
     tile = tile or FORWARD_TILE
     y = torch.empty_like(z)  # keeps z's memory layout, so the strides below hold for y too
     grid, args, meta = _geometry(z, towers, tile)
@@ -176,7 +176,7 @@ def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towe
     if form in WINDOW_FORMS:
         return relu_lrn_backward_window(grad, z, y, towers, alpha / SIZE, beta, k, form, tile or WINDOW_TILE,
                                         num_warps, bias)
-    z = _plus(z, bias)
+    z = plus_bias(z, bias)
     tile = tile or BACKWARD_TILE
     dz = torch.empty_like(z)
     grid, args, meta = _geometry(z, towers, tile)
@@ -184,12 +184,6 @@ def relu_lrn_backward(grad: torch.Tensor, z: torch.Tensor, y: torch.Tensor, towe
     if bias is None:
         return dz, None
     return dz, dz.sum((0, 2, 3), dtype=accumulator_dtype(z)).to(bias.dtype)
-
-
-def _plus(z: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """z + bias per channel, in z's dtype and layout: the tile form (contiguous maps, off the default path) adds
-    the bias in a pass of its own rather than in its kernels."""
-    return z if bias is None else z + bias.to(z.dtype).view(1, -1, 1, 1)
 
 
 def _checked(form: str) -> str:
