@@ -19,7 +19,7 @@ import triton.language as tl
 from .grid_math import accumulator_dtype, cdiv, compute_type
 from .lrn_window_kernels import _conv_output, _relu, _row_tile, _window, tile_shape
 from .maps import memory_format_of
-from .pool_kernels import _window_grad, pooled_shape
+from .pool_kernels import gathered_grad, pooled_shape
 
 TILE = 1024  # elements per program, as the LRN's gather form (lrn_kernels.WINDOW_TILE); 4 warps
 
@@ -34,25 +34,9 @@ def relu_lrn_pool_backward_kernel(z_ptr, b_ptr, g_ptr, arg_ptr, dz_ptr, part_ptr
     image = (p // hw).to(tl.int64)
     ih = (p % hw) // width
     iw = p % width
-    channel = (tl.program_id(1) * channels + c).to(tl.int64)  # this tower's channels among all the maps'
-    # The pool's backward (pool_kernels.max_pool_backward_kernel): the windows starting at this row or column
-    # or the one before it, in ATen's order, each adding its gradient where its argmax is this pixel.
-    oh = ih // 2
-    ow = iw // 2
-    dy = ih - 2 * oh
-    dx = iw - 2 * ow
-    in_row = oh < out_h
-    in_col = ow < out_w
-    up = (dy == 0) & (oh >= 1) & (oh <= out_h)
-    left = (dx == 0) & (ow >= 1) & (ow <= out_w)
-    g = _window_grad(g_ptr, arg_ptr, image, oh - 1, ow - 1, channel, tl.full(oh.shape, 8, tl.int32), up & left,
-                     mask, sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
-    g += _window_grad(g_ptr, arg_ptr, image, oh - 1, ow, channel, 6 + dx, up & in_col, mask,
-                      sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
-    g += _window_grad(g_ptr, arg_ptr, image, oh, ow - 1, channel, dy * 3 + 2, in_row & left, mask,
-                      sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
-    g += _window_grad(g_ptr, arg_ptr, image, oh, ow, channel, dy * 3 + dx, in_row & in_col, mask,
-                      sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
+    # The pool's backward (pool_kernels' rule and order of adds), for this tower's channels among all the maps'
+    g = gathered_grad(g_ptr, arg_ptr, image, ih, iw, (tl.program_id(1) * channels + c).to(tl.int64), mask, out_h,
+                      out_w, sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
     g = g.to(dz_ptr.dtype.element_ty).to(COMPUTE)  # as the pool's backward stores it
     # The LRN's backward (lrn_window_kernels.relu_lrn_backward_window_kernel), with y recomputed.
     a = _relu(_conv_output(z_ptr, b_ptr, at, c, mask, channels, HAS_BIAS, COMPUTE))

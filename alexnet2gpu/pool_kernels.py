@@ -106,10 +106,9 @@ def _window_grad(g_ptr, arg_ptr, image, oh, ow, c, position, valid, mask, sgn, s
 
 
 @triton.jit
-def max_pool_backward_kernel(g_ptr, arg_ptr, dx_ptr, in_pixels, in_w, out_h, out_w, channels,
-                             sgn, sgc, sgh, sgw, san, sac, sah, saw, sdn, sdc, sdh, sdw, BLOCK_P: tl.constexpr,
-                             BLOCK_C: tl.constexpr, PIXELS_FAST: tl.constexpr, COMPUTE: tl.constexpr):
-    image, ih, iw, c, mask = _tile(in_pixels, in_w, channels, BLOCK_P, BLOCK_C, PIXELS_FAST)
+def gathered_grad(g_ptr, arg_ptr, image, ih, iw, c, mask, out_h, out_w, sgn, sgc, sgh, sgw, san, sac, sah, saw,
+                  PIXELS_FAST: tl.constexpr, COMPUTE: tl.constexpr):
+    """dL/dx at input pixels (ih, iw) and channels c: the gradients of the windows whose argmax is that pixel."""
     oh = ih // 2  # the window starting at this row or the one before it (dy 0 or 1)
     ow = iw // 2
     dy = ih - 2 * oh
@@ -127,6 +126,16 @@ def max_pool_backward_kernel(g_ptr, arg_ptr, dx_ptr, in_pixels, in_w, out_h, out
                         sgn, sgc, sgh, sgw, san, sac, sah, saw, PIXELS_FAST, COMPUTE)
     acc += _window_grad(g_ptr, arg_ptr, image, oh, ow, c, dy * 3 + dx, row & col, mask,
                         sgn, sgc, sgh, sgw, san, sac, sah, saw, PIXELS_FAST, COMPUTE)
+    return acc
+
+
+@triton.jit
+def max_pool_backward_kernel(g_ptr, arg_ptr, dx_ptr, in_pixels, in_w, out_h, out_w, channels,
+                             sgn, sgc, sgh, sgw, san, sac, sah, saw, sdn, sdc, sdh, sdw, BLOCK_P: tl.constexpr,
+                             BLOCK_C: tl.constexpr, PIXELS_FAST: tl.constexpr, COMPUTE: tl.constexpr):
+    image, ih, iw, c, mask = _tile(in_pixels, in_w, channels, BLOCK_P, BLOCK_C, PIXELS_FAST)
+    acc = gathered_grad(g_ptr, arg_ptr, image, ih, iw, c, mask, out_h, out_w, sgn, sgc, sgh, sgw, san, sac, sah, saw,
+                        PIXELS_FAST, COMPUTE)
     dx_at = _at(image, ih, iw, c, sdn, sdc, sdh, sdw, PIXELS_FAST)
     tl.store(dx_ptr + dx_at, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
