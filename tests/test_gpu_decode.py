@@ -260,7 +260,7 @@ def test_the_check_script_runs_its_cpu_parts(tmp_path):
                            "--images", "64", "--batch", "16", "--workers", "1", "--out", str(tmp_path)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for line in ("batch decode alone", "64 images a call", "two threads", "decode_images",
+    for line in ("batch decode alone", "64 images a call", "two threads", "two processes together", "decode_images",
                  "input pipeline, decode=gpu, share 0.00",
                  "(auto)", "input pipeline, decode=cpu", "max abs pixel difference", "CPU share 0.5"):
         assert line in proc.stdout

@@ -13,7 +13,7 @@
 # about 30 s more. Next, for what is unmeasured (the biases in the LRN kernels, bench rows *-bias-apart and
 # the LRN microbenchmark's "bias" lines; ReLU + LRN + max-pool as one step, rows *-lrn-pool-apart and the
 # microbenchmark's "+pool backward" lines; the host time of an eager step, in the profiles; the loop with the
-# towers form under a graph; loader workers kept across epochs; nvJPEG's cost per call):
+# towers form under a graph; loader workers kept across epochs; nvJPEG's cost per call and from two processes):
 #   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
 #   STAGES="lrn e2e decode" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
@@ -84,7 +84,7 @@ for row in ${PROFILE_ROWS:-merged-bf16 torchvision-bf16 merged-bf16-towers-graph
 done
 
 want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
-timeout 70 python3 tools/gpu_decode_check.py --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; rc=$?
+timeout 90 python3 tools/gpu_decode_check.py --budget 70 --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; rc=$?
 want decode && echo "decode check exit $rc"
 
 stage "done"
