@@ -206,11 +206,10 @@ class TowerStack(nn.Module):
     was faster, direct elsewhere), `pool_impl` ("fast": the Triton max-pool on CUDA; "aten": ATen's kernels; see
     pool_op.py), `bias_in_lrn` (True, the default: where the fused Triton ReLU + LRN runs, conv1 and conv2 run
     without their bias and its kernels add it; False: the convolutions add it), `fuse_lrn_pool` (True, the
-default: where both Triton kernels run on channels-last maps, ReLU + LRN + max-pool is one autograd step with
-one backward kernel, lrn_pool_op.py; False: two) and `conv_impl`: "grouped", one
-    grouped convolution for conv2/4/5; "split", one convolution per tower on slices of the same weight, then
-    concatenated; "towers", conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its
-    own dense maps (cut once from the pooled conv1 maps and from conv3's output, concatenated again before conv3
+    default: where both Triton kernels run on channels-last maps, ReLU + LRN + max-pool is one autograd step with
+    one backward kernel, lrn_pool_op.py; False: two steps) and `conv_impl`: "grouped", one grouped convolution
+    for conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
+    conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut once from the pooled conv1 maps and from conv3's output, concatenated again before conv3
     and fc6), so no convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one
     convolution.
 
