@@ -209,9 +209,9 @@ class TowerStack(nn.Module):
     default: where both Triton kernels run on channels-last maps, ReLU + LRN + max-pool is one autograd step with
     one backward kernel, lrn_pool_op.py; False: two steps) and `conv_impl`: "grouped", one grouped convolution
     for conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
-    conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut once from the pooled conv1 maps and from conv3's output, concatenated again before conv3
-    and fc6), so no convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one
-    convolution.
+    conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut
+    once from the pooled conv1 maps and from conv3's output, concatenated again before conv3 and fc6), so no
+    convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one convolution.
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
