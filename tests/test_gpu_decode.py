@@ -257,7 +257,8 @@ def test_the_pipeline_row_runs_gpu_decode_on_the_cpu_and_the_runner_skips_it(tmp
 def test_the_check_script_runs_its_cpu_parts(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_decode_check.py"), "--device", "cpu",
-                           "--images", "64", "--batch", "16", "--workers", "1", "--out", str(tmp_path)],
+                           "--images", "64", "--batch", "16", "--workers", "1", "--repeats", "1", "--shares", "0,auto",
+                           "--out", str(tmp_path)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for line in ("batch decode alone", "64 images a call", "two threads", "two processes together", "decode_images",

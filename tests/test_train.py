@@ -209,10 +209,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny):
     worker count): its per-epoch losses, errors, lrs and conv1 colourfulness equal those of a run never stopped.
     A mismatch means some randomness (dropout RNG, crops, flips, PCA alphas, batch order) was not restored."""
     common = ["--data", tiny, "--epochs", "2", "--batch-size", "2", "--keep", "3", "--init", "caffe", "--device", "cpu"]
-    whole = train_subprocess(common + ["--out", tmp_path / "whole", "--workers", "0"])
-    out, _ = whole.communicate(timeout=600)
-    assert whole.returncode == 0, out
-
+    whole = train_subprocess(common + ["--out", tmp_path / "whole", "--workers", "0"])  # beside the killed one
     killed = train_subprocess(common + ["--out", tmp_path / "killed", "--workers", "0"])
     deadline = time.time() + 600
     while not list((tmp_path / "killed").rglob("epoch_0001.pt")) and killed.poll() is None and time.time() < deadline:
@@ -220,6 +217,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny):
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
+    out, _ = whole.communicate(timeout=600)
+    assert whole.returncode == 0, out
     resumed = train_subprocess(common + ["--out", tmp_path / "killed", "--workers", "1", "--resume", "auto"])
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
