@@ -41,17 +41,20 @@ def test_profile_step_reports_host_time_and_python_hotspots(tmp_path, capsys, mo
     assert len(lines) == 4 + 5
 
 
-def test_lrn_microbench_times_the_fused_pool_backward_against_the_pair(monkeypatch):
-    """The fused ReLU + LRN + max-pool line of tools/lrn_microbench.py, on small interpreted maps with a stand-in
-    timer: it runs both backwards and finds them equal."""
+def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypatch):
+    """The ReLU + LRN + max-pool lines of tools/lrn_microbench.py, on small interpreted maps with a stand-in
+    timer: they run both forwards and both backwards and find them equal."""
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     spec = importlib.util.spec_from_file_location("lrn_microbench", ROOT / "tools" / "lrn_microbench.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     from alexnet2gpu import lrn_kernels
     z = torch.randn(2, 8, 7, 7).contiguous(memory_format=torch.channels_last)
-    line = tool.pool_line("lrn1", lrn_kernels, z, lambda run: run() is None or 0.002, quick=True)
+    timer = lambda run: run() is None or 0.002
+    line = tool.pool_line("lrn1", lrn_kernels, z, timer, quick=True)
     assert line == "lrn1  +pool backward: apart 2.0 us; fused 2.0 us at 1024 x 4 warps (rel.diff 0.0e+00);"
+    line = tool.pool_forward_line("lrn1", lrn_kernels, z, timer, quick=True)
+    assert line == "lrn1  +pool forward: apart 2.0 us; one kernel 2.0 us at strips of 15 x 8, 4 warps (same);"
 
 
 def test_the_gpu_check_script_parses():
