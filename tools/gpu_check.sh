@@ -12,8 +12,9 @@
 # compile rows 54 s, the CUDA tests 82 s, e2e with 3 epochs 75 s, one profile 15 s; the machine's start is
 # about 30 s more. Next, for what is unmeasured (the biases in the LRN kernels, bench rows *-bias-apart and
 # the LRN microbenchmark's "bias" lines; ReLU + LRN + max-pool as one step, rows *-lrn-pool-apart and the
-# microbenchmark's "+pool backward" lines; the host time of an eager step, in the profiles; the loop with the
-# towers form under a graph; loader workers kept across epochs; nvJPEG's cost per call and from two processes):
+# microbenchmark's "+pool forward" and "+pool backward" lines; the host time of an eager step, in the
+# profiles; the loop with the towers form under a graph; loader workers kept across epochs; nvJPEG's cost per
+# call and from two processes):
 #   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
 #   STAGES="lrn e2e decode" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
