@@ -58,7 +58,7 @@ def relu_lrn_pool_backward(grad: torch.Tensor, z: torch.Tensor, argmax: torch.Te
                            num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dL/dz, dL/dbias or None without a bias) of max_pool(LRN(relu(z + bias))) for channels-last z, from the
     gradient at the pooled maps (any layout) and the pool's int8 argmax (pool_kernels.max_pool_forward's)."""
-    if not z.is_contiguous(memory_format=torch.channels_last) or memory_format_of(z) != torch.channels_last:
+    if memory_format_of(z) != torch.channels_last:
         raise ValueError("the fused ReLU + LRN + max-pool backward needs channels-last maps: run the LRN and the "
                          "pool apart for contiguous ones.")
     if argmax.dtype != torch.int8 or tuple(argmax.shape) != pooled_shape(z) or grad.shape != argmax.shape:

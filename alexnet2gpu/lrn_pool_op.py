@@ -3,8 +3,8 @@
 The forward runs the two ops' own kernels in turn (lrn_kernels' ReLU + LRN, then pool_kernels' max-pool), or,
 with lrn_pool_forward_kernels.ONE_FORWARD_KERNEL (off until measured on a GPU), one kernel that never writes the
 LRN's output; the backward is one kernel (lrn_pool_kernels.py), which gathers the pool's gradient and applies
-the LRN's in one pass. Only z, the bias and the pool's one-byte argmax are kept for the backward: the LRN's output is freed as
-soon as it is pooled, where apart it was kept for both backwards.
+the LRN's in one pass. Only z, the bias and the pool's one-byte argmax are kept for the backward: the LRN's
+output is freed as soon as it is pooled, where apart it was kept for both backwards.
 
 Eager calls go through a plain autograd.Function (one per block where apart there were two, each paying host
 time on every call); torch.compile traces the `alexnet2gpu::relu_lrn_max_pool` custom op, whose backward is a
