@@ -107,7 +107,8 @@ def test_the_op_with_the_one_forward_kernel(monkeypatch):
         monkeypatch.setattr(lrn_pool_forward_kernels, "ONE_FORWARD_KERNEL", one)
         pooled = relu_lrn_max_pool(z, 2, *STRONG, bias)
         results.append((pooled,) + torch.autograd.grad(pooled, (z, bias), grad))
-    assert all(torch.equal(a, b) for a, b in zip(*results))
+    for got, want in zip(*results):
+        assert_same(got, want)
     with pytest.raises(ValueError, match="needs channels-last maps"):
         lrn_pool_forward_kernels.relu_lrn_pool_forward(z.detach().contiguous(), 2, 0.1, 0.75, 2.0)
     with pytest.raises(ValueError, match="block_w 3: pass a power of two"):
