@@ -49,7 +49,8 @@ def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypat
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     from alexnet2gpu import lrn_kernels
-    z = torch.randn(2, 8, 7, 7).contiguous(memory_format=torch.channels_last)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the kernels compiled, or interpreted (conftest.py)
+    z = torch.randn(2, 8, 7, 7, device=device).contiguous(memory_format=torch.channels_last)
     timer = lambda run: run() is None or 0.002
     line = tool.pool_line("lrn1", lrn_kernels, z, timer, quick=True)
     assert line == "lrn1  +pool backward: apart 2.0 us; fused 2.0 us at 1024 x 4 warps (rel.diff 0.0e+00);"
