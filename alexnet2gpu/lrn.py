@@ -234,9 +234,9 @@ def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: flo
     return local_response_norm(F.relu(plus_bias(z, bias), inplace=True), towers, size, alpha, beta, k, impl)
 
 
-def adds_the_bias(impl: str, device: torch.device) -> bool:
-    """Whether relu_local_response_norm(..., impl) on `device` adds a convolution's bias in its own kernels
-    (the fused Triton op), so the convolution before it should run without one."""
+def runs_triton(impl: str, device: torch.device) -> bool:
+    """Whether relu_local_response_norm(..., impl) on `device` runs the fused Triton kernels, which also add a
+    convolution's bias as they read the maps (so the convolution before them may run without one)."""
     return resolve_impl(impl, device, WINDOW, after_relu=True) == "triton"
 
 

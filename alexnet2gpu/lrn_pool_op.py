@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .lrn import resolve_impl
+from .lrn import runs_triton
 from .lrn_op import WINDOW, _kernels as _lrn_kernels, _vector
 from .maps import dense, memory_format_of
 from .pool_op import _kernels as _pool_kernels, uses_triton
@@ -39,7 +39,7 @@ def _forward_kernels():
 def fuses(z: torch.Tensor, lrn_impl: str, pool_impl: str) -> bool:
     """Whether the ReLU + LRN + max-pool of maps `z` runs as this one step: the Triton LRN and max-pool both run
     on z (lrn_impl and pool_impl "fast" on CUDA, or forced), and z is channels-last (the fused backward's tile)."""
-    return (resolve_impl(lrn_impl, z.device, WINDOW, after_relu=True) == "triton" and uses_triton(z, pool_impl)
+    return (runs_triton(lrn_impl, z.device) and uses_triton(z, pool_impl)
             and memory_format_of(z) == torch.channels_last)
 
 

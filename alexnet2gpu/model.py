@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import conv1_space_to_depth, conv2d_chunked_weight_grad
-from .lrn import adds_the_bias, relu_local_response_norm
+from .lrn import relu_local_response_norm, runs_triton
 from .lrn_pool_op import fuses, relu_lrn_max_pool
 from .maps import memory_format_of
 from .pool_op import overlapping_max_pool
@@ -248,7 +248,7 @@ class TowerStack(nn.Module):
     def _bias_in_lrn(self, layer: Layer, h: torch.Tensor) -> bool:
         """Whether `layer`'s bias is added by the fused ReLU + LRN kernels (CUDA) rather than by its convolution:
         one pass fewer over conv1's and conv2's outputs each way."""
-        return self.bias_in_lrn and "lrn" in layer.lrn_pool and adds_the_bias(self.lrn_impl, h.device)
+        return self.bias_in_lrn and "lrn" in layer.lrn_pool and runs_triton(self.lrn_impl, h.device)
 
     def _conv(self, h: torch.Tensor, layer: Layer, with_bias: bool = True) -> torch.Tensor:
         conv = getattr(self, layer.name)
