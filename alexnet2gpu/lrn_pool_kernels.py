@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import accumulator_dtype, cdiv, compute_type
-from .lrn_window_kernels import _conv_output, _relu, _row_tile, _window, tile_shape
+from .lrn_window_kernels import (_conv_output, _launch, _relu, _row_tile, _store_input_grad, _window, bias_grad,
+                                 bias_parts)
 from .maps import memory_format_of
 from .pool_kernels import gathered_grad, pooled_shape
 
@@ -43,14 +43,8 @@ def relu_lrn_pool_backward_kernel(z_ptr, b_ptr, g_ptr, arg_ptr, dz_ptr, part_ptr
     d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     scale = tl.exp(-beta * tl.log(d))
     y = (a * scale).to(dz_ptr.dtype.element_ty).to(COMPUTE)  # as the LRN's forward stores it
-    w = _window(g * y / d, c, channels, BLOCK_C)
-    dz = g * scale - 2.0 * beta * alpha_n * a * w
-    dz = tl.where(a > 0.0, dz, 0.0)
-    tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
-    if HAS_BIAS:  # this tile's share of the bias gradient, summed over tiles after
-        part = tl.sum(tl.where(mask, dz, 0.0), axis=0)
-        tl.store(part_ptr + tl.program_id(0).to(tl.int64) * row + tl.program_id(1) * channels + c,
-                 part.to(part_ptr.dtype.element_ty), mask=c < channels)
+    _store_input_grad(dz_ptr, part_ptr, at, c, mask, a, d, scale, g, y, row, channels, alpha_n, beta, BLOCK_C,
+                      HAS_BIAS)
 
 
 def relu_lrn_pool_backward(grad: torch.Tensor, z: torch.Tensor, argmax: torch.Tensor, towers: int, alpha_n: float,
@@ -64,15 +58,11 @@ def relu_lrn_pool_backward(grad: torch.Tensor, z: torch.Tensor, argmax: torch.Te
     if argmax.dtype != torch.int8 or tuple(argmax.shape) != pooled_shape(z) or grad.shape != argmax.shape:
         raise ValueError(f"the argmax and the gradient must have the pooled shape {pooled_shape(z)} (the argmax "
                          f"int8), not {argmax.dtype} {tuple(argmax.shape)} and {tuple(grad.shape)}.")
-    n, channels, h, w = z.shape
-    per_tower = channels // towers
-    block_p, block_c = tile_shape("gather", per_tower, tile or TILE)
-    grid = (cdiv(n * h * w, block_p), towers)
-    dz = torch.empty_like(z)
-    parts = None if bias is None else torch.empty(grid[0], channels, dtype=accumulator_dtype(z), device=z.device)
+    _, _, h, w = z.shape
+    grid, (pixels, channels, per_tower), meta = _launch("gather", z, towers, tile or TILE)
+    dz, parts = torch.empty_like(z), bias_parts(z, bias, grid[0])
     relu_lrn_pool_backward_kernel[grid](
-        z, z if bias is None else bias, grad, argmax, dz, dz if parts is None else parts, n * h * w, h * w, w,
+        z, z if bias is None else bias, grad, argmax, dz, dz if parts is None else parts, pixels, h * w, w,
         argmax.shape[2], argmax.shape[3], channels, per_tower, *grad.stride(), *argmax.stride(), alpha_n, beta, k,
-        BLOCK_P=block_p, BLOCK_C=block_c, HAS_BIAS=bias is not None,
-        COMPUTE=compute_type(z), num_warps=num_warps)
-    return dz, None if parts is None else parts.sum(0).to(bias.dtype)
+        HAS_BIAS=bias is not None, **meta, num_warps=num_warps)
+    return dz, bias_grad(parts, bias)

@@ -94,13 +94,23 @@ def relu_lrn_backward_window_kernel(z_ptr, b_ptr, y_ptr, g_ptr, dz_ptr, part_ptr
     d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     g = tl.load(g_ptr + at, mask=mask, other=0.0).to(COMPUTE)
     y = tl.load(y_ptr + at, mask=mask, other=0.0).to(COMPUTE)
+    _store_input_grad(dz_ptr, part_ptr, at, c, mask, a, d, tl.exp(-beta * tl.log(d)), g, y, row, channels, alpha_n,
+                      beta, BLOCK_C, HAS_BIAS)
+
+
+@triton.jit
+def _store_input_grad(dz_ptr, part_ptr, at, c, mask, a, d, scale, g, y, row, channels, alpha_n, beta,
+                      BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """dz = [z > 0] (g d^-beta - 2 beta alpha/n a sum_win g y / d) from scale = d^-beta, stored; with a bias
+    (HAS_BIAS) also this tile's share of its gradient, the sum of dz over the tile's pixels per channel, which
+    `bias_grad` sums over the tiles."""
     # Lanes past the tower (c >= channels) hold g = y = 0, so their g y / d is 0 (d there is >= k > 0 unless a
     # neighbour is NaN; the gather leaves those lanes out of every real channel's sum anyway).
     w = _window(g * y / d, c, channels, BLOCK_C)
-    dz = g * tl.exp(-beta * tl.log(d)) - 2.0 * beta * alpha_n * a * w
+    dz = g * scale - 2.0 * beta * alpha_n * a * w
     dz = tl.where(a > 0.0, dz, 0.0)
     tl.store(dz_ptr + at, dz.to(dz_ptr.dtype.element_ty), mask=mask)
-    if HAS_BIAS:  # this tile's share of the bias gradient (sum of dz over pixels), summed over tiles after
+    if HAS_BIAS:
         part = tl.sum(tl.where(mask, dz, 0.0), axis=0)
         tl.store(part_ptr + tl.program_id(0).to(tl.int64) * row + tl.program_id(1) * channels + c,
                  part.to(part_ptr.dtype.element_ty), mask=c < channels)
@@ -145,11 +155,19 @@ def relu_lrn_backward_window(grad: torch.Tensor, z: torch.Tensor, y: torch.Tenso
     writes its sums of dz per channel, and those are summed here: the bias gradient costs no second pass over
     dz, and its order of adds is fixed (no atomics)."""
     grid, args, meta = _launch(form, z, towers, tile)
-    dz = torch.empty_like(z)
-    parts = None
-    if bias is not None:
-        parts = torch.empty(grid[0], z.shape[1], dtype=accumulator_dtype(z), device=z.device)
+    dz, parts = torch.empty_like(z), bias_parts(z, bias, grid[0])
     relu_lrn_backward_window_kernel[grid](z, z if bias is None else bias, y, grad, dz, dz if parts is None else parts,
                                           *args, alpha_n, beta, k, HAS_BIAS=bias is not None, **meta,
                                           num_warps=num_warps)
-    return dz, None if parts is None else parts.sum(0).to(bias.dtype)
+    return dz, bias_grad(parts, bias)
+
+
+def bias_parts(z: torch.Tensor, bias: torch.Tensor | None, tiles: int) -> torch.Tensor | None:
+    """Room for each tile's per-channel sums of dz (`_store_input_grad`), in the kernels' accumulator dtype; None
+    without a bias."""
+    return None if bias is None else torch.empty(tiles, z.shape[1], dtype=accumulator_dtype(z), device=z.device)
+
+
+def bias_grad(parts: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The bias's gradient from the tiles' sums, in a fixed order (no atomics); None without a bias."""
+    return None if parts is None else parts.sum(0).to(bias.dtype)
