@@ -15,3 +15,13 @@ def assert_near(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """Norm of the difference over the norm of the reference, in float64 on the CPU."""
     return ((got.double().cpu() - want.double().cpu()).norm() / want.double().cpu().norm()).item()
+
+
+def assert_compiles_whole(fn, *inputs: torch.Tensor) -> None:
+    """torch.compile(fn) with fullgraph=True, which fails on any graph break (a custom op's fake implementation
+    and autograd formula must suffice), gives fn's output and its gradients with respect to `inputs`."""
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    got, want = compiled(*inputs), fn(*inputs)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got.sum(), inputs), torch.autograd.grad(want.sum(), inputs)):
+        torch.testing.assert_close(a, b)
