@@ -34,6 +34,7 @@ class InputSpec:
     pca: str | None = None
     channels_last: bool = False
     amp: str | None = None  # "bf16" on CUDA
+    gpu_decoder: str = "torchvision"  # which library decodes the JPEG batches of --decode gpu (gpu_decode.DECODERS)
 
     def __post_init__(self):
         self.mean = self.mean.to(self.device)  # once: a copy from the host per batch would wait for the GPU
@@ -63,7 +64,7 @@ class InputSpec:
         if getattr(batch, "encoded", None) is None:
             return batch
         from .gpu_decode import decode_batch  # imports torchvision's decoders only for the GPU data path
-        return decode_batch(batch, self.device)
+        return decode_batch(batch, self.device, self.gpu_decoder)
 
     def autocast(self):
         return autocast(self.device, self.amp)

@@ -12,6 +12,7 @@ EXTRAS = {
     "onnxruntime": "export",
     "onnxscript": "export",
     "tensorboard": "tensorboard",
+    "nvidia.nvimgcodec": "nvimgcodec",
 }
 
 
@@ -20,6 +21,6 @@ def require(module: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        extra = EXTRAS[module.split(".")[0]]
-        raise TrainError(f"{purpose} needs the {module.split('.')[0]} package, which is not installed: "
-                         f"pip install 'alexnet2gpu[{extra}]'.") from None
+        name = module if module in EXTRAS else module.split(".")[0]  # nvidia.* are separate packages
+        raise TrainError(f"{purpose} needs the {name} package, which is not installed: "
+                         f"pip install 'alexnet2gpu[{EXTRAS[name]}]'.") from None

@@ -51,16 +51,17 @@ class Run:
                 f"layout {self.layout} on {self.spec.device}"
                 f"{' (forward and backward replayed from a CUDA graph)' if self.graphed else ''}; "
                 f"processes: {self.ctx.describe()}; JPEG decode: "
-                f"{self.decode}{self.cpu_share_note()}\n"
+                f"{self.decode}{self.gpu_decode_note()}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
                 + (f"{self.init_note}\n" if self.init_note else "") +
                 f"run folder {self.run_dir}")
 
-    def cpu_share_note(self) -> str:
+    def gpu_decode_note(self) -> str:
         if self.decode != "gpu":
             return ""
         share = resolve_cpu_share(self.cfg.cpu_decode_share, self.cfg.workers)
-        return f" ({share:.0%} of the images decoded by the loader workers, --cpu-decode-share {self.cfg.cpu_decode_share})"
+        return (f" with {self.cfg.gpu_decoder} ({share:.0%} of the images decoded by the loader workers, "
+                f"--cpu-decode-share {self.cfg.cpu_decode_share})")
 
     def loaders(self, epoch: int) -> Loaders:
         """This rank's loaders, moved to `epoch`. Built at the first call and kept: their worker processes

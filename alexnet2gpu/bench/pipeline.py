@@ -1,7 +1,7 @@
 """The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
 rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
-read the files and the device decodes and crops them (gpu_decode.py), except for the share the workers decode
-(--cpu-decode-share, train.py's default "auto" unless given). Mean and PCA noise on the device in both.
+read the files and the device decodes and crops them (gpu_decode.py, with --gpu-decoder's library), except for
+the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given). Mean and PCA noise on the device in both.
 
 It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
 """
@@ -21,11 +21,12 @@ GPU_ROW = "input-pipeline-gpu"
 
 
 def measure_input_pipeline(batch: int, device: torch.device, data: str | None = None, workers: int | None = None,
-                           max_batches: int = 20, log=print, decode: str = "cpu", cpu_share="auto") -> dict:
+                           max_batches: int = 20, log=print, decode: str = "cpu", cpu_share="auto",
+                           decoder: str = "torchvision") -> dict:
     """Seconds per batch, averaged over up to `max_batches` batches after the first (which pays for starting
     the workers), the worker count and the CPU share. decode="gpu": the batches are decoded and cropped on
     `device` (any device: on the CPU decode_jpeg runs libjpeg, which is how the tests run it), but for the
-    `cpu_share` (as --cpu-decode-share: "auto" or a fraction) the workers decode."""
+    `cpu_share` (as --cpu-decode-share: "auto" or a fraction) the workers decode; `decoder` as --gpu-decoder."""
     device = torch.device(device)
     root = data or ensure_synthetic(log=log)
     splits = open_folders(root, None)
@@ -37,7 +38,7 @@ def measure_input_pipeline(batch: int, device: torch.device, data: str | None = 
     images, start = 0, None
     for i, b in enumerate(loader):
         if decode == "gpu":
-            b = decode_batch(b, device)
+            b = decode_batch(b, device, decoder)
         to_model_input(b.images, b.alphas, mean, "paper", device)
         if i == 0:
             synchronize(device)

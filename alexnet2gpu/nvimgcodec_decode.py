@@ -1,0 +1,88 @@
+"""Batches of JPEGs decoded with NVIDIA's nvImageCodec: `--gpu-decoder nvimgcodec` (the `nvimgcodec` extra).
+
+Why a second decoder. torchvision's batched `decode_jpeg` runs nvJPEG's Huffman stage, the serial part of
+JPEG, on the one host thread that calls it, and serves one call at a time per process; on 16-core H100
+boxes that capped the GPU data path at 17 to 29 k images/s (docs/BENCHMARKS.md). nvImageCodec spreads that
+stage over host threads of its own (`host_threads`), and on cards with a hardware JPEG decoder (A100, H100)
+it sends the JPEGs that decoder takes to it. It also returns None for an image it cannot decode rather than
+failing the whole call, so a batch with an odd file needs no halving (gpu_decode.decode_files).
+
+Pixels. On a CUDA device the images come from nvJPEG or the hardware decoder. On the CPU (how the tests run
+it) nvImageCodec decodes with libjpeg-turbo and gives PIL's pixels. EXIF orientation is ignored, as PIL's
+`Image.open` and torchvision's decoders ignore it, so every path sees the same pixel grid.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import torch
+
+from .data import default_workers
+from .optional import require
+
+# nvImageCodec's own log lines (a file it cannot parse, a codec library it cannot find) would interleave
+# with the progress display; the training loop names unreadable files itself. Set before its first import.
+os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
+
+_decoders: dict[torch.device, object] = {}
+_lock = threading.Lock()
+
+
+def host_threads() -> int:
+    """Host threads for nvImageCodec's Huffman stage: this rank's share of the cores (data.default_workers
+    plus the one it leaves to the training process). With --decode gpu the loader workers only read files
+    and mostly sleep, so the decoder may use every core of the rank."""
+    return default_workers() + 1
+
+
+def module():
+    """nvidia.nvimgcodec, or one sentence naming the extra that installs it."""
+    return require("nvidia.nvimgcodec", "--gpu-decoder nvimgcodec")
+
+
+def make_decoder(device: torch.device, threads: int, backends: tuple[str, ...] | None = None):
+    """An nvImageCodec decoder for `device` with `threads` host threads. On a CUDA device `backends` (names of
+    nvimgcodec.BackendKind: HW_GPU_ONLY, GPU_ONLY, HYBRID_CPU_GPU, CPU_ONLY) limits what it may use; None is
+    every one it has, the hardware decoder first, then nvJPEG, then libjpeg-turbo for what neither takes. On
+    the CPU it is libjpeg-turbo alone."""
+    nvimgcodec = module()
+    if device.type != "cuda":
+        return nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=threads,
+                                  backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)])
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    kinds = None if backends is None else [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, b)) for b in backends]
+    return nvimgcodec.Decoder(device_id=index, max_num_cpu_threads=threads, backends=kinds)
+
+
+def decoder(device: torch.device):
+    """The run's decoder for `device`, made on first use (it loads its codec libraries then) and kept."""
+    with _lock:
+        if device not in _decoders:
+            _decoders[device] = make_decoder(device, host_threads())
+        return _decoders[device]
+
+
+def decode(files: list[torch.Tensor], device: torch.device, in_channels: int, using=None) -> list[torch.Tensor | None]:
+    """Each file (uint8 bytes) decoded to C x H x W uint8 on `device`, None where nvImageCodec cannot read it;
+    by the run's decoder, or by `using` (one of make_decoder's).
+
+    The tensors are views of H x W x C memory (the decoders' interleaved output), which gpu_decode's
+    stacking and cropping read as they are. On CUDA the decoding is queued on the current stream, and the
+    tensors come through DLPack on that stream, so later work on it sees the finished pixels."""
+    nvimgcodec = module()
+    device = torch.device(device)
+    params = nvimgcodec.DecodeParams(apply_exif_orientation=False,
+                                     color_spec=nvimgcodec.ColorSpec.GRAY if in_channels == 1 else
+                                     nvimgcodec.ColorSpec.SRGB)
+    sources = [f.numpy() if f.is_contiguous() else np.ascontiguousarray(f.numpy()) for f in files]
+    using = using or decoder(device)
+    if device.type == "cuda":
+        stream = torch.cuda.current_stream(device).cuda_stream
+        images = using.decode(sources, params=params, cuda_stream=stream)
+        as_tensor = torch.from_dlpack
+    else:
+        images = using.decode(sources, params=params)
+        as_tensor = lambda image: torch.from_numpy(np.asarray(image))  # its DLPack export needs CUDA
+    return [None if image is None else as_tensor(image).permute(2, 0, 1) for image in images]
