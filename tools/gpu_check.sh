@@ -6,7 +6,7 @@
 # run stopped early still returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; every stage, about 12 minutes on an H100
 #   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv
-#                                                 # pool profile decode
+#                                                 # pool profile decode nvimgcodec
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two. On an H100 (the fourth session) bench with 15 rows took 75 s, two
 # compile rows 54 s, the CUDA tests 82 s, e2e with 3 epochs 75 s, one profile 15 s; the machine's start is
@@ -14,20 +14,22 @@
 # the LRN microbenchmark's "bias" lines; ReLU + LRN + max-pool as one step, rows *-lrn-pool-apart and the
 # microbenchmark's "+pool forward" and "+pool backward" lines; the host time of an eager step, in the
 # profiles; the loop with the towers form under a graph; loader workers kept across epochs; nvJPEG's cost per
-# call and from two processes):
+# call and from two processes; nvImageCodec as the decoder, which needs `bash tools/stage_nvimgcodec.sh` here
+# first and the device call's carry=[".gpu_extras"]):
 #   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
-#   STAGES="lrn e2e decode" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
+#   STAGES="lrn e2e decode nvimgcodec" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+[ -d .gpu_extras ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu_extras  # the nvimgcodec extra, unpacked (stage_nvimgcodec.sh)
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
 ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-bias-apart,merged-bf16-lrn-pool-apart,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,merged-bf16-towers-graphs-bias-apart,merged-bf16-towers-graphs-lrn-pool-apart,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode} "
+STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode nvimgcodec} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 S=$(date +%s)
 stage() {
@@ -53,7 +55,7 @@ want compile && echo "bench exit $rc"
 
 want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)" &&
 timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
-  tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+  tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py tests/test_nvimgcodec_decode.py} > "$OUT/pytest-cuda.log" 2>&1
 want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
 
 want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
@@ -88,6 +90,10 @@ want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
 timeout 90 python3 tools/gpu_decode_check.py --budget 70 --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; rc=$?
 want decode && echo "decode check exit $rc"
 
+want nvimgcodec && stage "nvImageCodec as the GPU data path's decoder (threads, backends, pipeline)" &&
+timeout 90 python3 tools/nvimgcodec_check.py --out "$OUT" > "$OUT/nvimgcodec.txt" 2> "$OUT/nvimgcodec.err"; rc=$?
+want nvimgcodec && echo "nvimgcodec check exit $rc"
+
 stage "done"
 {
 echo; echo "================ summary ($(head -1 "$OUT/env.log"))"
@@ -100,6 +106,7 @@ echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z-]+ +(all|conv
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles (python hotspots: in the logs):"; head -q -n 14 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
+echo "-- nvImageCodec:"; cat "$OUT/nvimgcodec.txt" 2>/dev/null; tail -2 "$OUT/nvimgcodec.err" 2>/dev/null
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
 } | tee "$FINAL/summary.txt"

@@ -1,0 +1,147 @@
+"""Check nvImageCodec as the GPU data path's decoder (`--gpu-decoder nvimgcodec`) on a CUDA machine: its batch
+decode rate by host threads and by backend (the hardware JPEG decoder, nvJPEG on the GPU, both), beside
+torchvision's nvJPEG on the same files in the same run; decode_images with it; the input pipeline with each
+decoder; and its pixels and fallbacks against the CPU path.
+
+    PYTHONPATH=. python3 tools/nvimgcodec_check.py --out DIR
+    PYTHONPATH=. python3 tools/nvimgcodec_check.py --device cpu --images 64 --out DIR   # the CPU-safe parts
+
+It needs the nvimgcodec extra (pip install 'alexnet2gpu[nvimgcodec]'; on a machine without pip access,
+tools/stage_nvimgcodec.sh unpacks it into .gpu_extras, which gpu_check.sh puts on the path). It prints one
+table on stdout (also DIR/nvimgcodec_check.txt and .json), progress on stderr, and exits with status 1 and
+one line on stderr when a check fails. About 40 s on a 16-core GPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from gpu_decode_check import (DECODER_LIMIT, CheckFailed, generate, link_copies, odd_files_report,  # siblings
+                              path_differences, pipeline_rate, rate, say, write_odd_files)
+
+BACKENDS = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU")  # nvimgcodec.BackendKind names, each alone
+THREADS = (1, 4, 8)  # host threads besides nvimgcodec_decode.host_threads()
+
+
+def decoded_share(decode, files) -> float:
+    """The fraction of `files` a decoder limited to some backends decodes (the hardware one takes only some
+    JPEGs; the rest come back as None)."""
+    return sum(image is not None for image in decode(files)) / len(files)
+
+
+def check(args) -> str:
+    import torch
+    from alexnet2gpu import nvimgcodec_decode
+    from alexnet2gpu.data import default_workers, open_folders
+    from alexnet2gpu.gpu_decode import decode_images, decode_on_device
+    from gpu_decode_check import batches_of
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckFailed("no CUDA device here: run it on a GPU machine, or pass --device cpu for the CPU-safe parts.")
+    nvimgcodec = nvimgcodec_decode.module()
+    workers = default_workers() if args.workers is None else args.workers
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else "the CPU"
+    with tempfile.TemporaryDirectory(prefix="nvimgcodec-check-") as tmp:
+        root = Path(tmp) / "data"
+        say(f"writing {args.images} photo-like 256x256 JPEGs (quality 90) in {root}")
+        generate(root, args.images)
+        write_odd_files(Path(tmp) / "odd")
+        samples = open_folders(root, None).train
+        files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p, _ in samples]
+        chunks = [files[s:s + args.batch] for s in range(0, len(files), args.batch)]
+        every = lambda decode: lambda: [decode(c) for c in chunks]
+
+        say("(a) torchvision's batch decode alone, the same run's baseline")
+        rows = [("(a) torchvision batch decode alone", rate(every(lambda c: decode_on_device(c, device, 3)),
+                                                             len(files), device, args.repeats))]
+        threads = sorted({*THREADS, nvimgcodec_decode.host_threads()})
+        for t in threads:
+            say(f"(e) nvimgcodec batch decode alone, every backend, {t} host threads")
+            using = nvimgcodec_decode.make_decoder(device, t)
+            rows.append((f"(e) nvimgcodec batch decode alone, {t} host threads",
+                         rate(every(lambda c: nvimgcodec_decode.decode(c, device, 3, using)), len(files), device,
+                              args.repeats)))
+        shares = {}
+        for backend in BACKENDS if cuda else ():
+            say(f"(e) nvimgcodec batch decode alone, {backend} only, {threads[-1]} host threads")
+            using = nvimgcodec_decode.make_decoder(device, threads[-1], (backend,))
+            decode = lambda c: nvimgcodec_decode.decode(c, device, 3, using)
+            shares[backend] = decoded_share(decode, chunks[0])
+            rows.append((f"(e) nvimgcodec, {backend} only ({shares[backend]:.0%} of the files decoded)",
+                         rate(every(decode), len(files), device, args.repeats)))
+        say("(f) decode_images with nvimgcodec: decode, crop, flip")
+        batches = batches_of(samples, args.batch)
+        rows.append(("(f) decode_images with nvimgcodec: decode + crop + flip",
+                     rate(lambda: [decode_images(b, device, 3, "train", 224, "nvimgcodec") for b in batches],
+                          len(files), device, args.repeats)))
+
+        say("checking nvimgcodec's pixels and fallbacks against the CPU path")
+        (worst, mean), = path_differences(samples[:4 * args.batch], args.batch, device, (0.0,), "nvimgcodec")
+        if mean > DECODER_LIMIT:
+            raise CheckFailed(f"decode=gpu with nvimgcodec and decode=cpu crops differ by {mean:.2f} grey levels on "
+                              "average: nvimgcodec's images do not reach the CPU path's crops.")
+        odd = odd_files_report(Path(tmp) / "odd", device, "nvimgcodec")
+
+        copies = max(1, -(-4 * max(1, workers) * args.batch // len(samples)))  # batches: 4x the workers
+        total = link_copies(root, copies)
+        batches_total = total // args.batch
+        if batches_total < 2:
+            raise CheckFailed(f"{total} images make fewer than 2 batches of {args.batch}: pass more --images.")
+        for decoder, share in (("torchvision", "auto"), ("nvimgcodec", 0.0), ("nvimgcodec", "auto")):
+            say(f"(g) input pipeline, decode=gpu with {decoder}, share {share}, {workers} workers")
+            value, used, _ = pipeline_rate(root, args.batch, device, "gpu", workers, batches_total, share, decoder)
+            rows.append((f"(g) input pipeline, {decoder}, share {used:.2f}{' (auto)' if share == 'auto' else ''}",
+                         value))
+
+    import torchvision
+    lines = [f"nvImageCodec {nvimgcodec.__version__} on {name} (torch {torch.__version__}, torchvision "
+             f"{torchvision.__version__}): {len(samples)} JPEGs 256x256 q90, batch {args.batch}, 224 crops, "
+             f"{workers} loader workers",
+             f"  {'measurement':64s} {'images/s':>10s}"]
+    lines += [f"  {label:64s} {value:10,.0f}" for label, value in rows]
+    lines += [f"  nvimgcodec vs PIL crops: max abs pixel difference {worst}, mean {mean:.3f}",
+              f"  fallbacks (mean abs difference to the CPU path): {odd}"]
+    table = "\n".join(lines)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nvimgcodec_check.txt").write_text(table + "\n")
+    (out / "nvimgcodec_check.json").write_text(json.dumps(dict(
+        device=name, torch=torch.__version__, nvimgcodec=nvimgcodec.__version__, images=len(samples),
+        batch=args.batch, workers=workers, rates=dict(rows), backend_shares=shares, path_max_difference=worst,
+        path_mean_difference=mean, fallbacks=odd), indent=1))
+    return table
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="nvimgcodec-check", help="folder for the table and figures (default %(default)s)")
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for the CPU-safe parts")
+    p.add_argument("--images", type=int, default=2048, help="distinct JPEGs to write (default %(default)s)")
+    p.add_argument("--batch", type=int, default=256, help="batch size (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images for (a), (e) and (f)")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.images < 8 or args.batch < 1:
+            raise CheckFailed("--images must be at least 8 and --batch at least 1.")
+        print(check(args), flush=True)
+    except Exception as e:  # CheckFailed, the missing extra's sentence, or anything else: one line, then details
+        print(f"nvimgcodec_check: FAILED: {e}", file=sys.stderr)
+        if not isinstance(e, CheckFailed):
+            import traceback
+            traceback.print_exc()
+        return 1
+    say(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
