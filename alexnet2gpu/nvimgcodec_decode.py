@@ -32,8 +32,8 @@ _lock = threading.Lock()
 
 def host_threads() -> int:
     """Host threads for nvImageCodec's Huffman stage: this rank's share of the cores (data.default_workers
-    plus the one it leaves to the training process). With --decode gpu the loader workers only read files
-    and mostly sleep, so the decoder may use every core of the rank."""
+    plus the one it leaves to the training process). The loader workers share them: they read files, and
+    decode only their --cpu-decode-share of the images; tools/nvimgcodec_check.py measures fewer threads."""
     return default_workers() + 1
 
 
