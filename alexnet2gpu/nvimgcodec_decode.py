@@ -81,7 +81,9 @@ def decode(files: list[torch.Tensor], device: torch.device, in_channels: int, us
     if device.type == "cuda":
         stream = torch.cuda.current_stream(device).cuda_stream
         images = using.decode(sources, params=params, cuda_stream=stream)
-        as_tensor = torch.from_dlpack
+        # The capsule is asked for here, with the stream: torch versions differ in the arguments they would pass
+        # to __dlpack__. DLPack's number for the legacy default stream is 1.
+        as_tensor = lambda image: torch.from_dlpack(image.__dlpack__(stream=stream or 1))
     else:
         images = using.decode(sources, params=params)
         as_tensor = lambda image: torch.from_numpy(np.asarray(image))  # its DLPack export needs CUDA
