@@ -26,6 +26,11 @@ from .optional import require
 # with the progress display; the training loop names unreadable files itself. Set before its first import.
 os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
 
+# The run's decoder: every backend nvImageCodec has, at full load, with its default options. Unmeasured on a
+# GPU; tools/nvimgcodec_check.py times the alternatives (make_decoder says what these mean).
+BACKENDS: dict[str, float] | None = None
+OPTIONS = ""
+
 _decoders: dict[torch.device, object] = {}
 _lock = threading.Lock()
 
@@ -42,25 +47,30 @@ def module():
     return require("nvidia.nvimgcodec", "--gpu-decoder nvimgcodec")
 
 
-def make_decoder(device: torch.device, threads: int, backends: tuple[str, ...] | None = None):
-    """An nvImageCodec decoder for `device` with `threads` host threads. On a CUDA device `backends` (names of
-    nvimgcodec.BackendKind: HW_GPU_ONLY, GPU_ONLY, HYBRID_CPU_GPU, CPU_ONLY) limits what it may use; None is
-    every one it has, the hardware decoder first, then nvJPEG, then libjpeg-turbo for what neither takes. On
-    the CPU it is libjpeg-turbo alone."""
+def make_decoder(device: torch.device, threads: int, backends: dict[str, float] | None = None, options: str = ""):
+    """An nvImageCodec decoder for `device` with `threads` host threads.
+
+    On a CUDA device `backends` maps names of nvimgcodec.BackendKind (HW_GPU_ONLY, GPU_ONLY, HYBRID_CPU_GPU,
+    CPU_ONLY) to the share of a batch each should take (nvImageCodec's load hint; the hardware decoder is
+    fast but limited, so it may be given part of a batch and nvJPEG the rest). None is every backend it has
+    at full load, the hardware decoder first, then nvJPEG, then libjpeg-turbo for what neither takes.
+    `options` are nvImageCodec's decoder options, e.g. "nvjpeg_cuda_decoder:hybrid_huffman_threshold=0" (Huffman
+    decoding on the GPU for every image, not only large ones). On the CPU it is libjpeg-turbo alone."""
     nvimgcodec = module()
     if device.type != "cuda":
         return nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=threads,
-                                  backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)])
+                                  backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)], options=options)
     index = device.index if device.index is not None else torch.cuda.current_device()
-    kinds = None if backends is None else [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, b)) for b in backends]
-    return nvimgcodec.Decoder(device_id=index, max_num_cpu_threads=threads, backends=kinds)
+    kinds = None if backends is None else [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, name), load)
+                                           for name, load in backends.items()]
+    return nvimgcodec.Decoder(device_id=index, max_num_cpu_threads=threads, backends=kinds, options=options)
 
 
 def decoder(device: torch.device):
     """The run's decoder for `device`, made on first use (it loads its codec libraries then) and kept."""
     with _lock:
         if device not in _decoders:
-            _decoders[device] = make_decoder(device, host_threads())
+            _decoders[device] = make_decoder(device, host_threads(), BACKENDS, OPTIONS)
         return _decoders[device]
 
 

@@ -1,7 +1,8 @@
 """Check nvImageCodec as the GPU data path's decoder (`--gpu-decoder nvimgcodec`) on a CUDA machine: its batch
-decode rate by host threads and by backend (the hardware JPEG decoder, nvJPEG on the GPU, both), beside
-torchvision's nvJPEG on the same files in the same run; decode_images with it; the input pipeline with each
-decoder; and its pixels and fallbacks against the CPU path.
+decode rate by host threads and by backend (the hardware JPEG decoder, nvJPEG with its Huffman stage on the
+host or on the GPU, the two together), beside torchvision's nvJPEG on the same files in the same run;
+decode_images with it; the input pipeline with each decoder; and its pixels and fallbacks against the CPU
+path. Its fastest setup is what nvimgcodec_decode.BACKENDS and OPTIONS should then say.
 
     PYTHONPATH=. python3 tools/nvimgcodec_check.py --out DIR
     PYTHONPATH=. python3 tools/nvimgcodec_check.py --device cpu --images 64 --out DIR   # the CPU-safe parts
@@ -24,13 +25,21 @@ import numpy as np
 from gpu_decode_check import (DECODER_LIMIT, CheckFailed, generate, link_copies, odd_files_report,  # siblings
                               path_differences, pipeline_rate, rate, say, write_odd_files)
 
-BACKENDS = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU")  # nvimgcodec.BackendKind names, each alone
 THREADS = (1, 4, 8)  # host threads besides nvimgcodec_decode.host_threads()
+GPU_HUFFMAN = "nvjpeg_cuda_decoder:hybrid_huffman_threshold=0"  # Huffman decoding on the GPU for small images too
+# (label, backends with their load hints, options) measured at the rank's host threads on CUDA: each backend
+# alone, nvJPEG with its Huffman stage on the GPU, and the hardware decoder taking part of each batch.
+SETUPS = (("HW_GPU_ONLY only", {"HW_GPU_ONLY": 1.0}, ""),
+          ("GPU_ONLY only", {"GPU_ONLY": 1.0}, ""),
+          ("HYBRID_CPU_GPU only", {"HYBRID_CPU_GPU": 1.0}, ""),
+          ("GPU_ONLY, Huffman on the GPU", {"GPU_ONLY": 1.0}, GPU_HUFFMAN),
+          ("HW_GPU_ONLY 0.75 + GPU_ONLY", {"HW_GPU_ONLY": 0.75, "GPU_ONLY": 1.0}, ""),
+          ("HW_GPU_ONLY 0.5 + GPU_ONLY", {"HW_GPU_ONLY": 0.5, "GPU_ONLY": 1.0}, ""))
 
 
 def decoded_share(decode, files) -> float:
     """The fraction of `files` a decoder limited to some backends decodes (the hardware one takes only some
-    JPEGs; the rest come back as None)."""
+    JPEGs; the rest come back as None, and a run would decode them on the CPU)."""
     return sum(image is not None for image in decode(files)) / len(files)
 
 
@@ -69,12 +78,12 @@ def check(args) -> str:
                          rate(every(lambda c: nvimgcodec_decode.decode(c, device, 3, using)), len(files), device,
                               args.repeats)))
         shares = {}
-        for backend in BACKENDS if cuda else ():
-            say(f"(e) nvimgcodec batch decode alone, {backend} only, {threads[-1]} host threads")
-            using = nvimgcodec_decode.make_decoder(device, threads[-1], (backend,))
+        for label, backends, options in SETUPS if cuda else ():
+            say(f"(e) nvimgcodec batch decode alone, {label}, {threads[-1]} host threads")
+            using = nvimgcodec_decode.make_decoder(device, threads[-1], backends, options)
             decode = lambda c: nvimgcodec_decode.decode(c, device, 3, using)
-            shares[backend] = decoded_share(decode, chunks[0])
-            rows.append((f"(e) nvimgcodec, {backend} only ({shares[backend]:.0%} of the files decoded)",
+            shares[label] = decoded_share(decode, chunks[0])
+            rows.append((f"(e) nvimgcodec, {label} ({shares[label]:.0%} decoded)",
                          rate(every(decode), len(files), device, args.repeats)))
         say("(f) decode_images with nvimgcodec: decode, crop, flip")
         batches = batches_of(samples, args.batch)
