@@ -18,7 +18,7 @@
 # first and the device call's carry=[".gpu_extras"]):
 #   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
 #   STAGES="lrn e2e decode nvimgcodec" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
-#     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
+#     E2E_ARGS2="--cuda-graphs --gpu-decoder nvimgcodec --steps 450 --images 38400" bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
