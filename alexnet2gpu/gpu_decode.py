@@ -5,13 +5,13 @@ call, resized where needed, and cut with the very crops and flips the CPU path t
 them from (seed, epoch, index) as it always does), so the augmentation is the same bit for bit.
 tests/test_gpu_decode.py checks that on the CPU, where decode_jpeg runs libjpeg and gives PIL's pixels.
 
-Decoder (`--gpu-decoder`): torchvision.io.decode_jpeg on a list of tensors, which is one batched nvJPEG decode
-on CUDA, or nvImageCodec (nvimgcodec_decode.py, the `nvimgcodec` extra), which spreads nvJPEG's host work over
-threads and uses the hardware JPEG decoder of A100 and H100 cards.
-Measured on an H200 box: 30.0 k images/s on 256x256 JPEGs, against 22.0 k/s for torchcodec 0.17 (identical
-pixels), and it needs no new dependency. torchvision deprecated its image decoding in 0.29 but ships it in
-0.26 to 0.29, so that one DeprecationWarning is silenced around our calls.
-Successor when torchvision drops it: torchcodec.decoders.decode_jpeg (the same list-of-tensors call).
+Decoder (`--gpu-decoder`), by default torchvision.io.decode_jpeg on a list of tensors, which is one batched
+nvJPEG decode on CUDA. Measured on an H200 box: 30.0 k images/s on 256x256 JPEGs, against 22.0 k/s for
+torchcodec 0.17 (identical pixels), and it needs no new dependency. torchvision deprecated its image decoding
+in 0.29 but ships it in 0.26 to 0.29, so that one DeprecationWarning is silenced around our calls. Successor
+when torchvision drops it: torchcodec.decoders.decode_jpeg (the same list-of-tensors call). The other choice
+is nvImageCodec (nvimgcodec_decode.py, the `nvimgcodec` extra), which spreads nvJPEG's host work over threads
+and uses the hardware JPEG decoder of A100 and H100 cards.
 
 Images nvJPEG cannot decode (CMYK, some progressive files, PNG or other formats, broken files) make the
 batch call raise; then the batch is decoded in halves, down to single images, and an image that still fails

@@ -119,7 +119,8 @@ def test_gpu_decoder_is_a_train_py_and_bench_flag(tmp_path, capsys):
 def test_the_check_script_runs_its_cpu_parts(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "nvimgcodec_check.py"), "--device", "cpu",
-                           "--images", "64", "--batch", "16", "--workers", "1", "--repeats", "1", "--out", str(tmp_path)],
+                           "--images", "64", "--batch", "16", "--workers", "1", "--repeats", "1",
+                           "--out", str(tmp_path)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for line in ("(a) torchvision batch decode alone", "nvimgcodec batch decode alone, 1 host threads",

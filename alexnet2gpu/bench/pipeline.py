@@ -1,7 +1,8 @@
 """The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
 rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
 read the files and the device decodes and crops them (gpu_decode.py, with --gpu-decoder's library), except for
-the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given). Mean and PCA noise on the device in both.
+the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given). Mean and PCA noise
+on the device in both.
 
 It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
 """
