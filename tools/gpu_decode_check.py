@@ -104,6 +104,29 @@ def write_odd_files(folder: Path) -> None:
     (folder / "garbage.jpg").write_bytes(b"\xff\xd8\xff this is no image")
 
 
+def write_test_files(tmp: Path, images: int) -> tuple[Path, list, list]:
+    """(the data folder, its training samples, their bytes as uint8 tensors): `images` photo-like JPEGs written
+    into class folders under `tmp`, and the odd files in tmp/odd."""
+    import torch
+    from alexnet2gpu.data import open_folders
+    root = tmp / "data"
+    say(f"writing {images} photo-like 256x256 JPEGs (quality 90) in {root}")
+    generate(root, images)
+    write_odd_files(tmp / "odd")
+    samples = open_folders(root, None).train
+    return root, samples, [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p, _ in samples]
+
+
+def copies_for_pipeline(root: Path, samples: list, workers: int, batch: int) -> tuple[int, int, int]:
+    """(copies, samples, batches): the training files linked enough times for 4 batches a worker, so the
+    pipeline measurements see many more batches than there are workers."""
+    copies = max(1, -(-4 * max(1, workers) * batch // len(samples)))
+    total = link_copies(root, copies)
+    if total // batch < 2:
+        raise CheckFailed(f"{total} images make fewer than 2 batches of {batch}: pass more --images.")
+    return copies, total, total // batch
+
+
 # ---------------------------------------------------------------- measurements
 
 def batches_of(samples, batch: int, mode: str = "train", decode: str = "gpu", epoch: int = 0, cpu_share: float = 0.0):
@@ -239,7 +262,7 @@ def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shar
 
 def check(args, started: float) -> str:
     import torch
-    from alexnet2gpu.data import default_workers, open_folders
+    from alexnet2gpu.data import default_workers
     from alexnet2gpu.gpu_decode import decode_images, decode_on_device
 
     device = torch.device(args.device)
@@ -250,12 +273,7 @@ def check(args, started: float) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
     import torchvision
     with tempfile.TemporaryDirectory(prefix="gpu-decode-check-") as tmp:
-        root = Path(tmp) / "data"
-        say(f"writing {args.images} photo-like 256x256 JPEGs (quality 90) in {root}")
-        generate(root, args.images)
-        write_odd_files(Path(tmp) / "odd")
-        samples = open_folders(root, None).train
-        files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p, _ in samples]
+        root, samples, files = write_test_files(Path(tmp), args.images)
         size_kb = sum(len(f) for f in files) / len(files) / 1024
         chunks = [files[s:s + args.batch] for s in range(0, len(files), args.batch)]
         decoder = "nvJPEG" if device.type == "cuda" else "libjpeg"
@@ -287,11 +305,7 @@ def check(args, started: float) -> str:
                                   "levels on average: the GPU path does not cut the CPU path's crops.")
         odd = odd_files_report(Path(tmp) / "odd", device)
 
-        copies = max(1, -(-4 * max(1, workers) * args.batch // len(samples)))  # batches: 4x the workers
-        total = link_copies(root, copies)
-        batches_total = total // args.batch
-        if batches_total < 2:
-            raise CheckFailed(f"{total} images make fewer than 2 batches of {args.batch}: pass more --images.")
+        copies, total, batches_total = copies_for_pipeline(root, samples, workers, args.batch)
         sweep = share_sweep(root, args.batch, device, workers, batches_total, shares[:2])  # 0 and the next: always
         say(f"(d) input pipeline, decode=cpu, {workers} workers, {batches_total} batches")
         cpu_rate = pipeline_rate(root, args.batch, device, "cpu", workers, batches_total)[0]
@@ -318,18 +332,13 @@ def check(args, started: float) -> str:
               f"  decode=gpu vs decode=cpu crops ({decoder} vs PIL): max abs pixel difference {worst}, mean {mean:.3f}",
               f"  the same with CPU share {MIXED_SHARE} (libjpeg in the workers): max {mixed_worst}, mean {mixed_mean:.3f}",
               f"  fallbacks (mean abs difference to the CPU path): {odd}"]
-    table = "\n".join(lines)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_decode_check.txt").write_text(table + "\n")
-    (out / "gpu_decode_check.json").write_text(json.dumps(dict(
+    return save(args.out, "gpu_decode_check", "\n".join(lines), dict(
         device=name, torch=torch.__version__, torchvision=torchvision.__version__, images=len(samples),
         batch=args.batch, workers=workers, kb_per_image=size_kb, rates={label: value for label, value in rows},
         crop_maths_max_difference=maths, path_max_difference=worst, path_mean_difference=mean,
         mixed_share=MIXED_SHARE, mixed_max_difference=mixed_worst, mixed_mean_difference=mixed_mean, fallbacks=odd,
         shares=[dict(given=given, used=used, images_per_s=value, wall_seconds=seconds)
-                for given, used, value, seconds in sweep]), indent=1))
-    return table
+                for given, used, value, seconds in sweep]))
 
 
 def share_text(given, used) -> str:
@@ -338,34 +347,56 @@ def share_text(given, used) -> str:
     return f"{used:.2f}" + (" (auto)" if given == "auto" else "")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="gpu-decode-check", help="folder for the table and figures (default %(default)s)")
+def save(out: str, name: str, table: str, figures: dict) -> str:
+    """The table as OUT/NAME.txt and the figures as OUT/NAME.json; returns the table."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.txt").write_text(table + "\n")
+    (folder / f"{name}.json").write_text(json.dumps(figures, indent=1))
+    return table
+
+
+def check_options(doc: str, out: str, timed: str) -> argparse.ArgumentParser:
+    """The options the data-path checks share (this one and nvimgcodec_check.py); `timed`: the measurements
+    --repeats applies to."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--out", default=out, help="folder for the table and figures (default %(default)s)")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for the CPU-safe parts")
     p.add_argument("--images", type=int, default=2048, help="distinct JPEGs to write (default %(default)s)")
     p.add_argument("--batch", type=int, default=256, help="batch size (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images for (a) and (b)")
-    p.add_argument("--shares", default=SHARES, help="--cpu-decode-share values for (c), 0 always first "
-                   "(default %(default)s)")
-    p.add_argument("--budget", type=float, default=55.0, help="seconds after which the shares past the first "
-                   "two are skipped (default %(default)s; gpu_check.sh passes 70 and gives the check 90)")
-    args = p.parse_args(argv)
+    p.add_argument("--repeats", type=int, default=3, help=f"timed passes over the images for {timed}")
+    return p
+
+
+def run_check(name: str, check, args) -> int:
+    """Print check(args, start)'s table; a failure is one line on stderr (with the details after it when it is
+    no CheckFailed or one-sentence TrainError) and exit status 1."""
+    from alexnet2gpu.errors import TrainError
     start = time.perf_counter()
     try:
         if args.images < CLASSES or args.batch < 1:
             raise CheckFailed(f"--images must be at least {CLASSES} and --batch at least 1.")
         print(check(args, start), flush=True)
-    except CheckFailed as e:
-        print(f"gpu_decode_check: FAILED: {e}", file=sys.stderr)
+    except (CheckFailed, TrainError) as e:  # TrainError: e.g. a missing extra, named in its sentence
+        print(f"{name}: FAILED: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # anything else is a failure of the check too: one line, then the details
-        print(f"gpu_decode_check: FAILED with {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"{name}: FAILED with {type(e).__name__}: {e}", file=sys.stderr)
         import traceback
         traceback.print_exc()
         return 1
     say(f"done in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def main(argv=None) -> int:
+    p = check_options(__doc__, "gpu-decode-check", "(a) and (b)")
+    p.add_argument("--shares", default=SHARES, help="--cpu-decode-share values for (c), 0 always first "
+                   "(default %(default)s)")
+    p.add_argument("--budget", type=float, default=55.0, help="seconds after which the shares past the first "
+                   "two are skipped (default %(default)s; gpu_check.sh passes 70 and gives the check 90)")
+    return run_check("gpu_decode_check", check, p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ one line on stderr when a check fails. About 40 s on a 16-core GPU machine.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-from gpu_decode_check import (DECODER_LIMIT, CheckFailed, generate, link_copies, odd_files_report,  # siblings
-                              path_differences, pipeline_rate, rate, say, write_odd_files)
+from gpu_decode_check import (DECODER_LIMIT, CheckFailed, batches_of, check_options,  # siblings in tools/
+                              copies_for_pipeline, odd_files_report, path_differences, pipeline_rate, rate, run_check,
+                              save, say, write_test_files)
 
 THREADS = (1, 4, 8)  # host threads besides nvimgcodec_decode.host_threads()
 GPU_HUFFMAN = "nvjpeg_cuda_decoder:hybrid_huffman_threshold=0"  # Huffman decoding on the GPU for small images too
@@ -43,12 +40,11 @@ def decoded_share(decode, files) -> float:
     return sum(image is not None for image in decode(files)) / len(files)
 
 
-def check(args) -> str:
+def check(args, _started: float) -> str:  # (the start time: the torchvision check budgets by it)
     import torch
     from alexnet2gpu import nvimgcodec_decode
-    from alexnet2gpu.data import default_workers, open_folders
+    from alexnet2gpu.data import default_workers
     from alexnet2gpu.gpu_decode import decode_images, decode_on_device
-    from gpu_decode_check import batches_of
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -58,12 +54,7 @@ def check(args) -> str:
     cuda = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if cuda else "the CPU"
     with tempfile.TemporaryDirectory(prefix="nvimgcodec-check-") as tmp:
-        root = Path(tmp) / "data"
-        say(f"writing {args.images} photo-like 256x256 JPEGs (quality 90) in {root}")
-        generate(root, args.images)
-        write_odd_files(Path(tmp) / "odd")
-        samples = open_folders(root, None).train
-        files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p, _ in samples]
+        root, samples, files = write_test_files(Path(tmp), args.images)
         chunks = [files[s:s + args.batch] for s in range(0, len(files), args.batch)]
         every = lambda decode: lambda: [decode(c) for c in chunks]
 
@@ -98,11 +89,7 @@ def check(args) -> str:
                               "average: nvimgcodec's images do not reach the CPU path's crops.")
         odd = odd_files_report(Path(tmp) / "odd", device, "nvimgcodec")
 
-        copies = max(1, -(-4 * max(1, workers) * args.batch // len(samples)))  # batches: 4x the workers
-        total = link_copies(root, copies)
-        batches_total = total // args.batch
-        if batches_total < 2:
-            raise CheckFailed(f"{total} images make fewer than 2 batches of {args.batch}: pass more --images.")
+        batches_total = copies_for_pipeline(root, samples, workers, args.batch)[2]
         for decoder, share in (("torchvision", "auto"), ("nvimgcodec", 0.0), ("nvimgcodec", "auto")):
             say(f"(g) input pipeline, decode=gpu with {decoder}, share {share}, {workers} workers")
             value, used, _ = pipeline_rate(root, args.batch, device, "gpu", workers, batches_total, share, decoder)
@@ -117,39 +104,15 @@ def check(args) -> str:
     lines += [f"  {label:64s} {value:10,.0f}" for label, value in rows]
     lines += [f"  nvimgcodec vs PIL crops: max abs pixel difference {worst}, mean {mean:.3f}",
               f"  fallbacks (mean abs difference to the CPU path): {odd}"]
-    table = "\n".join(lines)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "nvimgcodec_check.txt").write_text(table + "\n")
-    (out / "nvimgcodec_check.json").write_text(json.dumps(dict(
+    return save(args.out, "nvimgcodec_check", "\n".join(lines), dict(
         device=name, torch=torch.__version__, nvimgcodec=nvimgcodec.__version__, images=len(samples),
         batch=args.batch, workers=workers, rates=dict(rows), backend_shares=shares, path_max_difference=worst,
-        path_mean_difference=mean, fallbacks=odd), indent=1))
-    return table
+        path_mean_difference=mean, fallbacks=odd))
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="nvimgcodec-check", help="folder for the table and figures (default %(default)s)")
-    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for the CPU-safe parts")
-    p.add_argument("--images", type=int, default=2048, help="distinct JPEGs to write (default %(default)s)")
-    p.add_argument("--batch", type=int, default=256, help="batch size (default %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images for (a), (e) and (f)")
-    args = p.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        if args.images < 8 or args.batch < 1:
-            raise CheckFailed("--images must be at least 8 and --batch at least 1.")
-        print(check(args), flush=True)
-    except Exception as e:  # CheckFailed, the missing extra's sentence, or anything else: one line, then details
-        print(f"nvimgcodec_check: FAILED: {e}", file=sys.stderr)
-        if not isinstance(e, CheckFailed):
-            import traceback
-            traceback.print_exc()
-        return 1
-    say(f"done in {time.perf_counter() - start:.0f} s")
-    return 0
+    p = check_options(__doc__, "nvimgcodec-check", "(a), (e) and (f)")
+    return run_check("nvimgcodec_check", check, p.parse_args(argv))
 
 
 if __name__ == "__main__":
