@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from alexnet2gpu.prepare import prepare  # noqa: E402
 from alexnet2gpu.prepare_measure import SOURCE_QUALITY, photo_like  # noqa: E402
-from gpu_decode_check import CLASSES, generate  # noqa: E402  (a sibling in tools/)
+from check_common import CLASSES, generate  # noqa: E402  (a sibling in tools/)
 
 
 PROGRESS = re.compile(r"\| ([\d.]+) img/s \| data wait (\d+) %")

@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gpu_decode_check import (DECODER_LIMIT, CheckFailed, batches_of, check_options,  # siblings in tools/
-                              copies_for_pipeline, odd_files_report, path_differences, pipeline_rate, rate, run_check,
-                              save, say, write_test_files)
+from check_common import (CheckFailed, check_options, copies_for_pipeline, run_check, save, say,  # tools/ siblings
+                          write_test_files)
+from gpu_decode_check import DECODER_LIMIT, batches_of, odd_files_report, path_differences, pipeline_rate, rate
 
 THREADS = (1, 4, 8)  # host threads besides nvimgcodec_decode.host_threads()
 GPU_HUFFMAN = "nvjpeg_cuda_decoder:hybrid_huffman_threshold=0"  # Huffman decoding on the GPU for small images too
