@@ -42,6 +42,24 @@ def test_profile_step_reports_host_time_and_python_hotspots(tmp_path, capsys, mo
     assert len(lines) == 4 + 5
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU tool: it forces the interpreted Triton paths")
+def test_step_ops_counts_a_steps_aten_ops_with_the_cuda_set_up(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the tool sets it too: restored after the test
+    spec = importlib.util.spec_from_file_location("step_ops", ROOT / "tools" / "step_ops.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 3))
+    ops = tool.count(tiny, 2, size=8, classes=3)
+    assert ops["aten.convolution"] == ops["aten.convolution_backward"] == ops["aten.addmm"] == 1
+    import triton.runtime.interpreter as interpreter
+    monkeypatch.setattr(interpreter.InterpretedFunction, "run", lambda self, *a, **k: None)  # as tool.no_launches
+    from alexnet2gpu.layouts import build_model
+    ops = tool.count(tool.as_on_cuda(build_model("merged", 1000, 3, "paper", 0.5, device="cpu")), 1)
+    # conv1's and conv2's ReLU + LRN + max-pool ran as the fused Triton steps: at most conv5's pool is ATen's
+    assert ops["aten.convolution"] == 5 and ops["aten.max_pool2d_with_indices"] <= 1
+
+
 def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypatch):
     """The ReLU + LRN + max-pool lines of tools/lrn_microbench.py, on small maps with a stand-in timer: they run
     both forwards and both backwards and, interpreted, find them equal."""
