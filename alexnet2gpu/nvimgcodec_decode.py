@@ -13,6 +13,7 @@ it) nvImageCodec decodes with libjpeg-turbo and gives PIL's pixels. EXIF orienta
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -31,7 +32,7 @@ os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
 BACKENDS: dict[str, float] | None = None
 OPTIONS = ""
 
-_decoders: dict[torch.device, object] = {}
+_decoders: dict[torch.device, tuple[object, threading.Lock]] = {}
 _lock = threading.Lock()
 
 
@@ -66,11 +67,13 @@ def make_decoder(device: torch.device, threads: int, backends: dict[str, float] 
     return nvimgcodec.Decoder(device_id=index, max_num_cpu_threads=threads, backends=kinds, options=options)
 
 
-def decoder(device: torch.device):
-    """The run's decoder for `device`, made on first use (it loads its codec libraries then) and kept."""
+def decoder(device: torch.device) -> tuple[object, threading.Lock]:
+    """The run's decoder for `device`, made on first use (it loads its codec libraries then) and kept, with the
+    lock its calls take: the training and validation loaders each decode in a thread of their own, and a pass's
+    thread may still be decoding ahead when the next pass's starts."""
     with _lock:
         if device not in _decoders:
-            _decoders[device] = make_decoder(device, host_threads(), BACKENDS, OPTIONS)
+            _decoders[device] = make_decoder(device, host_threads(), BACKENDS, OPTIONS), threading.Lock()
         return _decoders[device]
 
 
@@ -87,14 +90,16 @@ def decode(files: list[torch.Tensor], device: torch.device, in_channels: int, us
                                      color_spec=nvimgcodec.ColorSpec.GRAY if in_channels == 1 else
                                      nvimgcodec.ColorSpec.SRGB)
     sources = [f.numpy() if f.is_contiguous() else np.ascontiguousarray(f.numpy()) for f in files]
-    using = using or decoder(device)
+    using, lock = (using, contextlib.nullcontext()) if using is not None else decoder(device)
     if device.type == "cuda":
         stream = torch.cuda.current_stream(device).cuda_stream
-        images = using.decode(sources, params=params, cuda_stream=stream)
+        with lock:
+            images = using.decode(sources, params=params, cuda_stream=stream)
         # The capsule is asked for here, with the stream: torch versions differ in the arguments they would pass
         # to __dlpack__. DLPack's number for the legacy default stream is 1.
         as_tensor = lambda image: torch.from_dlpack(image.__dlpack__(stream=stream or 1))
     else:
-        images = using.decode(sources, params=params)
+        with lock:
+            images = using.decode(sources, params=params)
         as_tensor = lambda image: torch.from_numpy(np.asarray(image))  # its DLPack export needs CUDA
     return [None if image is None else as_tensor(image).permute(2, 0, 1) for image in images]
