@@ -144,10 +144,17 @@ def decode_files(files: list[torch.Tensor], device: torch.device, in_channels: i
 
     torchvision: one file nvJPEG refuses fails the whole call, so a failed call is split in halves and each
     half tried again, down to single files, which then go to the CPU decoders: one odd file in a batch of 256
-    costs about 16 calls rather than 256. nvimgcodec: one call; the files it leaves out go to the CPU decoders."""
+    costs about 16 calls rather than 256. nvimgcodec: one call; the files it leaves out go to the CPU decoders,
+    and a call that raises instead is done again the torchvision way."""
     if decoder == "nvimgcodec":
         from . import nvimgcodec_decode
-        images = nvimgcodec_decode.decode(files, device, in_channels)
+        nvimgcodec_decode.module()  # a missing extra is its one sentence, not a fallback
+        try:
+            images = nvimgcodec_decode.decode(files, device, in_channels)
+        except Exception as error:  # not expected (it returns None for what it cannot read), never worth a run
+            warnings.warn(f"nvImageCodec failed on a batch ({type(error).__name__}: {error}); decoding it with "
+                          "torchvision instead.", RuntimeWarning, stacklevel=2)
+            return decode_files(files, device, in_channels)
         return [image if image is not None else _moved(device, decode_on_cpu(f, in_channels))
                 for f, image in zip(files, images)]
     try:

@@ -66,6 +66,18 @@ def test_files_it_refuses_go_to_the_cpu_decoders_and_unreadable_ones_are_dropped
         assert torch.equal(getattr(decoded, name), getattr(cpu, name))
 
 
+def test_a_call_that_raises_is_decoded_the_torchvision_way(jpegs, monkeypatch):
+    def raising(*args, **kwargs):
+        raise RuntimeError("nvImageCodec failed")
+
+    monkeypatch.setattr(nvimgcodec_decode, "decode", raising)
+    cpu, gpu = cpu_and_gpu_batches(jpegs, "train", [(0, i) for i in range(len(jpegs))])
+    with pytest.warns(RuntimeWarning, match=r"nvImageCodec failed on a batch \(RuntimeError: nvImageCodec failed\); "
+                      "decoding it with torchvision instead."):
+        decoded = decode_batch(gpu, CPU, "nvimgcodec")
+    assert decoded.corrupt == [] and torch.equal(decoded.images, cpu.images)
+
+
 def test_the_input_spec_decodes_with_its_decoder(jpegs, monkeypatch):
     cpu, gpu = cpu_and_gpu_batches(jpegs, "center", [(0, i) for i in range(3)])
     calls = []
