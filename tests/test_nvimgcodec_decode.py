@@ -90,12 +90,15 @@ def test_the_input_spec_decodes_with_its_decoder(jpegs, monkeypatch):
         decode_images(gpu, CPU, 3, "center", 224, "pil")
 
 
-def test_a_missing_extra_is_one_sentence_naming_it(monkeypatch):
+def test_a_missing_extra_is_one_sentence_naming_it(jpegs, monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.nvimgcodec", None)  # what an absent package looks like to import
     with pytest.raises(TrainError) as error:
         nvimgcodec_decode.module()
     assert str(error.value) == ("--gpu-decoder nvimgcodec needs the nvidia.nvimgcodec package, which is not "
                                 "installed: pip install 'alexnet2gpu[nvimgcodec]'.")
+    _, gpu = cpu_and_gpu_batches(jpegs, "center", [(0, 0)])
+    with pytest.raises(TrainError, match=r"alexnet2gpu\[nvimgcodec\]"):  # not the torchvision fallback
+        decode_batch(gpu, CPU, "nvimgcodec")
 
 
 def test_host_threads_are_the_ranks_cores(monkeypatch):
