@@ -148,9 +148,10 @@ def decode_files(files: list[torch.Tensor], device: torch.device, in_channels: i
     and a call that raises instead is done again the torchvision way."""
     if decoder == "nvimgcodec":
         from . import nvimgcodec_decode
-        nvimgcodec_decode.module()  # a missing extra is its one sentence, not a fallback
         try:
             images = nvimgcodec_decode.decode(files, device, in_channels)
+        except TrainError:  # a missing extra is its one sentence, not a fallback
+            raise
         except Exception as error:  # not expected (it returns None for what it cannot read), never worth a run
             warnings.warn(f"nvImageCodec failed on a batch ({type(error).__name__}: {error}); decoding it with "
                           "torchvision instead.", RuntimeWarning, stacklevel=2)

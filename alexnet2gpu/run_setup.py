@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import nvimgcodec_decode
 from . import world
 from .config import Config, resume_config
 from .config_checks import check_classes, check_config, same_folder
@@ -131,7 +130,8 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
             raise TrainError(str(error)) from None
     plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root))
     if plan.decode == "gpu" and cfg.gpu_decoder == "nvimgcodec":
-        nvimgcodec_decode.module()  # a missing extra stops the run here, in one sentence, not at the first batch
+        from .nvimgcodec_decode import module  # imported only where it decodes
+        module()  # a missing extra stops the run here, in one sentence, not at the first batch
     if cfg.init_from is not None and not state:  # checked here, before any model is built
         plan.start_weights = load_weights(cfg.init_from)
         shapes = canonical_shapes(data.num_classes, cfg.in_channels)
