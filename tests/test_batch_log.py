@@ -14,6 +14,7 @@ from alexnet2gpu import batch_log
 from alexnet2gpu.batch_log import StepLog
 from alexnet2gpu.synthetic import ensure_synthetic
 from weights_helpers import ROOT, train
+from child_env import child_env
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d step (\d+) \| epoch (\d+)/(\d+) (\d+) % \((\d+)/(\d+)\) \| loss [\d.]+ \| lr [\d.e-]+ \| "
                   r"[\d.]+ img/s \| data wait \d+ %$")
@@ -95,7 +96,7 @@ def test_redirected_stdout_gets_lines_and_tensorboard_continues_after_a_resume(t
     args = [sys.executable, str(ROOT / "train.py"), "--data", str(data), "--out", str(tmp_path), "--run-name", "r",
             "--epochs", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--keep", "3", "--init",
             "caffe", "--log-every", "1", "--tensorboard"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     with open(tmp_path / "log.txt", "w") as log:  # stdout is a file, as under nohup or Slurm
         assert subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env).returncode == 0
     lines = [LINE.match(l) for l in (tmp_path / "log.txt").read_text().splitlines() if LINE.match(l)]

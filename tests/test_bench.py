@@ -1,7 +1,6 @@
 """bench.py and its counts: well-formed output and honest arithmetic, never a speed."""
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from alexnet2gpu.cli import bench
 from alexnet2gpu.layouts.merged import AlexNet
 from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"variant", "mode", "device", "batch_size", "images_per_s", "ms_per_step", "gflops", "peak_fraction",
@@ -117,7 +117,7 @@ def test_plot_draws_images_per_second(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_quick_json_is_well_formed(tmp_path):
     out = tmp_path / "bench.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     rows = "merged,two-device,torchvision,tower-parallel,data-parallel,input-pipeline"
     data = ensure_synthetic(num_classes=2, train_per_class=4, val_per_class=1, cache_dir=tmp_path, log=lambda *a: None)
     cmd = [sys.executable, str(ROOT / "bench.py"), "--quick", "--batch-sizes", "2", "--warmup", "0", "--steps", "1",

@@ -19,6 +19,7 @@ from alexnet2gpu.data import Batch, CorruptLog, EpochSampler, FolderDataset, col
 from alexnet2gpu.engine import InputSpec, evaluate, train_one_epoch
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.gpu_decode import DecodedLoader, decode_batch, decode_images, resolve_decode
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -255,7 +256,7 @@ def test_the_pipeline_row_runs_gpu_decode_on_the_cpu_and_the_runner_skips_it(tmp
 
 @pytest.mark.slow
 def test_the_check_script_runs_its_cpu_parts(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_decode_check.py"), "--device", "cpu",
                            "--images", "64", "--batch", "16", "--workers", "1", "--repeats", "1", "--shares", "0,auto",
                            "--out", str(tmp_path)],

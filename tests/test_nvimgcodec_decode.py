@@ -17,6 +17,7 @@ from alexnet2gpu.errors import TrainError
 from alexnet2gpu.gpu_decode import decode_batch, decode_images
 
 from test_gpu_decode import cpu_and_gpu_batches, jpegs, smooth_image  # noqa: F401 - jpegs is a fixture
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -132,7 +133,7 @@ def test_gpu_decoder_is_a_train_py_and_bench_flag(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_check_script_runs_its_cpu_parts(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "nvimgcodec_check.py"), "--device", "cpu",
                            "--images", "64", "--batch", "16", "--workers", "1", "--repeats", "1",
                            "--out", str(tmp_path)],

@@ -24,6 +24,7 @@ from alexnet2gpu.prepare import ERRORS, MARKER, TMP_SUFFIX, main, prepare, prepa
 from alexnet2gpu.prepare_measure import photo_like, psnr
 from alexnet2gpu.prepare_plan import output_names
 from alexnet2gpu.val_labels import read_val_labels
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = {"train/n02/broken.JPEG", "train/n02/cut.JPEG", "train/n02/bomb.png", "train/n02/fake.jpg"}
@@ -185,7 +186,7 @@ def test_a_killed_run_resumes_to_a_complete_folder(tmp_path):
     Image.fromarray(noise).save(tmp_path / "big.png", compress_level=1)  # ~50 ms to decode and resize
     for i in range(60):
         os.link(tmp_path / "big.png", folder / f"img_{i:03d}.png")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     run = subprocess.Popen([sys.executable, "-m", "alexnet2gpu.prepare", str(src), str(dst), "--workers", "1"],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

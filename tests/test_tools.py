@@ -1,7 +1,6 @@
 """The GPU tools (tools/*.py) on a machine without CUDA: each imports what it uses from the package and stops
 with one sentence. GPU time is scarce; an import broken by a move must show up here, not on the GPU box."""
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("tool", ["profile_step.py", "lrn_microbench.py", "conv_microbench.py",
                                   "pool_microbench.py"])
 def test_gpu_tools_import_and_say_they_need_cuda(tool):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     done = subprocess.run([sys.executable, str(ROOT / "tools" / tool)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -90,7 +90,7 @@ def test_the_gpu_check_script_parses():
 def test_the_end_to_end_check_prepares_trains_and_reports(tmp_path):
     """tools/e2e_check.py on a CPU at toy sizes: sources made, prepared (the marker written), train.py run on
     the prepared folder, and its images/s read back from metrics.csv."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     out = tmp_path / "e2e"
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "e2e_check.py"), "--out", str(out), "--device", "cpu",
                            "--batch-size", "4", "--steps", "2", "--images", "16", "--distinct", "8", "--workers", "0",

@@ -3,18 +3,18 @@
 _attempt_store) the restarted ranks often read the dead ranks' addresses and fail with "Connection refused"."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from distributed import ROOT
+from child_env import child_env
 
 
 @pytest.mark.slow
 def test_torchrun_restarts_after_a_rank_dies():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "--max-restarts=1", str(ROOT / "tests" / "torchrun_worker.py")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)

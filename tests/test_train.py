@@ -2,7 +2,6 @@
 that keeps the last good checkpoint, and a run killed with SIGKILL that resumes to the same metrics."""
 import csv
 import multiprocessing.process
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import torch
 from alexnet2gpu.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
 from alexnet2gpu.synthetic import ensure_synthetic
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +198,7 @@ def test_loader_workers_start_once_per_run_and_end_with_it(tmp_path, tiny, capsy
 
 
 def train_subprocess(args, **kw):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, str(ROOT / "train.py")] + [str(a) for a in args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 

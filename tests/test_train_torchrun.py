@@ -8,7 +8,6 @@ and 1 validation image per class. Dropout is off so every layout computes the sa
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from alexnet2gpu.synthetic import ensure_synthetic
 from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu.run_data import run_loaders
 from parity import assert_near
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--num-classes", "2", "--train-per-class", "2", "--val-per-class", "1", "--workers", "0", "--dropout", "0",
@@ -36,7 +36,7 @@ HANG_GUARD_S = 240  # a job still running by then hangs: the test fails instead 
 def torchrun(ranks: int, args, cache: Path, *launcher, kill: str | None = None) -> tuple[int, str]:
     """train.py under torchrun; kill="RANK:STEP" runs it with that rank killed before that step (first
     attempt only, tests/train_with_a_fault.py)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", ALEXNET2GPU_CACHE=str(cache))
+    env = child_env(OMP_NUM_THREADS="1", ALEXNET2GPU_CACHE=str(cache))
     script = [str(ROOT / "train.py")] if kill is None else [str(ROOT / "tests" / "train_with_a_fault.py"), kill]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", *launcher,
                *script, *TINY, *[str(a) for a in args]]

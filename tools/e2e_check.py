@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     sources = images + 2 * CLASSES
 
     done = subprocess.run(train_command(args, data, runs, images), capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)))
     (out / "train.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         print(f"e2e_check: train.py failed (exit {done.returncode}); its output is in {out / 'train.log'}:\n"
