@@ -18,6 +18,7 @@ from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.lrn_op import relu_lrn
 from alexnet2gpu.optim import make_optimizer
 from parity import relative_error
+from child_env import child_env
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -58,21 +59,27 @@ def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
         assert relative_error(g, want_grads[name]) < 1e-3, name
 
 
-def test_compiled_on_cuda_keeps_the_lrn_and_the_max_pool_whole():
+@pytest.mark.parametrize("memory_format, want", [
+    (torch.channels_last, {"relu_lrn_max_pool": 2, "max_pool": 1}),  # as runs on CUDA lay the maps out
+    (torch.contiguous_format, {"relu_lrn": 2, "max_pool": 3}),  # the fused backward's tile needs channels-last
+])
+def test_compiled_on_cuda_keeps_the_lrn_and_the_max_pool_whole(memory_format, want):
     """Under torch.compile on CUDA the model is one graph that calls the custom ops, not a decomposition for
-    Inductor: ReLU + LRN + max-pool for conv1's and conv2's blocks, the max-pool for conv5's."""
+    Inductor: ReLU + LRN + max-pool as one op for conv1's and conv2's blocks on channels-last maps (apart on
+    contiguous ones), the max-pool for conv5's."""
     graphs = []
 
     def record(gm, example_inputs):
         graphs.append(str(gm.graph))
         return gm.forward
 
-    model = AlexNet(num_classes=10, dropout=0.0).cuda()
-    torch.compile(model, backend=record)(torch.randn(2, 3, 224, 224, device="cuda"))
+    model = AlexNet(num_classes=10, dropout=0.0).cuda().to(memory_format=memory_format)
+    x = torch.randn(2, 3, 224, 224, device="cuda").to(memory_format=memory_format)
+    torch.compile(model, backend=record)(x)
     code = "\n".join(graphs)
     assert len(graphs) == 1, code
     ops = collections.Counter(re.findall(r"alexnet2gpu\.(\w+)", code))
-    assert ops == {"relu_lrn_max_pool": 2, "max_pool": 1}, code
+    assert ops == want, code
 
 
 def test_bf16_on_cuda_is_near_the_float64_oracle(oracle):
@@ -115,13 +122,11 @@ def test_a_nan_loss_on_cuda_never_updates_the_weights():
 def test_torchrun_on_a_gpu(tmp_path):
     """train.py under torchrun with CUDA: each rank takes a GPU (two ranks share one on a 1-GPU machine, over
     gloo), trains, and rank 0 writes the canonical checkpoint."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root), ALEXNET2GPU_CACHE=str(tmp_path / "cache"))
+    from child_env import ROOT as root
+    env = child_env(ALEXNET2GPU_CACHE=str(tmp_path / "cache"))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(root / "train.py"), "--device", "cuda", "--num-classes", "2", "--train-per-class", "4",
                "--val-per-class", "1", "--workers", "0", "--max-steps", "1", "--batch-size", "4",
