@@ -29,8 +29,7 @@ ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
-STAGES=" ${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode nvimgcodec} "
-want() { [[ "$STAGES" == *" $1 "* ]]; }
+STAGES=${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode nvimgcodec}
 S=$(date +%s)
 stage() {
   tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
@@ -43,56 +42,80 @@ stage "environment"
 { nvidia-smi -L; nproc; python3 -c "import torch, torchvision, triton; print('torch', torch.__version__, 'torchvision',
   torchvision.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"; } 2>&1 | tee "$OUT/env.log"
 
+# Each stage is a function; they run in the order STAGES names them, so a short call puts first what matters most.
 # Two bench runs: compiling takes 30-60 s a row, and a run stopped by its timeout prints nothing.
-want bench && stage "bench.py --device cuda, batch $BATCH, training: eager rows" &&
-timeout ${BENCH_SECONDS:-200} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
-  --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; rc=$?
-want bench && echo "bench exit $rc"
-want compile && stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows" &&
-timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train \
-  --rows "$COMPILE_ROWS" --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"; rc=$?
-want compile && echo "bench exit $rc"
-
-want cuda-tests && stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)" &&
-timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
-  tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py tests/test_train_loop.py tests/test_gpu_decode.py tests/test_nvimgcodec_decode.py} > "$OUT/pytest-cuda.log" 2>&1
-want cuda-tests && tail -4 "$OUT/pytest-cuda.log"
-
-want suite && stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)" &&
-timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
-  tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
-want suite && tail -6 "$OUT/pytest-all.log"
-
-want e2e && stage "prepare on all cores, then train.py end to end on the prepared data (--decode auto)" &&
-for args in "${E2E_ARGS:-}" ${E2E_ARGS2:+"$E2E_ARGS2"}; do  # E2E_ARGS2: a second run, e.g. "--decode cpu"
-  E2E=$(mktemp -d)/e2e
-  timeout ${E2E_SECONDS:-240} python3 tools/e2e_check.py --out "$E2E" $args >> "$OUT/e2e.txt" 2>> "$OUT/e2e.err"; rc=$?
-  cp "$E2E/train.log" "$OUT/e2e-train$(echo $args | tr -c 'a-z0-9\n' '_').log" 2>/dev/null; rm -rf "$E2E"
-  echo "e2e check ($args) exit $rc"
+run_bench() {
+  stage "bench.py --device cuda, batch $BATCH, training: eager rows"
+  timeout ${BENCH_SECONDS:-200} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train --rows "$ROWS" \
+    --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"; echo "bench exit $?"
+}
+run_compile() {
+  stage "bench.py --device cuda, batch $BATCH, training: torch.compile rows"
+  timeout ${COMPILE_SECONDS:-240} python3 bench.py --device cuda --batch-sizes "$BATCH" --mode train \
+    --rows "$COMPILE_ROWS" --json "$OUT/bench-compile.json" > "$OUT/bench-compile.txt" 2> "$OUT/bench-compile.err"
+  echo "bench exit $?"
+}
+run_cuda-tests() {
+  stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)"
+  timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
+    tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py \
+    tests/test_train_loop.py tests/test_gpu_decode.py tests/test_nvimgcodec_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+  tail -4 "$OUT/pytest-cuda.log"
+}
+run_suite() {
+  stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)"
+  timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
+    tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
+  tail -6 "$OUT/pytest-all.log"
+}
+run_e2e() {
+  stage "prepare on all cores, then train.py end to end on the prepared data (--decode auto)"
+  local args E2E
+  for args in "${E2E_ARGS:-}" ${E2E_ARGS2:+"$E2E_ARGS2"}; do  # E2E_ARGS2: a second run, e.g. "--decode cpu"
+    E2E=$(mktemp -d)/e2e
+    timeout ${E2E_SECONDS:-240} python3 tools/e2e_check.py --out "$E2E" $args >> "$OUT/e2e.txt" 2>> "$OUT/e2e.err"
+    echo "e2e check ($args) exit $?"
+    cp "$E2E/train.log" "$OUT/e2e-train$(echo $args | tr -c 'a-z0-9\n' '_').log" 2>/dev/null; rm -rf "$E2E"
+  done
+  cat "$OUT/e2e.txt"
+}
+run_lrn() {
+  stage "the LRN kernels alone: backward forms, tiles, warps"
+  timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
+}
+run_conv() {
+  stage "the five convolutions alone: grouped, split, per-tower dense, torchvision; conv1 as space-to-depth"
+  local dt
+  for dt in ${CONV_DTYPES:-bf16 fp32}; do
+    timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"
+  done
+}
+run_pool() {
+  stage "the max-pool kernels alone: ATen against Triton, tiles, warps"
+  timeout ${POOL_SECONDS:-100} python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
+}
+run_profile() {
+  stage "profile of one training step"
+  local row
+  for row in ${PROFILE_ROWS:-merged-bf16 torchvision-bf16 merged-bf16-towers-graphs}; do
+    timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null \
+      2>> "$OUT/profile.err"
+  done
+}
+run_decode() {
+  stage "GPU data path (nvJPEG decode, crops, loader)"
+  timeout 90 python3 tools/gpu_decode_check.py --budget 70 --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"
+  echo "decode check exit $?"
+}
+run_nvimgcodec() {
+  stage "nvImageCodec as the GPU data path's decoder (threads, backends, pipeline)"
+  timeout ${NVIMGCODEC_SECONDS:-120} python3 tools/nvimgcodec_check.py --out "$OUT" > "$OUT/nvimgcodec.txt" \
+    2> "$OUT/nvimgcodec.err"
+  echo "nvimgcodec check exit $?"
+}
+for name in $STAGES; do
+  if declare -F "run_$name" > /dev/null; then "run_$name"; else echo "gpu_check: no stage named $name"; fi
 done
-want e2e && cat "$OUT/e2e.txt"
-
-want lrn && stage "the LRN kernels alone: backward forms, tiles, warps" &&
-timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
-
-want conv && stage "the five convolutions alone: grouped, split, per-tower dense, torchvision; conv1 as space-to-depth" &&
-for dt in ${CONV_DTYPES:-bf16 fp32}; do timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"; done
-
-want pool && stage "the max-pool kernels alone: ATen against Triton, tiles, warps" &&
-timeout ${POOL_SECONDS:-100} python3 tools/pool_microbench.py ${POOL_ARGS:-} > "$OUT/pool.txt" 2> "$OUT/pool.err"
-
-want profile && stage "profile of one training step" &&
-for row in ${PROFILE_ROWS:-merged-bf16 torchvision-bf16 merged-bf16-towers-graphs}; do
-  timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null 2>> "$OUT/profile.err"
-done
-
-want decode && stage "GPU data path (nvJPEG decode, crops, loader)" &&
-timeout 90 python3 tools/gpu_decode_check.py --budget 70 --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"; rc=$?
-want decode && echo "decode check exit $rc"
-
-want nvimgcodec && stage "nvImageCodec as the GPU data path's decoder (threads, backends, pipeline)" &&
-timeout 90 python3 tools/nvimgcodec_check.py --out "$OUT" > "$OUT/nvimgcodec.txt" 2> "$OUT/nvimgcodec.err"; rc=$?
-want nvimgcodec && echo "nvimgcodec check exit $rc"
 
 stage "done"
 {
@@ -106,7 +129,8 @@ echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z-]+ +(all|conv
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles (python hotspots: in the logs):"; head -q -n 14 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
-echo "-- nvImageCodec:"; cat "$OUT/nvimgcodec.txt" 2>/dev/null; tail -2 "$OUT/nvimgcodec.err" 2>/dev/null
+echo "-- nvImageCodec:"; cat "$OUT/nvimgcodec.txt" 2>/dev/null
+[ -s "$OUT/nvimgcodec.txt" ] || tail -30 "$OUT/nvimgcodec.err" 2>/dev/null  # its progress lines carry each rate
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
 } | tee "$FINAL/summary.txt"
