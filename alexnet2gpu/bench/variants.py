@@ -72,6 +72,9 @@ VARIANTS = {v.name: v for v in (
     Variant("merged-bf16-lrn-pool-apart", "merged-bf16 with the ReLU + LRN and the max-pool after it as two steps, "
             "each with its own backward kernel", amp="bf16", channels_last=True, fuse_lrn_pool=False,
             needs=("cuda",)),
+    Variant("merged-bf16-apart", "merged-bf16 with both of the above: biases by the convolutions, ReLU + LRN and "
+            "max-pool as two steps", amp="bf16", channels_last=True, bias_in_lrn=False, fuse_lrn_pool=False,
+            needs=("cuda",)),
     Variant("merged-bf16-chunked-lrn", "merged-bf16 with the CPU's chunked LRN instead of the Triton kernels",
             amp="bf16", channels_last=True, lrn_impl="chunked", needs=("cuda",)),
     Variant("torchvision-bf16", "torchvision's alexnet, bf16 autocast, channels-last", layout="torchvision",
