@@ -7,6 +7,9 @@ stage over host threads of its own (`host_threads`), and on cards with a hardwar
 it sends the JPEGs that decoder takes to it. It also returns None for an image it cannot decode rather than
 failing the whole call, so a batch with an odd file needs no halving (gpu_decode.decode_files).
 
+Measured on an H200 with prepared 256x256 JPEGs it was slower than torchvision's call in every setup, and
+more threads did not help (docs/gpu-decode.md): it is an opt-in, not the default.
+
 Pixels. On a CUDA device the images come from nvJPEG or the hardware decoder. On the CPU (how the tests run
 it) nvImageCodec decodes with libjpeg-turbo and gives PIL's pixels. EXIF orientation is ignored, as PIL's
 `Image.open` and torchvision's decoders ignore it, so every path sees the same pixel grid.
@@ -27,8 +30,8 @@ from .optional import require
 # with the progress display; the training loop names unreadable files itself. Set before its first import.
 os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
 
-# The run's decoder: every backend nvImageCodec has, at full load, with its default options. Unmeasured on a
-# GPU; tools/nvimgcodec_check.py times the alternatives (make_decoder says what these mean).
+# The run's decoder: every backend nvImageCodec has, at full load, with its default options, the fastest of the
+# setups tools/nvimgcodec_check.py times (an H200: make_decoder says what these mean).
 BACKENDS: dict[str, float] | None = None
 OPTIONS = ""
 
@@ -52,9 +55,10 @@ def make_decoder(device: torch.device, threads: int, backends: dict[str, float] 
     """An nvImageCodec decoder for `device` with `threads` host threads.
 
     On a CUDA device `backends` maps names of nvimgcodec.BackendKind (HW_GPU_ONLY, GPU_ONLY, HYBRID_CPU_GPU,
-    CPU_ONLY) to the share of a batch each should take (nvImageCodec's load hint; the hardware decoder is
-    fast but limited, so it may be given part of a batch and nvJPEG the rest). None is every backend it has
-    at full load, the hardware decoder first, then nvJPEG, then libjpeg-turbo for what neither takes.
+    CPU_ONLY) to the share of a batch each should take (nvImageCodec's load hint; the hardware decoder may be
+    given part of a batch and nvJPEG the rest). None is every backend it has at full load: the hardware
+    decoder first, then nvJPEG's CUDA decoder (HYBRID_CPU_GPU: Huffman on the host threads), then
+    libjpeg-turbo for what neither takes. GPU_ONLY could not be made for JPEG (0.9, on an H200).
     `options` are nvImageCodec's decoder options, e.g. "nvjpeg_cuda_decoder:hybrid_huffman_threshold=0" (Huffman
     decoding on the GPU for every image, not only large ones). On the CPU it is libjpeg-turbo alone."""
     nvimgcodec = module()

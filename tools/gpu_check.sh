@@ -5,20 +5,18 @@
 # $OUT/summary.txt with the bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a
 # run stopped early still returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; every stage, about 12 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages: bench compile cuda-tests suite e2e lrn conv
-#                                                 # pool profile decode nvimgcodec
+#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages, run in the order named: bench compile cuda-tests
+#                                                 # suite e2e lrn conv pool profile decode nvimgcodec
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
-# Within a 10-minute call, run it as two. On an H100 (the fourth session) bench with 15 rows took 75 s, two
-# compile rows 54 s, the CUDA tests 82 s, e2e with 3 epochs 75 s, one profile 15 s; the machine's start is
-# about 30 s more. Next, for what is unmeasured (the biases in the LRN kernels, bench rows *-bias-apart and
-# the LRN microbenchmark's "bias" lines; ReLU + LRN + max-pool as one step, rows *-lrn-pool-apart and the
-# microbenchmark's "+pool forward" and "+pool backward" lines; the host time of an eager step, in the
-# profiles; the loop with the towers form under a graph; loader workers kept across epochs; nvJPEG's cost per
-# call and from two processes; nvImageCodec as the decoder, which needs `bash tools/stage_nvimgcodec.sh` here
-# first and the device call's carry=[".gpu_extras"]):
-#   STAGES="bench cuda-tests profile" bash tools/gpu_check.sh
-#   STAGES="lrn e2e decode nvimgcodec" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
-#     E2E_ARGS2="--cuda-graphs --gpu-decoder nvimgcodec --steps 450 --images 38400" bash tools/gpu_check.sh
+# Within a 10-minute call, run it as two. On an H200 (2026-11-27) bench with 18 rows took 74 s, the CUDA tests
+# 170 s, three profiles 57 s, e2e with 3 epochs 120 s, the nvimgcodec check 29 s; the machine's start is about
+# 30 s more. Next, for what is still unmeasured (the compile rows on an H200; the tests that start processes;
+# the LRN microbenchmark's "bias" and "+pool" lines; nvJPEG's cost per call and from two processes; `--decode
+# cpu` end to end; the nvimgcodec stage needs `bash tools/stage_nvimgcodec.sh` here first and the device call's
+# carry=[".gpu_extras"]):
+#   STAGES="cuda-tests compile suite" bash tools/gpu_check.sh
+#   STAGES="decode lrn e2e" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
+#     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -57,7 +55,7 @@ run_compile() {
 }
 run_cuda-tests() {
   stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)"
-  timeout ${CUDA_TESTS_SECONDS:-150} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
+  timeout ${CUDA_TESTS_SECONDS:-240} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
     tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py \
     tests/test_train_loop.py tests/test_gpu_decode.py tests/test_nvimgcodec_decode.py} > "$OUT/pytest-cuda.log" 2>&1
   tail -4 "$OUT/pytest-cuda.log"
