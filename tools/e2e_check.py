@@ -10,7 +10,10 @@ Compare that steady rate with bench.py's merged-bf16 row on the same card.
     PYTHONPATH=. python3 tools/e2e_check.py --out DIR --device cpu --batch-size 4 --steps 2 --images 12
 
 Sources beyond `--distinct` are hard links to the distinct ones, so generating them stays cheap while
-prepare and the loader still read and decode every file.
+prepare and the loader still read and decode every file. `--epoch-copies N` links every prepared training
+image N times in all, so train.py's epoch is N times longer with no more to prepare: each epoch ramps up from
+its start (on an H200 a 150-step epoch began at about 10 k images/s and ended at 25 k), and one long epoch
+measures the steady rate that a real ILSVRC epoch of 5,000 steps sees.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from alexnet2gpu.prepare import prepare  # noqa: E402
 from alexnet2gpu.prepare_measure import SOURCE_QUALITY, photo_like  # noqa: E402
-from check_common import CLASSES, generate  # noqa: E402  (a sibling in tools/)
+from check_common import CLASSES, generate, link_copies  # noqa: E402  (a sibling in tools/)
 
 
 PROGRESS = re.compile(r"\| ([\d.]+) img/s \| data wait (\d+) %")
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=None, help="training sources (default: steps x batch; fewer "
                    "make train.py run several epochs over them)")
     p.add_argument("--distinct", type=int, default=4096, help="distinct sources; the rest are hard links")
+    p.add_argument("--epoch-copies", type=int, default=1, help="links of each prepared training image in an "
+                   "epoch (default %(default)s: the images as prepared)")
     p.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
     p.add_argument("--cuda-graphs", action="store_true", help="train.py --cuda-graphs")
@@ -76,6 +81,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"e2e_check: {out} is not empty: pass a new folder with --out.", file=sys.stderr)
+        return 2
+    if args.epoch_copies < 1:
+        print(f"e2e_check: --epoch-copies {args.epoch_copies}: pass 1 or more.", file=sys.stderr)
         return 2
     images = args.images or args.steps * args.batch_size
     src, data, runs = out / "sources", out / "prepared", out / "runs"
@@ -87,8 +95,9 @@ def main(argv=None) -> int:
     prepare(src, data, log=lambda line: None)
     prepared = time.perf_counter() - start
     sources = images + 2 * CLASSES
+    epoch_images = link_copies(data, args.epoch_copies) if args.epoch_copies > 1 else images
 
-    done = subprocess.run(train_command(args, data, runs, images), capture_output=True, text=True,
+    done = subprocess.run(train_command(args, data, runs, epoch_images), capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                               p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)))
     (out / "train.log").write_text(done.stdout + done.stderr)
@@ -106,7 +115,8 @@ def main(argv=None) -> int:
           f"({sources} images in {prepared:.1f} s, the final disk sync included)")
     graphs = (" --cuda-graphs" if args.cuda_graphs else "") + (f" --gpu-decoder {args.gpu_decoder}"
                                                                  if args.gpu_decoder else "")
-    print(f"train.py --decode {args.decode}{graphs}, batch {args.batch_size}, {row['steps']} steps on {args.device}: "
+    print(f"train.py --decode {args.decode}{graphs}, batch {args.batch_size}, {row['steps']} steps on {args.device}, "
+          f"epochs of {epoch_images} images: "
           f"{float(row['images_per_s']):,.0f} images/s over the epoch, {steady}, "
           f"{float(row['step_images_per_s']):,.0f} without the time waiting for data, loader "
           f"{float(row['loader_images_per_s']):,.0f}")

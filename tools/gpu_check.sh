@@ -15,8 +15,8 @@
 # cpu` end to end; the nvimgcodec stage needs `bash tools/stage_nvimgcodec.sh` here first and the device call's
 # carry=[".gpu_extras"]):
 #   STAGES="cuda-tests compile suite" bash tools/gpu_check.sh
-#   STAGES="decode lrn e2e" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400" \
-#     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400" bash tools/gpu_check.sh
+#   STAGES="decode lrn e2e" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
+#     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
