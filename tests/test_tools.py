@@ -1,6 +1,7 @@
 """The GPU tools (tools/*.py) on a machine without CUDA: each imports what it uses from the package and stops
 with one sentence. GPU time is scarce; an import broken by a move must show up here, not on the GPU box."""
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -107,3 +108,12 @@ def test_the_end_to_end_check_prepares_trains_and_reports(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "tools" / "e2e_check.py"), "--out", str(out), "--device", "cpu"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "is not empty" in again.stderr
+
+
+def test_child_processes_keep_the_callers_python_path(monkeypatch):
+    """The repository first, then what the caller had (an extra unpacked on a machine without pip), once each."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/opt/extras", str(ROOT), "/opt/extras"]))
+    env = child_env(OMP_NUM_THREADS="1")
+    assert env["PYTHONPATH"] == os.pathsep.join([str(ROOT), "/opt/extras"]) and env["OMP_NUM_THREADS"] == "1"
+    monkeypatch.delenv("PYTHONPATH")
+    assert child_env()["PYTHONPATH"] == str(ROOT)
