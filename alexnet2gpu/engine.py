@@ -58,13 +58,22 @@ class InputSpec:
         for batch, (images, targets) in device_batches(loader, prepare, self.device):
             yield batch, images, targets
 
-    def decode(self, batch):
+    def decode(self, batch, decoded=None):
         """A batch of JPEG bytes (FolderDataset(decode="gpu")) decoded and cropped on `device`, images no
-        decoder can read dropped and named in batch.corrupt; any other batch as it is."""
+        decoder can read dropped and named in batch.corrupt; any other batch as it is. `decoded`: its files
+        decoded already (`decode_files`, in another thread)."""
         if getattr(batch, "encoded", None) is None:
             return batch
         from .gpu_decode import decode_batch  # imports torchvision's decoders only for the GPU data path
-        return decode_batch(batch, self.device, self.gpu_decoder)
+        return decode_batch(batch, self.device, self.gpu_decoder, decoded)
+
+    def decode_files(self, batch) -> tuple:
+        """The first half of `decode`, for a thread of its own: (batch, its JPEG files decoded on `device`), or
+        (batch, None) for a batch that holds no JPEG bytes."""
+        if getattr(batch, "encoded", None) is None:
+            return batch, None
+        from .gpu_decode import decode_encoded
+        return batch, decode_encoded(batch, self.device, self.gpu_decoder)
 
     def autocast(self):
         return autocast(self.device, self.amp)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import threading
 import warnings
 
 import numpy as np
@@ -49,7 +48,6 @@ from .batch import Batch
 from .data import is_prepared
 from .errors import TrainError
 from .imaging import RESIZE
-from .prefetch import JOIN_SECONDS, ThreadClock, made_ahead
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")
@@ -237,12 +235,21 @@ def crop_batch(images: torch.Tensor, crop_flip: torch.Tensor | None, mode: str, 
 
 # ---------------------------------------------------------------- a batch
 
-def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int,
-                  decoder: str = "torchvision") -> tuple[torch.Tensor, list[str], list[int]]:
+def decode_encoded(batch: Batch, device, decoder: str = "torchvision") -> list[torch.Tensor | None]:
+    """The batch's encoded files decoded on `device` (None where nothing can read one), in the order of
+    batch.files(): the part of `decode_images` that holds its thread, since nvJPEG's call returns only once
+    the batch is decoded. A thread of its own can run it while another cuts the last batch's crops
+    (decoded_loader.py)."""
+    return decode_files(batch.files(), torch.device(device), batch.in_channels, decoder) if batch.encoded_at() else []
+
+
+def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int, decoder: str = "torchvision",
+                  decoded: list[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[str], list[int]]:
     """A FolderDataset(decode="gpu") batch -> (uint8 crops on `device`, paths no decoder could read, the
     positions in the batch of the images kept). Crops: N x C x crop x crop, or N x 10 x C x crop x crop for
     mode "ten", contiguous, for the kept images in batch order: the encoded files decoded and cut here, the
-    workers' crops (the CPU share) copied in at their positions. `decoder`: one of DECODERS."""
+    workers' crops (the CPU share) copied in at their positions. `decoder`: one of DECODERS. `decoded`: the
+    encoded files already decoded (`decode_encoded`); by default they are decoded here."""
     if in_channels not in READ_MODES:
         raise ValueError(f"in_channels {in_channels}: JPEGs decode to 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
     if mode not in CROP_MODES:
@@ -251,7 +258,11 @@ def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int,
         raise ValueError(f"unknown decoder {decoder!r}: choose {' or '.join(DECODERS)}.")
     device = torch.device(device)
     here, there = batch.decoded_at or [], batch.encoded_at()
-    decoded = decode_files(batch.files(), device, in_channels, decoder) if there else []
+    if decoded is None:
+        decoded = decode_files(batch.files(), device, in_channels, decoder) if there else []
+    elif len(decoded) != len(there):
+        raise ValueError(f"{len(decoded)} decoded images for a batch of {len(there)} encoded files: pass "
+                         "decode_encoded(batch, ...) of this very batch.")
     corrupt = [batch.paths[there[j]] for j, image in enumerate(decoded) if image is None]
     decoded_there = [j for j, image in enumerate(decoded) if image is not None]
     kept_there = [there[j] for j in decoded_there]
@@ -280,49 +291,13 @@ def _on(device: torch.device, values: list[int]) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
-def decode_batch(batch: Batch, device, decoder: str = "torchvision") -> Batch:
+def decode_batch(batch: Batch, device, decoder: str = "torchvision",
+                 decoded: list[torch.Tensor | None] | None = None) -> Batch:
     """The batch decoded and cropped on `device` as the CPU path would have; images no decoder can read are
-    left out (with their labels and colour noise) and named in `corrupt`."""
-    images, corrupt, kept = decode_images(batch, device, batch.in_channels, batch.mode, batch.crop, decoder)
+    left out (with their labels and colour noise) and named in `corrupt`. `decoded`: as in `decode_images`."""
+    images, corrupt, kept = decode_images(batch, device, batch.in_channels, batch.mode, batch.crop, decoder,
+                                          decoded)
     alphas, targets = batch.alphas, batch.targets
     if len(kept) < len(batch):
         alphas, targets = alphas[kept], targets[kept]
     return Batch(images, alphas, targets, batch.corrupt + corrupt, batch.seconds)
-
-
-class DecodedLoader:
-    """A loader of encoded batches seen through `decode` (InputSpec.decode): the training and evaluation
-    loops get decoded batches, and count and log the dropped images as any unreadable file. The batches are
-    decoded by a thread of their own up to `ahead` batches before the loop asks (prefetch.made_ahead): the
-    decoder's host work then overlaps the training step's instead of adding to it."""
-
-    def __init__(self, loader, decode, device, ahead: int = 2):
-        self.loader, self.decode, self.device, self.ahead = loader, decode, torch.device(device), ahead
-        self.clock = ThreadClock()  # the decoding thread's time over every pass (see decode_thread_note)
-        self.finished = None  # set when the last pass's thread has ended
-
-    def __iter__(self):
-        if self.ahead < 1:
-            return (self.decode(batch) for batch in self.loader)
-        # A pass left early (--max-steps) stops its thread, which may still be inside the loader, waiting for a
-        # worker stuck on a file; a new pass of the same loader (its workers persist) must not run beside it.
-        if self.finished is not None and not self.finished.wait(JOIN_SECONDS):
-            raise TrainError(f"the GPU decoding thread of the last pass still waits for a loader worker after "
-                             f"{JOIN_SECONDS:g} s (a file read that hangs?): check the data folder's storage, then "
-                             "resume from the last checkpoint.")
-        self.finished = threading.Event()
-        self.finished.set()  # until the pass's thread starts (made_ahead clears it)
-        return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock, self.finished)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
-def decode_thread_note(clock: ThreadClock, images: int, seconds: float) -> str:
-    """One line on what held the GPU data path back over an epoch of `images` in `seconds`: the decoding
-    thread busy all the time means the decoder is the limit; waiting, the loader workers are. Its rate counts
-    every image of the batches it readied, the CPU share's crops (decoded by the workers) among them."""
-    seconds = max(seconds, 1e-9)
-    rate = f"batches readied at {images / clock.making:,.0f} images/s" if clock.making > 0 else "no batch decoded"
-    return (f"GPU decode thread: {clock.making / seconds:.0%} of the epoch decoding ({rate}), "
-            f"{clock.waiting / seconds:.0%} waiting for the loader workers")

@@ -10,6 +10,7 @@ needs batch k+1. On the CPU it is a plain loop.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import queue
 import threading
 import time
@@ -80,9 +81,10 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
     when given, adds up the thread's time; `finished`, when given, is cleared when the thread starts and set
     once it has ended (it can outlive the loop, see the end).
 
-    For JPEG decoding on the GPU (gpu_decode.DecodedLoader): nvJPEG decodes on the host thread that calls it
+    For JPEG decoding on the GPU (decoded_loader.DecodedLoader): nvJPEG decodes on the host thread that calls it
     and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
-    instead of adding to it. On CUDA the thread works on a stream of its own, and each result is handed over
+    instead of adding to it. `items` may itself be a made_ahead (a chain of threads, each with its own stream);
+    this thread then stops that one's when it ends. On CUDA the thread works on a stream of its own, and each result is handed over
     behind an event the consumer's current stream waits for. An error in the thread is raised here; leaving
     the loop early stops the thread."""
     results: queue.Queue = queue.Queue(maxsize=depth)
@@ -102,6 +104,8 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
         try:
             produce()
         finally:
+            if inspect.isgenerator(items):  # another made_ahead (a chain of threads): stop its thread too
+                items.close()
             if finished is not None:
                 finished.set()
 
@@ -152,5 +156,10 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
 
 
 def _tensors(made) -> list[torch.Tensor]:
+    """The tensors `made` holds: itself, its fields, or the items of a tuple, and those of lists among them (a
+    batch's decoded images)."""
     values = made.__dict__.values() if hasattr(made, "__dict__") else (made if isinstance(made, tuple) else (made,))
-    return [v for v in values if isinstance(v, torch.Tensor)]
+    found = []
+    for v in values:
+        found += [t for t in (v if isinstance(v, list) else [v]) if isinstance(t, torch.Tensor)]
+    return found

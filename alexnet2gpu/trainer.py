@@ -7,7 +7,7 @@ and writes files. Collective calls (model.state_dict, model.to_canonical, evalua
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 
 import torch
 
@@ -17,7 +17,8 @@ from .config import EVALUATION, PLACEMENT, Config
 from .config_checks import check_classes
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
-from .gpu_decode import DecodedLoader, decode_thread_note, resolve_cpu_share
+from .decoded_loader import DecodedLoader, decode_thread_note
+from .gpu_decode import resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
 from .run_data import Loaders, run_loaders
@@ -70,7 +71,8 @@ class Run:
             loaders = run_loaders(self.cfg, self.data.splits, self.ctx, pin=self.spec.device.type == "cuda",
                                   decode=self.decode, persistent=True)
             if self.decode == "gpu":  # the loops then see decoded batches
-                loaders.train, loaders.val = (DecodedLoader(loader, self.spec.decode, self.spec.device)
+                loaders.train, loaders.val = (DecodedLoader(loader, self.spec.decode, self.spec.device,
+                                                            files=self.spec.decode_files)
                                               for loader in (loaders.train, loaders.val))
             self._loaders = loaders
         return self._loaders.for_epoch(epoch)
@@ -95,7 +97,7 @@ class Run:
         loaders = self.loaders(epoch)
         train_loader, n_train = loaders.train, loaders.n_train
         decoding = isinstance(train_loader, DecodedLoader)  # the GPU data path
-        clock_before = replace(train_loader.clock) if decoding else None  # its clock adds up over the epochs
+        clocks_before = train_loader.clocks() if decoding else None  # its clocks add up over the epochs
         lr = get_lr(self.optimizer)
         # Dropout masks: per rank (each tower its own) and per epoch, so resuming needs no saved RNG state.
         torch.manual_seed(self.ctx.rank_seed(cfg.seed, epoch))
@@ -114,8 +116,8 @@ class Run:
         if stats.images == 0:
             raise self.nothing_read("train", len(self.data.splits.train))
         if decoding:  # which side of the GPU data path the epoch waited for
-            clock = train_loader.clock.since(clock_before)
-            self.say(f"epoch {epoch}: {decode_thread_note(clock, stats.images, stats.seconds)}")
+            clock, crop_clock = (now.since(before) for now, before in zip(train_loader.clocks(), clocks_before))
+            self.say(f"epoch {epoch}: {decode_thread_note(clock, stats.images, stats.seconds, crop_clock)}")
         self.step += stats.steps
         val = evaluate(self.model, loaders.val, self.spec, corrupt=corrupt, num_classes=self.data.num_classes,
                        ctx=self.ctx, total_images=loaders.n_val, desc="val", show=self.say.on)

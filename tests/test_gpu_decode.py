@@ -18,7 +18,8 @@ from alexnet2gpu import data, gpu_decode, prepare
 from alexnet2gpu.data import Batch, CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
 from alexnet2gpu.engine import InputSpec, evaluate, train_one_epoch
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.gpu_decode import DecodedLoader, decode_batch, decode_images, resolve_decode
+from alexnet2gpu.decoded_loader import DecodedLoader
+from alexnet2gpu.gpu_decode import decode_batch, decode_encoded, decode_images, resolve_decode
 from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,27 @@ def test_unreadable_files_are_dropped_with_their_labels_and_named(jpegs, tmp_pat
         assert torch.equal(getattr(decoded, name), getattr(cpu, name))
 
 
+def test_files_decoded_in_another_step_give_the_same_batch(jpegs, tmp_path):
+    """decode_encoded then decode_batch(decoded=...), the two threads of decoded_loader.py, give what one call
+    gives: the same crops, labels and dropped files, with a CPU share among them; a decoded list of another
+    batch is refused."""
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"\xff\xd8\xff not a jpeg at all")
+    samples = jpegs + [(str(garbage), 1)]
+    keys = [(epoch, i) for epoch in range(2) for i in range(len(samples))]
+    batch = collate([FolderDataset(samples, "train", 3, 3, 224, decode="gpu", cpu_share=0.5)[k] for k in keys])
+    assert batch.decoded_at  # some crops came from the workers
+    decoded = decode_encoded(batch, CPU)
+    dropped = [batch.paths[i] for i in batch.encoded_at() if batch.paths[i] == str(garbage)]
+    assert len(decoded) == len(batch.files()) and sum(d is None for d in decoded) == len(dropped) > 0
+    whole, apart = decode_batch(batch, CPU), decode_batch(batch, CPU, decoded=decoded)
+    assert whole.corrupt == apart.corrupt == dropped
+    for name in ("images", "alphas", "targets"):
+        assert torch.equal(getattr(whole, name), getattr(apart, name))
+    with pytest.raises(ValueError, match="decoded images for a batch of"):
+        decode_batch(batch, CPU, decoded=decoded[:-1])
+
+
 def test_a_batch_of_nothing_decodable_is_empty(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"GIF89a but truncated")
@@ -163,9 +185,9 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
         val = make_loader(FolderDataset(samples, "ten", decode=decode), EpochSampler(len(samples), 0, shuffle=False), 2, 0)
         if decode == "gpu":
             lengths = len(loader), len(val)
-            loader, val = DecodedLoader(loader, spec.decode, CPU), DecodedLoader(val, spec.decode, CPU)
+            loader, val = (DecodedLoader(d, spec.decode, CPU, files=spec.decode_files) for d in (loader, val))
             assert (len(loader), len(val)) == lengths
-            clocks.append(loader.clock)
+            clocks.append(loader)
         stats = train_one_epoch(model, optimizer, loader, spec, corrupt=corrupt, total_images=len(samples), desc="t",
                                 show=False)
         result = evaluate(model, val, spec, corrupt=corrupt, num_classes=2, show=False)
@@ -173,7 +195,8 @@ def test_the_loops_see_decoded_batches_and_count_dropped_files(jpegs, tmp_path):
 
     assert run("gpu") == run("cpu")
     assert len(seen["gpu"]) == len(seen["cpu"]) and all(map(torch.equal, seen["gpu"], seen["cpu"]))
-    assert clocks[0].making > 0 and clocks[0].waiting > 0  # the decoding thread's time, for train.py's note
+    decoding, cropping = clocks[0].clocks()  # each thread's time, for train.py's note
+    assert decoding.making > 0 and decoding.waiting > 0 and cropping.making > 0 and cropping.waiting > 0
 
 
 def test_an_undecoded_batch_is_refused_by_the_input_spec(jpegs):
@@ -263,6 +286,7 @@ def test_the_check_script_runs_its_cpu_parts(tmp_path):
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for line in ("batch decode alone", "64 images a call", "two threads", "two processes together", "decode_images",
+                 "crop + flip of decoded files",
                  "input pipeline, decode=gpu, share 0.00",
                  "(auto)", "input pipeline, decode=cpu", "max abs pixel difference", "CPU share 0.5"):
         assert line in proc.stdout

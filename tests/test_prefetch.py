@@ -1,4 +1,4 @@
-"""prefetch.made_ahead: the thread that decodes batches ahead of the training loop (gpu_decode.DecodedLoader).
+"""prefetch.made_ahead: the thread that decodes batches ahead of the training loop (decoded_loader.DecodedLoader).
 Its results must come in order and whole, its errors must reach the loop, and leaving the loop must stop it."""
 import threading
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from alexnet2gpu.gpu_decode import decode_thread_note
+from alexnet2gpu.decoded_loader import decode_thread_note
 from alexnet2gpu.prefetch import ThreadClock, made_ahead
 
 CPU = torch.device("cpu")
@@ -58,6 +58,30 @@ def test_leaving_the_loop_early_stops_the_thread():
     assert len(made) <= 4 + 1 + 2 + 1  # the items taken, the one in hand, a full queue, one being put
 
 
+def test_a_chain_of_two_threads_keeps_order_errors_and_stops_both():
+    """decoded_loader.py chains two made_ahead threads (decoding, then cropping): the items come in order,
+    an error in the first thread reaches the loop, and leaving the loop early stops both threads."""
+    def first(i):
+        if i == 7:
+            raise ValueError("batch 7 is broken")
+        return i, [torch.full((2,), i)]  # a batch and its decoded images, as decode_files hands them on
+
+    chain = lambda n: made_ahead(made_ahead(range(n), first, CPU), lambda pair: int(pair[1][0][0]) * 10, CPU)
+    assert list(chain(7)) == [i * 10 for i in range(7)]
+    seen = []
+    with pytest.raises(ValueError, match="batch 7 is broken"):
+        for i in chain(20):
+            seen.append(i)
+    assert seen == [i * 10 for i in range(7)]
+    for i in chain(1000):
+        if i == 30:
+            break
+    deadline = time.monotonic() + 5
+    while made_threads() and time.monotonic() < deadline:  # the first thread is stopped by the second's end
+        time.sleep(0.01)
+    assert not made_threads()
+
+
 def test_the_clock_tells_waiting_for_items_from_making_them():
     """A slow source and a quick `make`, then the reverse: each side's sleeps are at least what the clock
     counts for it (lower bounds only: a loaded machine may add time to either side)."""
@@ -82,17 +106,19 @@ def test_the_decode_note_names_the_side_that_held_the_epoch_back():
     assert note == ("GPU decode thread: 25% of the epoch decoding (batches readied at 20,000 images/s), "
                     "75% waiting for the loader workers")
     assert "no batch decoded" in decode_thread_note(ThreadClock(), images=0, seconds=0.0)
+    with_crops = decode_thread_note(ThreadClock(waiting=0.5, making=1.5), 10_000, 2.0, ThreadClock(1.0, 1.0))
+    assert with_crops.endswith("; crop thread: 50% cutting crops (at 10,000 images/s)")
 
 
 def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
     """A pass left early stops its thread, which may still wait inside the loader (a worker stuck on a file).
     The loader's workers persist between passes, so a new pass of the same DecodedLoader must not start
     beside that thread: it waits for it, and says so in one sentence when it does not end."""
-    from alexnet2gpu import gpu_decode, prefetch
+    from alexnet2gpu import decoded_loader, prefetch
     from alexnet2gpu.errors import TrainError
-    from alexnet2gpu.gpu_decode import DecodedLoader
+    from alexnet2gpu.decoded_loader import DecodedLoader
     monkeypatch.setattr(prefetch, "JOIN_SECONDS", 0.2)
-    monkeypatch.setattr(gpu_decode, "JOIN_SECONDS", 0.2)
+    monkeypatch.setattr(decoded_loader, "JOIN_SECONDS", 0.2)
     release = threading.Event()
 
     class Stuck:  # the second batch hangs until released

@@ -8,7 +8,7 @@ import torch
 from alexnet2gpu.config import Config
 from alexnet2gpu.data import open_folders
 from alexnet2gpu.engine import InputSpec
-from alexnet2gpu.gpu_decode import DecodedLoader
+from alexnet2gpu.decoded_loader import DecodedLoader
 from alexnet2gpu.prefetch import ThreadClock
 from alexnet2gpu.run_data import run_loaders
 from alexnet2gpu.synthetic import ensure_synthetic
@@ -61,13 +61,13 @@ def test_persistent_workers_start_once_and_each_epoch_gets_its_own_batches(tmp_p
 
 
 def test_the_gpu_data_path_decodes_each_epoch_through_the_same_workers(tmp_path, started):
-    """--decode gpu's loop (gpu_decode.DecodedLoader, here on the CPU) over persistent loaders: each epoch's
+    """--decode gpu's loop (decoded_loader.DecodedLoader, here on the CPU) over persistent loaders: each epoch's
     batches are a fresh loader's, and its decoding thread's clock, which adds up over the epochs, gives
     each epoch's own share (train.py's note after each epoch)."""
     root = ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=lambda *a: None)
     splits = open_folders(root, None)
     spec = InputSpec(torch.device("cpu"), torch.zeros(3))
-    decoded = lambda loader: DecodedLoader(loader, spec.decode, torch.device("cpu"))
+    decoded = lambda loader: DecodedLoader(loader, spec.decode, torch.device("cpu"), files=spec.decode_files)
     loaders = run_loaders(Config(batch_size=2, workers=1), splits, Context(), decode="gpu", persistent=True)
     train, passes = decoded(loaders.train), []
     try:

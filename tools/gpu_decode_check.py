@@ -1,5 +1,6 @@
 """Check the GPU data path on a CUDA machine: how fast nvJPEG and decode_images are (by call size, from two
-threads, and from two processes at once: whether decoding in more than one process would pay), what the input
+threads, and from two processes at once: whether decoding in more than one process would pay; and the crops
+alone, the cropping thread's share of decoded_loader.py's two threads), what the input
 pipeline delivers with --decode cpu and with --decode gpu at several CPU shares (--cpu-decode-share: which one
 feeds most sets gpu_decode's rate constants), and that the paths cut the same crops.
 
@@ -169,7 +170,7 @@ def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shar
 def check(args, started: float) -> str:
     import torch
     from alexnet2gpu.data import default_workers
-    from alexnet2gpu.gpu_decode import decode_images, decode_on_device
+    from alexnet2gpu.gpu_decode import decode_encoded, decode_images, decode_on_device
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -198,6 +199,10 @@ def check(args, started: float) -> str:
         batches = batches_of(samples, args.batch)
         crop_rate = rate(lambda: [decode_images(b, device, 3, "train", 224) for b in batches], len(files), device,
                          args.repeats)
+        say("(b) decode_images on files decoded already: the cropping thread's part")
+        decoded = [decode_encoded(b, device) for b in batches]
+        crop_only = rate(lambda: [decode_images(b, device, 3, "train", 224, decoded=d)
+                                  for b, d in zip(batches, decoded)], len(files), device, args.repeats)
         say("checking the crop maths and the two paths' pixels")
         maths = crop_maths_difference(batches[0], device)
         if maths:
@@ -222,7 +227,8 @@ def check(args, started: float) -> str:
     rows += [(f"(a) {decoder} batch decode alone, {size} images a call", value) for size, value in call_rates]
     rows += [(f"(a) {decoder} batch decode alone, two threads", two_threads),
              (f"(a) {decoder} batch decode alone, two processes together", two_processes),
-            ("(b) decode_images: decode + crop + flip", crop_rate)]
+            ("(b) decode_images: decode + crop + flip", crop_rate),
+            ("(b) crop + flip of decoded files (the crop thread)", crop_only)]
     rows += [(f"(c) input pipeline, decode=gpu, share {share_text(given, used)}, {workers} workers", value)
              for given, used, value, _ in sweep]
     rows += [(f"(d) input pipeline, decode=cpu, {workers} workers", cpu_rate)]

@@ -1,8 +1,8 @@
 """The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
 rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
 read the files and the device decodes and crops them (gpu_decode.py, with --gpu-decoder's library), except for
-the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given). Mean and PCA noise
-on the device in both.
+the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given), through train.py's
+own decoding and cropping threads (decoded_loader.py). Mean and PCA noise on the device in both.
 
 It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
 """
@@ -12,9 +12,11 @@ import time
 
 import torch
 
-from ..data import IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader, open_folders, to_model_input
+from ..data import IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader, open_folders
+from ..decoded_loader import DecodedLoader
 from ..device import synchronize
-from ..gpu_decode import decode_batch, resolve_cpu_share
+from ..engine import InputSpec
+from ..gpu_decode import resolve_cpu_share
 from ..synthetic import ensure_synthetic
 
 ROW = "input-pipeline"
@@ -35,12 +37,12 @@ def measure_input_pipeline(batch: int, device: torch.device, data: str | None = 
     share = resolve_cpu_share(cpu_share, workers) if decode == "gpu" else 0.0
     dataset = FolderDataset(splits.train, "train", decode=decode, cpu_share=share)
     loader = make_loader(dataset, EpochSampler(len(dataset), epoch=0), batch, workers, pin=device.type == "cuda")
-    mean = torch.tensor(IMAGENET_MEAN)
+    spec = InputSpec(device, torch.tensor(IMAGENET_MEAN), "paper", gpu_decoder=decoder)
+    if decode == "gpu":
+        loader = DecodedLoader(loader, spec.decode, device, files=spec.decode_files)
     images, start = 0, None
     for i, b in enumerate(loader):
-        if decode == "gpu":
-            b = decode_batch(b, device, decoder)
-        to_model_input(b.images, b.alphas, mean, "paper", device)
+        spec(b, train=True)
         if i == 0:
             synchronize(device)
             start = time.perf_counter()  # the first batch pays for starting the workers
