@@ -20,8 +20,9 @@ on the device is decoded on the CPU (torchvision.io.decode_image, then PIL) and 
 dropped images (their labels and colour noise removed too) that names them in `corrupt`, which the training
 loop logs and counts as it does for files the workers could not read.
 
-The CPU share: nvJPEG's batched decode runs its Huffman stage on the training process's host thread, so one
-process caps the device path's rate while the loader workers' cores idle. FolderDataset(decode="gpu",
+The CPU share: torchvision's batched decode serves one call at a time per process, and each call holds its
+thread until the batch is decoded (on H100/H200 by the hardware JPEG decoder), so one call's rate caps the
+device path while the loader workers' cores idle. FolderDataset(decode="gpu",
 cpu_share=f) has the workers decode a share f of the images themselves (`decode_in_worker`: libjpeg-turbo
 through torchvision.io.decode_jpeg, the same fallbacks, the same resize) and cut their crops; the batch
 carries those crops beside the other images' bytes, and `decode_images` puts both into one tensor in batch
