@@ -33,14 +33,21 @@ def test_profile_step_reports_host_time_and_python_hotspots(tmp_path, capsys, mo
     spec.loader.exec_module(tool)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # the tool sets it
     assert tool.main(["--device", "cpu", "--row", "merged", "--batch-size", "2", "--steps", "1", "--python-top", "5",
-                      "--out", str(tmp_path)]) == 0
+                      "--ops-top", "4", "--out", str(tmp_path)]) == 0
     lines = (tmp_path / "profile-merged.txt").read_text().splitlines()
     assert capsys.readouterr().out.splitlines() == lines
     assert lines[0].startswith("merged, batch 2, CPU, torch ")
     assert lines[1].startswith("host: ") and "ms to launch a step begun idle" in lines[1]
-    assert lines[2] == "python (cProfile, 1 steps, by own time):"
-    assert lines[3].split() == ["ncalls", "tottime", "percall", "cumtime", "percall", "filename:lineno(function)"]
-    assert len(lines) == 4 + 5
+    phases = re.fullmatch(r"host by phase: forward ([\d.]+) ms, loss \+ backward ([\d.]+) ms, optimiser ([\d.]+) ms",
+                          lines[2])
+    assert phases and all(float(v) > 0 for v in phases.groups())
+    assert lines[3].startswith("host ops (torch.profiler, 1 steps, own host time a step; all ops ")
+    ops = [line.split() for line in lines[4:8]]
+    assert all(op[1] == "us" and op[2].startswith("x") for op in ops)
+    assert all(op[3].startswith("aten::") or "#" in op[3] for op in ops)  # ATen ops, or the optimiser's labels
+    assert lines[8] == "python (cProfile, 1 steps, by own time):"
+    assert lines[9].split() == ["ncalls", "tottime", "percall", "cumtime", "percall", "filename:lineno(function)"]
+    assert len(lines) == 10 + 5
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU tool: it forces the interpreted Triton paths")

@@ -125,7 +125,7 @@ grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -1
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
 echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z-]+ +(all|conv1) )" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
-echo "-- profiles (python hotspots: in the logs):"; head -q -n 14 "$OUT"/profile-*.txt 2>/dev/null
+echo "-- profiles (kernels, python hotspots: in the logs):"; head -q -n 16 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
 echo "-- nvImageCodec:"; cat "$OUT/nvimgcodec.txt" 2>/dev/null
 [ -s "$OUT/nvimgcodec.txt" ] || tail -30 "$OUT/nvimgcodec.err" 2>/dev/null  # its progress lines carry each rate

@@ -1,5 +1,6 @@
-"""Where one training step's time goes: the host's share (launching the step, the Python functions it spends
-that time in) and, on CUDA, the top kernels of a bench row's step and kernels per step.
+"""Where one training step's time goes: the host's share (launching the step, by phase, by ATen op and by
+Python function; calls that wait for the device) and, on CUDA, the top kernels of a bench row's step and
+kernels per step.
 
     PYTHONPATH=. python3 tools/profile_step.py --row merged-bf16 --batch-size 256 --out DIR
 Writes DIR/profile-ROW.txt (the table) and prints it. Needs a CUDA device; `--device cpu` runs the host part
@@ -7,7 +8,12 @@ alone (a check of the tool: on a CPU the host does all the work).
 
 Host time: each step is called after a synchronisation and timed until the call returns, before the device
 has finished. An eager step whose host time exceeds its device time leaves the GPU waiting between kernels,
-and then a CUDA graph or fewer launches pay where faster kernels would not.
+and then a CUDA graph or fewer launches pay where faster kernels would not. To find which host work to cut:
+- phases: the forward, the loss with the backward, and the optimiser step, each timed on the host;
+- host ops: torch.profiler's own host time of each ATen op and CUDA runtime call (a convolution's cuDNN
+  set-up, a Triton launch's driver call), and what is left for Python around them;
+- device waits: calls in the step that wait for the device (CUDA's sync debug mode), which would make its
+  host time include device time.
 """
 from __future__ import annotations
 
@@ -21,11 +27,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from alexnet2gpu.bench.measure import make_train_step, synthetic_batch
 from alexnet2gpu.bench.variants import VARIANTS, build_variant
-from alexnet2gpu.device import AMP_DTYPES, synchronize
+from alexnet2gpu.device import AMP_DTYPES, autocast, synchronize
+from alexnet2gpu.optim import make_optimizer
 
 
 def host_times(step, device: torch.device, steps: int) -> tuple[float, float]:
@@ -56,6 +64,60 @@ def python_hotspots(step, device: torch.device, steps: int, top: int) -> list[st
     return [f"python (cProfile, {steps} steps, by own time):"] + [line for line in body[start:] if line.strip()]
 
 
+def phase_times(model, x, y, amp_dtype, device: torch.device, steps: int) -> str:
+    """Median host milliseconds of a step's phases, each step begun idle: the forward, the loss and backward,
+    the optimiser step (train.py's own step, engine.train_step, split where it calls them)."""
+    optimizer = make_optimizer(model, lr=0.01)
+    times = {"forward": [], "loss + backward": [], "optimiser": []}
+    for _ in range(steps + 1):  # the first sets up the optimiser's state
+        synchronize(device)
+        t0 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        t1 = time.perf_counter()
+        F.cross_entropy(logits.float(), y).backward()
+        t2 = time.perf_counter()
+        optimizer.step()
+        t3 = time.perf_counter()
+        for name, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[name].append(seconds)
+    synchronize(device)
+    return "host by phase: " + ", ".join(f"{name} {statistics.median(t[1:]) * 1e3:.2f} ms" for name, t in times.items())
+
+
+def host_ops(step, device: torch.device, steps: int, top: int, launched: float) -> list[str]:
+    """The ATen ops and CUDA runtime calls the host spends a step in, by their own host time (torch.profiler,
+    whose own overhead adds to every one), and what is left of the unprofiled launch time for Python."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CPU
+              and e.key not in ("cudaDeviceSynchronize", "cudaStreamSynchronize")]  # the closing wait, not the step
+    own = sum(e.self_cpu_time_total for e in events) / steps / 1e3
+    lines = [f"host ops (torch.profiler, {steps} steps, own host time a step; all ops {own:.2f} ms under the "
+             f"profiler, against {launched * 1e3:.2f} ms to launch an unprofiled step):"]
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+        lines.append(f"  {e.self_cpu_time_total / steps:8.1f} us  x{e.count // steps:<3d} {e.key[:100]}")
+    return lines
+
+
+def device_waits(step) -> str:
+    """The calls in one step that wait for the device (CUDA's sync debug mode warns at each)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    waits = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    return f"device waits in a step: {len(waits)}" + (f" (first: {waits[0][:120]})" if waits else "")
+
+
 def kernel_table(step, steps: int, top: int, wall: float) -> tuple[str, list[str]]:
     """(summary, lines): GPU time and kernels per step, and the top kernels by GPU time."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -82,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--python-top", type=int, default=15, help="Python functions listed (0: none)")
+    p.add_argument("--ops-top", type=int, default=20, help="host ops listed (0: none)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--out", default=".")
     args = p.parse_args(argv)
@@ -106,13 +169,20 @@ def main(argv=None) -> int:
     launched, finished = host_times(step, device, args.steps)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     head = f"{args.row}, batch {args.batch_size}, {name}, torch {torch.__version__}"
-    lines = []
+    kernels = []
     if device.type == "cuda":
-        summary, lines = kernel_table(step, args.steps, args.top, wall)
+        summary, kernels = kernel_table(step, args.steps, args.top, wall)
         head += f": {summary}"
     host = (f"host: {launched * 1e3:.2f} ms to launch a step begun idle, {finished * 1e3:.2f} ms until the device "
             f"finished it")
-    lines = [head, host] + lines
+    lines = [head, host]
+    if not variant.graphs and not variant.compile:  # a graphed or compiled step has no eager phases to time
+        lines.append(phase_times(model, x, y, AMP_DTYPES[variant.amp], device, args.steps))
+    if device.type == "cuda":
+        lines.append(device_waits(step))
+    if args.ops_top:
+        lines += host_ops(step, device, args.steps, args.ops_top, launched)
+    lines += kernels
     if args.python_top:
         lines += python_hotspots(step, device, args.steps, args.python_top)
     text = "\n".join(lines)
