@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from alexnet2gpu import data, gpu_decode, prepare
-from alexnet2gpu.data import Batch, CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
+from alexnet2gpu.data import CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
+from alexnet2gpu.decoded_loader import DecodedLoader
 from alexnet2gpu.engine import InputSpec, evaluate, train_one_epoch
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.decoded_loader import DecodedLoader
 from alexnet2gpu.gpu_decode import decode_batch, decode_encoded, decode_images, resolve_decode
 from child_env import child_env
 
@@ -272,7 +272,8 @@ def test_the_pipeline_row_runs_gpu_decode_on_the_cpu_and_the_runner_skips_it(tmp
     folders = ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=lambda *a: None)
     r = measure_input_pipeline(2, CPU, str(folders), workers=1, max_batches=2, decode="gpu", cpu_share=0.5)
     assert r["seconds_per_batch"] > 0 and r["workers"] == 1 and r["cpu_share"] == 0.5  # a worker decodes some
-    assert "input-pipeline-gpu" in runner.ALL_ROWS and runner.Options().cpu_decode_share == "auto"  # train.py's
+    assert "input-pipeline-gpu" in runner.ALL_ROWS
+    assert runner.Options().cpu_decode_share == train.build_config(train.parser().parse_args([]))[0].cpu_decode_share
     skipped = runner._pipeline_row(runner.Options(), CPU, 2, decode="gpu")
     assert skipped["mode"] == "skipped" and "needs a CUDA device" in skipped["note"]
 
@@ -329,6 +330,21 @@ def test_on_cuda_the_workers_crops_land_at_their_positions_exactly(jpegs):
     assert torch.equal(on_cuda.images[here].cpu(), on_cpu.images[here])  # libjpeg's pixels, from the workers
     assert (on_cuda.images.cpu().int() - on_cpu.images.int()).abs().float().mean() < 3  # nvJPEG's elsewhere
     assert on_cuda.targets.tolist() == [i for _, i in keys]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_two_threads_hand_over_the_batches_one_call_makes(jpegs):
+    """decoded_loader's decoding and crop threads, each on a CUDA stream of its own, deliver to this stream
+    exactly the batches decode_batch makes in one call (nothing read before it was written)."""
+    samples = [(path, i) for i, (path, _) in enumerate(jpegs)]
+    batches = [share_batch(samples, "train", [(epoch, i) for i in range(len(samples))], 0.5).pin_memory()
+               for epoch in range(6)]
+    spec = InputSpec(torch.device("cuda"), torch.zeros(3))
+    threaded = list(DecodedLoader(batches, spec.decode, "cuda", files=spec.decode_files))
+    assert len(threaded) == len(batches)
+    for got, batch in zip(threaded, batches):
+        want = decode_batch(batch, "cuda")
+        assert torch.equal(got.images, want.images) and torch.equal(got.targets, want.targets)
 
 
 def test_unreadable_files_in_either_share_are_dropped_and_named(jpegs, tmp_path):

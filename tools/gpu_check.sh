@@ -10,13 +10,15 @@
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two. On an H200 (2026-11-27) bench with 18 rows took 74 s, the CUDA tests
 # 170 s, three profiles 57 s, e2e with 3 epochs 120 s, the nvimgcodec check 29 s; the machine's start is about
-# 30 s more. Next, for what is still unmeasured (the compile rows on an H200; the tests that start processes;
-# the LRN microbenchmark's "bias" and "+pool" lines; nvJPEG's cost per call and from two processes; `--decode
-# cpu` end to end; the nvimgcodec stage needs `bash tools/stage_nvimgcodec.sh` here first and the device call's
-# carry=[".gpu_extras"]):
-#   STAGES="cuda-tests compile suite" bash tools/gpu_check.sh
-#   STAGES="decode lrn e2e" LRN_ARGS=--quick E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
+# 30 s more. Next, first what changed since (the two decoding threads; profile_step's host time by phase, op
+# and device wait) with the data path end to end, then what is still unmeasured (the compile rows on an H200,
+# the tests that start processes; the nvimgcodec stage needs `bash tools/stage_nvimgcodec.sh` here first and
+# the device call's carry=[".gpu_extras"]):
+#   STAGES="profile decode e2e bench" PROFILE_ROWS="merged-bf16 torchvision-bf16" \
+#     ROWS=merged-bf16,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
+#     E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
+#   STAGES="cuda-tests compile suite lrn" LRN_ARGS=--quick bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
