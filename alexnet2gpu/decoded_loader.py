@@ -5,7 +5,7 @@ Two threads, one after the other (prefetch.made_ahead twice):
 - the decoding thread takes each batch from the loader and decodes its files (gpu_decode.decode_encoded).
   torchvision's nvJPEG call returns only once the whole batch is decoded, so this thread is held for as long
   as the decoder works;
-- the cropping thread stacks the decoded images, cuts the crops and adds the loader workers' own crops (the
+- the crop thread stacks the decoded images, cuts the crops and adds the loader workers' own crops (the
   CPU share) at their places (gpu_decode.decode_batch).
 With one thread doing both, the decoder stood idle while the crops of the last batch were cut and the next
 batch was taken from the loader; now the decoder starts on the next batch as soon as it hands one over. Each
@@ -31,14 +31,14 @@ class DecodedLoader:
     training step's instead of adding to it.
 
     `files` (InputSpec.decode_files), when given, is the first half of `decode`: batch -> (batch, its files
-    decoded). It then runs in a thread of its own and `decode` takes its pair (the cropping thread); without
+    decoded). It then runs in a thread of its own and `decode` takes its pair (the crop thread); without
     it one thread runs `decode` on each batch."""
 
     def __init__(self, loader, decode: Callable, device, ahead: int = 2, files: Callable | None = None):
         self.loader, self.decode, self.device, self.ahead = loader, decode, torch.device(device), ahead
         self.files = files
         self.clock = ThreadClock()  # the decoding thread's time over every pass: the loader, then the decoder
-        self.crop_clock = ThreadClock()  # the cropping thread's: the decoding thread, then the crops
+        self.crop_clock = ThreadClock()  # the crop thread's: the decoding thread, then the crops
         self.finished = None  # set when the last pass's decoding thread has ended
 
     def __iter__(self):
@@ -62,13 +62,13 @@ class DecodedLoader:
         return len(self.loader)
 
     def clocks(self) -> tuple[ThreadClock, ThreadClock]:
-        """Copies of (decoding, cropping) clocks, to take the time of one epoch with `ThreadClock.since`."""
+        """Copies of the (decoding, crop) threads' clocks, to take the time of one epoch with `ThreadClock.since`."""
         return replace(self.clock), replace(self.crop_clock)
 
 
 def decode_thread_note(clock: ThreadClock, images: int, seconds: float, crop_clock: ThreadClock | None = None) -> str:
     """One line on what held the GPU data path back over an epoch of `images` in `seconds`: the decoding thread
-    busy all the time means the decoder is the limit; waiting, the loader workers are (or, with a cropping
+    busy all the time means the decoder is the limit; waiting, the loader workers are (or, with a crop
     thread, that thread: then its own share of the epoch follows). Rates count every image of the batches
     readied, the CPU share's crops (decoded by the workers) among them."""
     seconds = max(seconds, 1e-9)

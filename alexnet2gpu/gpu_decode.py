@@ -15,18 +15,18 @@ and uses the hardware JPEG decoder of A100 and H100 cards.
 
 Images nvJPEG cannot decode (CMYK, some progressive files, PNG or other formats, broken files) make the
 batch call raise; then the batch is decoded in halves, down to single images, and an image that still fails
-on the device is decoded on the CPU (torchvision.io.decode_image, then PIL) and moved to the device. An image nothing can decode is dropped:
-`decode_images` returns the batch positions it kept beside the crops, `decode_batch` a batch without the
-dropped images (their labels and colour noise removed too) that names them in `corrupt`, which the training
-loop logs and counts as it does for files the workers could not read.
+on the device is decoded on the CPU (torchvision.io.decode_image, then PIL) and moved to the device. An
+image nothing can decode is dropped: `decode_images` returns the batch positions it kept beside the crops,
+`decode_batch` a batch without the dropped images (their labels and colour noise removed too) that names them
+in `corrupt`, which the training loop logs and counts as it does for files the workers could not read.
 
 The CPU share: torchvision's batched decode serves one call at a time per process, and each call holds its
 thread until the batch is decoded (on H100/H200 by the hardware JPEG decoder), so one call's rate caps the
-device path while the loader workers' cores idle. FolderDataset(decode="gpu",
-cpu_share=f) has the workers decode a share f of the images themselves (`decode_in_worker`: libjpeg-turbo
-through torchvision.io.decode_jpeg, the same fallbacks, the same resize) and cut their crops; the batch
-carries those crops beside the other images' bytes, and `decode_images` puts both into one tensor in batch
-order. `--cpu-decode-share auto` balances the two by their rates (`resolve_cpu_share`).
+device path while the loader workers' cores idle. FolderDataset(decode="gpu", cpu_share=f) has the workers
+decode a share f of the images themselves (`decode_in_worker`: libjpeg-turbo through
+torchvision.io.decode_jpeg, the same fallbacks, the same resize) and cut their crops; the batch carries those
+crops beside the other images' bytes, and `decode_images` puts both into one tensor in batch order.
+`--cpu-decode-share auto` balances the two by their rates (`resolve_cpu_share`).
 
 Unprepared data: an image that is not 256x256 is resized on the device with data.load_image's geometry
 (shorter side to 256, bilinear with antialiasing, the centre 256x256). Its pixels differ slightly from the

@@ -81,12 +81,12 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
     when given, adds up the thread's time; `finished`, when given, is cleared when the thread starts and set
     once it has ended (it can outlive the loop, see the end).
 
-    For JPEG decoding on the GPU (decoded_loader.DecodedLoader): nvJPEG decodes on the host thread that calls it
-    and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
-    instead of adding to it. `items` may itself be a made_ahead (a chain of threads, each with its own stream);
-    this thread then stops that one's when it ends. On CUDA the thread works on a stream of its own, and each result is handed over
+    For JPEG decoding on the GPU (decoded_loader.DecodedLoader): nvJPEG decodes on the host thread that calls
+    it and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
+    instead of adding to it. On CUDA the thread works on a stream of its own, and each result is handed over
     behind an event the consumer's current stream waits for. An error in the thread is raised here; leaving
-    the loop early stops the thread."""
+    the loop early stops the thread. `items` may itself be a made_ahead (a chain of threads, each on its own
+    stream); this thread then stops that one's when it ends."""
     results: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None

@@ -15,9 +15,9 @@ from . import world
 from .batch_log import StepLog
 from .config import EVALUATION, PLACEMENT, Config
 from .config_checks import check_classes
+from .decoded_loader import DecodedLoader, decode_thread_note
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
-from .decoded_loader import DecodedLoader, decode_thread_note
 from .gpu_decode import resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness

@@ -1,6 +1,6 @@
 """Check the GPU data path on a CUDA machine: how fast nvJPEG and decode_images are (by call size, from two
 threads, and from two processes at once: whether decoding in more than one process would pay; and the crops
-alone, the cropping thread's share of decoded_loader.py's two threads), what the input
+alone, the crop thread's share of decoded_loader.py's two threads), what the input
 pipeline delivers with --decode cpu and with --decode gpu at several CPU shares (--cpu-decode-share: which one
 feeds most sets gpu_decode's rate constants), and that the paths cut the same crops.
 
@@ -199,7 +199,7 @@ def check(args, started: float) -> str:
         batches = batches_of(samples, args.batch)
         crop_rate = rate(lambda: [decode_images(b, device, 3, "train", 224) for b in batches], len(files), device,
                          args.repeats)
-        say("(b) decode_images on files decoded already: the cropping thread's part")
+        say("(b) decode_images on files decoded already: the crop thread's part")
         decoded = [decode_encoded(b, device) for b in batches]
         crop_only = rate(lambda: [decode_images(b, device, 3, "train", 224, decoded=d)
                                   for b, d in zip(batches, decoded)], len(files), device, args.repeats)
