@@ -14,8 +14,8 @@
 # and device wait) with the data path end to end, then what is still unmeasured (the compile rows on an H200,
 # the tests that start processes; the nvimgcodec stage needs `bash tools/stage_nvimgcodec.sh` here first and
 # the device call's carry=[".gpu_extras"]):
-#   STAGES="profile decode e2e bench" PROFILE_ROWS="merged-bf16 torchvision-bf16" \
-#     ROWS=merged-bf16,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
+#   STAGES="profile decode e2e bench" PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
+#     ROWS=merged-bf16,merged-bf16-direct,merged-bf16-split,merged-bf16-towers,merged-bf16-aten-pool,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
 #     E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
 #   STAGES="cuda-tests compile suite lrn" LRN_ARGS=--quick bash tools/gpu_check.sh
