@@ -110,10 +110,12 @@ def test_the_decode_note_names_the_side_that_held_the_epoch_back():
     assert with_crops.endswith("; crop thread: 50% cutting crops (at 10,000 images/s)")
 
 
-def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch, threads):
     """A pass left early stops its thread, which may still wait inside the loader (a worker stuck on a file).
     The loader's workers persist between passes, so a new pass of the same DecodedLoader must not start
-    beside that thread: it waits for it, and says so in one sentence when it does not end."""
+    beside that thread: it waits for it, and says so in one sentence when it does not end. With a crop
+    thread after the decoding one (train.py's two threads) the same holds."""
     from alexnet2gpu import decoded_loader, prefetch
     from alexnet2gpu.errors import TrainError
     from alexnet2gpu.decoded_loader import DecodedLoader
@@ -127,14 +129,18 @@ def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
             release.wait(30)
             yield 2
 
-    loader = DecodedLoader(Stuck(), lambda batch: batch, CPU)
+    if threads == 1:
+        loader = DecodedLoader(Stuck(), lambda batch: batch, CPU)
+    else:
+        loader = DecodedLoader(Stuck(), lambda batch, decoded: batch, CPU, files=lambda batch: (batch, None))
     first = iter(loader)
     assert next(first) == 1
     first.close()  # the loop leaves (--max-steps): its thread still waits for batch 2
     with pytest.raises(TrainError, match="the GPU decoding thread of the last pass still waits for a loader worker"):
         iter(loader)
     release.set()
-    assert list(loader) == [1, 2]  # once that thread has ended, a new pass runs
+    assert loader.finished.wait(5)  # that pass's decoding thread ends once its loader goes on
+    assert list(loader) == [1, 2]  # then a new pass runs
     assert loader.finished.wait(5) and not made_threads()
     iter(loader)  # a pass never started has no thread: the next one need not wait
     assert list(loader) == [1, 2]
