@@ -3,7 +3,9 @@ can run them: one grouped convolution (`grouped`), one convolution per tower on 
 (`split`), one per tower on dense per-tower maps (`towers`), beside torchvision's alexnet layers. The numbers
 that choose TowerStack's conv_impl on CUDA; and conv1 as a 3x3 convolution over 4x4 pixel blocks
 (`space-to-depth`, TowerStack's conv1_impl, on the 224 crop with its padding and the blocks' pass counted).
-Batch 256, cudnn.benchmark on.
+Batch 256, cudnn.benchmark on. Beside the GPU time of each call, the host's time to launch it (each call begun
+with the device idle): an eager bf16 step waits for its host, so a form that launches more, or costs cuDNN more
+set-up (a grouped convolution), can lose there while its kernels win.
 
     PYTHONPATH=. python3 tools/conv_microbench.py [--dtype bf16|fp32] [--layout channels-last|contiguous]
 """
@@ -95,6 +97,24 @@ def _space_to_depth_step(spec, batch: int, dtype, fmt, backward: bool, dev: str)
     return step
 
 
+def host_us(step, device: str = "cuda", repeats: int = 20) -> float:
+    """Median microseconds the host takes to return from step(), each call begun with the device idle."""
+    import statistics
+    import time
+
+    from alexnet2gpu.device import synchronize
+
+    step()
+    times = []
+    for _ in range(repeats):
+        synchronize(torch.device(device))
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    synchronize(torch.device(device))
+    return statistics.median(times) * 1e6
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
@@ -112,24 +132,26 @@ def main(argv=None) -> int:
     rows = [("torchvision", name, spec) for name, spec in TORCHVISION.items()]
     rows += [(form, name, spec) for form in ("grouped", "split", "towers") for name, spec in MERGED.items()]
     rows.append(("space-to-depth", "conv1", MERGED["conv1"]))
-    print(f"batch {args.batch_size}, {args.dtype}, {args.layout}; microseconds per call (do_bench median)")
-    print(f"{'form':12} {'layer':6} {'forward':>9} {'fwd+bwd':>9}")
+    print(f"batch {args.batch_size}, {args.dtype}, {args.layout}; microseconds per call: GPU (do_bench median), "
+          "then the host's to launch it")
+    print(f"{'form':12} {'layer':6} {'forward':>9} {'fwd+bwd':>9} {'host fwd':>9} {'host f+b':>9}")
     totals: dict[str, list[float]] = {}
     for form, name, spec in rows:
-        times = []
+        times = [float("nan")] * 4
         for backward in (False, True):
             try:
-                times.append(do_bench(make_step(form, spec, args.batch_size, dtype, fmt, backward)) * 1e3)
+                step = make_step(form, spec, args.batch_size, dtype, fmt, backward)
+                times[int(backward)] = do_bench(step) * 1e3
+                times[2 + int(backward)] = host_us(step)
             except Exception as error:  # one form cuDNN cannot run must not hide the others
                 print(f"{form:12} {name:6} failed: {str(error).splitlines()[0]}")
-                times.append(float("nan"))
         if form != "space-to-depth":  # conv1 alone: no total of five layers
-            total = totals.setdefault(form, [0.0, 0.0])
-            total[0] += times[0]
-            total[1] += times[1]
-        print(f"{form:12} {name:6} {times[0]:9.1f} {times[1]:9.1f}")
-    for form, (fwd, both) in totals.items():
-        print(f"{form:12} {'all':6} {fwd:9.1f} {both:9.1f}")
+            total = totals.setdefault(form, [0.0] * 4)
+            for i, value in enumerate(times):
+                total[i] += value
+        print(f"{form:12} {name:6} " + " ".join(f"{t:9.1f}" for t in times))
+    for form, total in totals.items():
+        print(f"{form:12} {'all':6} " + " ".join(f"{t:9.1f}" for t in total))
     return 0
 
 

@@ -10,15 +10,16 @@
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two. On an H200 (2026-11-27) bench with 18 rows took 74 s, the CUDA tests
 # 170 s, three profiles 57 s, e2e with 3 epochs 120 s, the nvimgcodec check 29 s; the machine's start is about
-# 30 s more. Next, first what changed since (the two decoding threads; profile_step's host time by phase, op
-# and device wait) with the data path end to end, then what is still unmeasured (the compile rows on an H200,
-# the tests that start processes; the nvimgcodec stage needs `bash tools/stage_nvimgcodec.sh` here first and
-# the device call's carry=[".gpu_extras"]):
-#   STAGES="profile decode e2e bench" PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
+# 30 s more. Next, within one session's 15 minutes: first what changed since (the two decoding threads;
+# profile_step's host time by phase, op and device wait; host time per convolution form) with the data path end
+# to end, about 8 minutes; then the CUDA tests, the convolutions alone and the tests that start processes,
+# about 5 (the compile rows, unmeasured on an H200, if time is left; the nvimgcodec stage needs
+# `bash tools/stage_nvimgcodec.sh` here first and the device call's carry=[".gpu_extras"]):
+#   STAGES="profile decode e2e bench lrn" LRN_ARGS=--quick PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
 #     ROWS=merged-bf16,merged-bf16-direct,merged-bf16-split,merged-bf16-towers,merged-bf16-aten-pool,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
 #     E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
-#   STAGES="cuda-tests compile suite lrn" LRN_ARGS=--quick bash tools/gpu_check.sh
+#   STAGES="cuda-tests conv suite" CONV_DTYPES=bf16 bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -125,7 +126,7 @@ echo "-- CUDA tests:"; tail -1 "$OUT/pytest-cuda.log"
 echo "-- tests that start processes:"; grep -E "passed|failed|error" "$OUT/pytest-all.log" | tail -1
 grep -E "^(FAILED|ERROR)" "$OUT/pytest-all.log" "$OUT/pytest-cuda.log" | head -12
 echo "-- LRN kernels alone (us per call, batch 256):"; cat "$OUT/lrn.txt"; tail -3 "$OUT/lrn.err" 2>/dev/null
-echo "-- convolutions alone (us per call):"; grep -E "^(batch|[a-z-]+ +(all|conv1) )" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
+echo "-- convolutions alone (us per call: GPU forward, fwd+bwd; host to launch them):"; grep -E "^(batch|[a-z-]+ +(all|conv1) )" "$OUT/conv.txt"; tail -2 "$OUT/conv.err" 2>/dev/null
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles (kernels, python hotspots: in the logs):"; head -q -n 16 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
