@@ -55,17 +55,31 @@ def conv2d_chunked_weight_grad(x: torch.Tensor, conv: torch.nn.Conv2d, with_bias
     return _BatchChunkedWeightGrad.apply(x, conv.weight, bias, conv.stride, conv.padding)
 
 
-def _blocks(t: torch.Tensor, size: int, order: tuple[int, ...]) -> torch.Tensor:
-    """N x C x (B*size) x (B*size) as N x C x B x size x B x size, permuted to `order`."""
+def _space_to_depth(t: torch.Tensor, stride: int, side: int, dtype: torch.dtype,
+                    layout: torch.memory_format) -> torch.Tensor:
+    """N x C x H x W (H, W whole numbers of blocks, at most side * stride) as N x (C * stride^2) x side x side:
+    pixel (row, column) of block (i, j) of map c lands in map c*stride^2 + row*stride + column at (i, j), blocks
+    past t's right and bottom edges are zeros. Written in one copy, in `dtype` and in `layout`'s memory order:
+    on an eager GPU step every call and launch here costs host time, which the step waits for."""
     n, c, h, w = t.shape
-    return t.view(n, c, h // size, size, w // size, size).permute(order)
+    full_h, full_w = h // stride, w // stride
+    pieces = t.view(n, c, full_h, stride, full_w, stride)  # n, c, i, row, j, column
+    new = torch.zeros if (full_h, full_w) != (side, side) else torch.empty  # zeros only where t ends first
+    if layout == torch.channels_last:  # memory: n, i, j, c, row, column
+        out = new(n, side, side, c, stride, stride, dtype=dtype, device=t.device)
+        out[:, :full_h, :full_w] = pieces.permute(0, 2, 4, 1, 3, 5)
+        return out.view(n, side, side, c * stride * stride).permute(0, 3, 1, 2)
+    out = new(n, c, stride, stride, side, side, dtype=dtype, device=t.device)  # memory: n, c, row, column, i, j
+    out[..., :full_h, :full_w] = pieces.permute(0, 1, 3, 5, 2, 4)
+    return out.view(n, c * stride * stride, side, side)
 
 
 def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d, with_bias: bool = True) -> torch.Tensor:
     """`conv(x)` (without its bias unless `with_bias`) after `pad` zero rows and columns on the right and bottom,
     computed as a stride-1 convolution of x's stride x stride pixel blocks (C x stride^2 maps, channel
-    c*stride^2 + row*stride + column) with the kernel cut the same way. One pass writes the blocks, in
-    channels-last memory and, under autocast, already in autocast's dtype."""
+    c*stride^2 + row*stride + column) with the kernel, zero-padded to whole blocks, cut the same way. The blocks
+    of the image and of the kernel are each written in one pass, in the layout of conv's weight and, under
+    autocast, already in autocast's dtype."""
     (k, _), (stride, _) = conv.kernel_size, conv.stride
     n, c, h, w = x.shape
     out = (h + pad - k) // stride + 1
@@ -73,18 +87,12 @@ def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d, with_
     grid = out - 1 + taps  # image blocks per side the output reads: 55 -> 57
     if h % stride or w % stride:  # a crop that is no whole number of blocks (227): pad it to one first
         x = F.pad(x, (0, -w % stride, 0, -h % stride))
-        h, w = x.shape[2:]
+    if max(x.shape[2:]) > grid * stride:  # image rows no output reads (none at 224 or 227)
+        x = x[:, :, :grid * stride, :grid * stride]
     dtype = x.dtype
     if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
-    # N x grid x grid x (C x stride x stride) in memory: the blocks as channels-last maps
-    blocks = torch.empty(n, grid, grid, c, stride, stride, dtype=dtype, device=x.device)
-    full_h, full_w = min(h // stride, grid), min(w // stride, grid)
-    blocks[:, :full_h, :full_w] = _blocks(x[:, :, :full_h * stride, :full_w * stride], stride, (0, 2, 4, 1, 3, 5))
-    blocks[:, full_h:].zero_()  # the padding, and image rows no output reads
-    blocks[:, :full_h, full_w:].zero_()
-    layout = memory_format_of(conv.weight)  # the stack's layout (a no-op for the channels-last default)
-    maps = blocks.view(n, grid, grid, c * stride * stride).permute(0, 3, 1, 2).contiguous(memory_format=layout)
+    layout = memory_format_of(conv.weight)  # the stack's layout (channels-last by default)
     weight = F.pad(conv.weight, (0, taps * stride - k, 0, taps * stride - k))  # zeros: 11x11 -> 12x12
-    weight = _blocks(weight, stride, (0, 1, 3, 5, 2, 4)).reshape(weight.shape[0], c * stride * stride, taps, taps)
-    return F.conv2d(maps, weight.contiguous(memory_format=layout), conv.bias if with_bias else None)
+    maps, kernel = _space_to_depth(x, stride, grid, dtype, layout), _space_to_depth(weight, stride, taps, dtype, layout)
+    return F.conv2d(maps, kernel, conv.bias if with_bias else None)
