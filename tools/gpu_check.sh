@@ -15,7 +15,7 @@
 # to end, about 8 minutes; then the CUDA tests, the convolutions alone and the tests that start processes,
 # about 5 (the compile rows, unmeasured on an H200, if time is left; the nvimgcodec stage needs
 # `bash tools/stage_nvimgcodec.sh` here first and the device call's carry=[".gpu_extras"]):
-#   STAGES="profile decode e2e bench lrn" LRN_ARGS=--quick PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
+#   STAGES="profile e2e decode bench lrn" LRN_ARGS=--quick PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
 #     ROWS=merged-bf16,merged-bf16-direct,merged-bf16-split,merged-bf16-towers,merged-bf16-aten-pool,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
 #     E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
