@@ -81,7 +81,7 @@ def conv1_space_to_depth(x: torch.Tensor, pad: int, conv: torch.nn.Conv2d, with_
     of the image and of the kernel are each written in one pass, in the layout of conv's weight and, under
     autocast, already in autocast's dtype."""
     (k, _), (stride, _) = conv.kernel_size, conv.stride
-    n, c, h, w = x.shape
+    h, w = x.shape[2:]
     out = (h + pad - k) // stride + 1
     taps = -(-k // stride)  # kernel blocks per side: 11 -> 3
     grid = out - 1 + taps  # image blocks per side the output reads: 55 -> 57

@@ -241,7 +241,7 @@ def decode_encoded(batch: Batch, device, decoder: str = "torchvision") -> list[t
     batch.files(): the part of `decode_images` that holds its thread, since nvJPEG's call returns only once
     the batch is decoded. A thread of its own can run it while another cuts the last batch's crops
     (decoded_loader.py)."""
-    return decode_files(batch.files(), torch.device(device), batch.in_channels, decoder) if batch.encoded_at() else []
+    return decode_files(batch.files(), torch.device(device), batch.in_channels, decoder) if batch.encoded_sizes else []
 
 
 def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int, decoder: str = "torchvision",
