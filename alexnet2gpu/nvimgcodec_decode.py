@@ -5,8 +5,8 @@ thread until the batch is decoded (baseline JPEGs by the hardware decoder on A10
 nvJPEG's Huffman stage on that thread); on 16-core H100 boxes that capped the GPU data path at 17 to 29 k
 images/s (docs/BENCHMARKS.md). nvImageCodec spreads the Huffman stage over host threads of its own
 (`host_threads`), and on cards with a hardware JPEG decoder (A100, H100) it sends the JPEGs that decoder
-takes to it. It also returns None for an image it cannot decode rather than
-failing the whole call, so a batch with an odd file needs no halving (gpu_decode.decode_files).
+takes to it. It also returns None for an image it cannot decode rather than failing the whole call, so a batch
+with an odd file needs no halving (gpu_decode.decode_files).
 
 Measured on an H200 with prepared 256x256 JPEGs it was slower than torchvision's call in every setup, and
 more threads did not help (docs/gpu-decode.md): it is an opt-in, not the default.
