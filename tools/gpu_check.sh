@@ -12,24 +12,25 @@
 # 170 s, three profiles 57 s, e2e with 3 epochs 120 s, the nvimgcodec check 29 s; the machine's start is about
 # 30 s more. Next, within one session's 15 minutes: first what changed since (the two decoding threads;
 # profile_step's host time by phase, op and device wait; host time per convolution form) with the data path end
-# to end, about 8 minutes; then the CUDA tests, the convolutions alone and the tests that start processes,
-# about 5 (the compile rows, unmeasured on an H200, if time is left; the nvimgcodec stage needs
-# `bash tools/stage_nvimgcodec.sh` here first and the device call's carry=[".gpu_extras"]):
+# to end, about 8 minutes; then the whole test suite with CUDA visible and the convolutions alone, about 5 (the
+# compile rows, unmeasured on an H200, if time is left). Run `bash tools/stage_gpu_extras.sh` here first and
+# give both device calls carry=[".gpu_extras"]: the nvimgcodec stage needs it, and with its pytest-xdist the
+# test stages run 8 files at a time (the whole suite took 8 minutes on 2 CPU cores that way):
 #   STAGES="profile e2e decode bench lrn" LRN_ARGS=--quick PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
 #     ROWS=merged-bf16,merged-bf16-direct,merged-bf16-split,merged-bf16-towers,merged-bf16-aten-pool,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
 #     E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
 #     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
-#   STAGES="cuda-tests conv suite" CONV_DTYPES=bf16 bash tools/gpu_check.sh
+#   STAGES="suite conv" TESTS=tests SUITE_SECONDS=300 CONV_DTYPES=bf16 bash tools/gpu_check.sh
 # Check its syntax on a CPU first: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-[ -d .gpu_extras ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu_extras  # the nvimgcodec extra, unpacked (stage_nvimgcodec.sh)
+[ -d .gpu_extras ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu_extras  # nvimgcodec and pytest-xdist, unpacked (stage_gpu_extras.sh)
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
 ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-bias-apart,merged-bf16-lrn-pool-apart,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,merged-bf16-towers-graphs-bias-apart,merged-bf16-towers-graphs-lrn-pool-apart,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
-XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")  # a file per worker: its fixtures run once
 STAGES=${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode nvimgcodec}
 S=$(date +%s)
 stage() {
@@ -58,7 +59,7 @@ run_compile() {
 }
 run_cuda-tests() {
   stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)"
-  timeout ${CUDA_TESTS_SECONDS:-240} python3 -m pytest -q -rf -p no:cacheprovider ${CUDA_TESTS:-tests/test_cuda.py \
+  timeout ${CUDA_TESTS_SECONDS:-240} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${CUDA_TESTS:-tests/test_cuda.py \
     tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py \
     tests/test_train_loop.py tests/test_gpu_decode.py tests/test_nvimgcodec_decode.py} > "$OUT/pytest-cuda.log" 2>&1
   tail -4 "$OUT/pytest-cuda.log"

@@ -8,7 +8,7 @@ path. Its fastest setup is what nvimgcodec_decode.BACKENDS and OPTIONS should th
     PYTHONPATH=. python3 tools/nvimgcodec_check.py --device cpu --images 64 --out DIR   # the CPU-safe parts
 
 It needs the nvimgcodec extra (pip install 'alexnet2gpu[nvimgcodec]'; on a machine without pip access,
-tools/stage_nvimgcodec.sh unpacks it into .gpu_extras, which gpu_check.sh puts on the path). It prints one
+tools/stage_gpu_extras.sh unpacks it into .gpu_extras, which gpu_check.sh puts on the path). It prints one
 table on stdout (also DIR/nvimgcodec_check.txt and .json), progress on stderr, and exits with status 1 and
 one line on stderr when a check fails. About 40 s on a 16-core GPU machine.
 """
