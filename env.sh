@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
 # Make or refresh the one project virtual environment (.venv), then run a command inside it.
 #   sh env.sh python train.py          # the built-in training demo
-#   sh env.sh python -m pytest -n auto --dist loadfile   # the whole test suite
+#   sh env.sh python -m pytest -n 2 --dist loadfile      # the whole test suite
 # The environment is rebuilt only when requirements.txt or setup.cfg change (a stamp holds their hash).
 set -e
 cd "$(dirname "$0")"
