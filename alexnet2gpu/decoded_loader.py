@@ -25,25 +25,22 @@ from .prefetch import JOIN_SECONDS, ThreadClock, made_ahead
 
 
 class DecodedLoader:
-    """A loader of encoded batches seen through `decode` (InputSpec.decode): the training and evaluation loops
-    get decoded batches, and count and log the dropped images as any unreadable file. Batches are made by
-    threads of their own up to `ahead` batches before the loop asks, so the decoder's host work overlaps the
-    training step's instead of adding to it.
+    """A loader of encoded batches seen through `files` then `decode` (InputSpec.decode_files, InputSpec.decode):
+    the training and evaluation loops get decoded batches, and count and log the dropped images as any
+    unreadable file. `files` (batch -> (batch, its files decoded)) runs in the decoding thread, `decode` (that
+    pair -> the decoded batch) in the crop thread, each up to `ahead` batches before the loop asks, so the
+    decoder's host work overlaps the training step's instead of adding to it."""
 
-    `files` (InputSpec.decode_files), when given, is the first half of `decode`: batch -> (batch, its files
-    decoded). It then runs in a thread of its own and `decode` takes its pair (the crop thread); without
-    it one thread runs `decode` on each batch."""
-
-    def __init__(self, loader, decode: Callable, device, ahead: int = 2, files: Callable | None = None):
-        self.loader, self.decode, self.device, self.ahead = loader, decode, torch.device(device), ahead
-        self.files = files
+    def __init__(self, loader, decode: Callable, device, files: Callable, ahead: int = 2):
+        self.loader, self.decode, self.files = loader, decode, files
+        self.device, self.ahead = torch.device(device), ahead
         self.clock = ThreadClock()  # the decoding thread's time over every pass: the loader, then the decoder
         self.crop_clock = ThreadClock()  # the crop thread's: the decoding thread, then the crops
         self.finished = None  # set when the last pass's decoding thread has ended
 
     def __iter__(self):
         if self.ahead < 1:
-            return (self.decode(batch) for batch in self.loader)
+            return (self.decode(*self.files(batch)) for batch in self.loader)
         # A pass left early (--max-steps) stops its threads; the decoding thread may still be inside the loader,
         # waiting for a worker stuck on a file, and a new pass of the same loader (its workers persist) must not
         # run beside it.
@@ -53,8 +50,6 @@ class DecodedLoader:
                              "resume from the last checkpoint.")
         self.finished = threading.Event()
         self.finished.set()  # until the pass's thread starts (made_ahead clears it)
-        if self.files is None:
-            return made_ahead(self.loader, self.decode, self.device, self.ahead, self.clock, self.finished)
         decoded = made_ahead(self.loader, self.files, self.device, self.ahead, self.clock, self.finished)
         return made_ahead(decoded, lambda pair: self.decode(*pair), self.device, self.ahead, self.crop_clock)
 

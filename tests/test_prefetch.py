@@ -110,12 +110,11 @@ def test_the_decode_note_names_the_side_that_held_the_epoch_back():
     assert with_crops.endswith("; crop thread: 50% cutting crops (at 10,000 images/s)")
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch, threads):
+def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
     """A pass left early stops its thread, which may still wait inside the loader (a worker stuck on a file).
     The loader's workers persist between passes, so a new pass of the same DecodedLoader must not start
-    beside that thread: it waits for it, and says so in one sentence when it does not end. With a crop
-    thread after the decoding one (train.py's two threads) the same holds."""
+    beside that thread: it waits for it, and says so in one sentence when it does not end; the crop thread
+    after it stops with it."""
     from alexnet2gpu import decoded_loader, prefetch
     from alexnet2gpu.errors import TrainError
     from alexnet2gpu.decoded_loader import DecodedLoader
@@ -129,10 +128,7 @@ def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch, threads)
             release.wait(30)
             yield 2
 
-    if threads == 1:
-        loader = DecodedLoader(Stuck(), lambda batch: batch, CPU)
-    else:
-        loader = DecodedLoader(Stuck(), lambda batch, decoded: batch, CPU, files=lambda batch: (batch, None))
+    loader = DecodedLoader(Stuck(), lambda batch, decoded: batch, CPU, files=lambda batch: (batch, None))
     first = iter(loader)
     assert next(first) == 1
     first.close()  # the loop leaves (--max-steps): its thread still waits for batch 2
