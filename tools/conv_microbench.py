@@ -17,6 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from alexnet2gpu.bench.measure import host_times
 from alexnet2gpu.conv import conv1_space_to_depth
 
 # name: (input maps, output maps, kernel, stride, padding, input size, groups) of the merged network (both towers)
@@ -97,22 +98,10 @@ def _space_to_depth_step(spec, batch: int, dtype, fmt, backward: bool, dev: str)
     return step
 
 
-def host_us(step, device: str = "cuda", repeats: int = 20) -> float:
+def host_us(step, repeats: int = 20) -> float:
     """Median microseconds the host takes to return from step(), each call begun with the device idle."""
-    import statistics
-    import time
-
-    from alexnet2gpu.device import synchronize
-
     step()
-    times = []
-    for _ in range(repeats):
-        synchronize(torch.device(device))
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    synchronize(torch.device(device))
-    return statistics.median(times) * 1e6
+    return host_times(step, torch.device("cuda"), repeats)[0] * 1e6
 
 
 def main(argv=None) -> int:

@@ -30,23 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from alexnet2gpu.bench.measure import make_train_step, synthetic_batch
+from alexnet2gpu.bench.measure import host_times, make_train_step, synthetic_batch
 from alexnet2gpu.bench.variants import VARIANTS, build_variant
 from alexnet2gpu.device import AMP_DTYPES, autocast, synchronize
 from alexnet2gpu.optim import make_optimizer
-
-
-def host_times(step, device: torch.device, steps: int) -> tuple[float, float]:
-    """Median seconds (until the call returns, until the device is done) of `steps` steps, each begun idle."""
-    launched, finished = [], []
-    for _ in range(steps):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        launched.append(time.perf_counter() - start)
-        synchronize(device)
-        finished.append(time.perf_counter() - start)
-    return statistics.median(launched), statistics.median(finished)
 
 
 def python_hotspots(step, device: torch.device, steps: int, top: int) -> list[str]:

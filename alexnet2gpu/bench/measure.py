@@ -63,6 +63,20 @@ def make_infer_step(model: nn.Module, x: torch.Tensor, amp_dtype=None) -> Callab
     return step
 
 
+def host_times(step, device: torch.device, steps: int) -> tuple[float, float]:
+    """Median seconds (until the call returns, until the device is done) of `steps` steps, each begun idle: the
+    host's time to launch a step, which an eager step on a GPU waits for when it exceeds the device's."""
+    launched, finished = [], []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        launched.append(time.perf_counter() - start)
+        synchronize(device)
+        finished.append(time.perf_counter() - start)
+    return statistics.median(launched), statistics.median(finished)
+
+
 def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> list[float]:
     """Seconds per step for `steps` timed steps after `warmup` untimed ones."""
     for _ in range(warmup):
