@@ -1,6 +1,6 @@
 #!/bin/bash
 # Unpack into .gpu_extras/ what a GPU machine that cannot pip install needs beside torch: the nvimgcodec extra
-# (nvImageCodec and nvJPEG for CUDA 13) and pytest-xdist, so gpu_check.sh runs the tests a file per core at a
+# (nvImageCodec and nvJPEG for CUDA 13) and pytest-xdist, so gpu_check.sh runs the tests 8 files at a
 # time. Copy or carry the folder along and put it on PYTHONPATH (gpu_check.sh does when it is there). Of
 # nvimgcodec only what JPEG decoding needs is kept (about 20 MB of the wheels' 30): the Python module for one
 # Python version, the library, its nvJPEG and libjpeg-turbo extensions and libnvjpeg.
