@@ -105,10 +105,6 @@ class Config:
                                   "the training GPU; workers only read files), auto: gpu on a CUDA device when the "
                                   "data folder is prepared (all images 256x256), else cpu",
                           choices=("auto", "cpu", "gpu"), resume=True, evaluate=True, placement=True)
-    gpu_decoder: str = setting("torchvision", "with --decode gpu: the library that drives nvJPEG, torchvision (one "
-                                              "host thread) or nvimgcodec (host threads of its own and the hardware "
-                                              "JPEG decoder of A100/H100; pip install 'alexnet2gpu[nvimgcodec]')",
-                               choices=("torchvision", "nvimgcodec"), resume=True, evaluate=True, placement=True)
     cpu_decode_share: str | float = setting(
         "auto", "with --decode gpu: the fraction of JPEGs the loader workers decode on their cores (libjpeg-turbo), "
                 "the rest on the GPU; auto: W*c / (W*c + G) for W workers at c images/s each and the GPU's G "

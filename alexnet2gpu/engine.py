@@ -34,7 +34,6 @@ class InputSpec:
     pca: str | None = None
     channels_last: bool = False
     amp: str | None = None  # "bf16" on CUDA
-    gpu_decoder: str = "torchvision"  # which library decodes the JPEG batches of --decode gpu (gpu_decode.DECODERS)
 
     def __post_init__(self):
         self.mean = self.mean.to(self.device)  # once: a copy from the host per batch would wait for the GPU
@@ -65,7 +64,7 @@ class InputSpec:
         if getattr(batch, "encoded", None) is None:
             return batch
         from .gpu_decode import decode_batch  # imports torchvision's decoders only for the GPU data path
-        return decode_batch(batch, self.device, self.gpu_decoder, decoded)
+        return decode_batch(batch, self.device, decoded)
 
     def decode_files(self, batch) -> tuple:
         """The first half of `decode`, for a thread of its own: (batch, its JPEG files decoded on `device`), or
@@ -73,7 +72,7 @@ class InputSpec:
         if getattr(batch, "encoded", None) is None:
             return batch, None
         from .gpu_decode import decode_encoded
-        return batch, decode_encoded(batch, self.device, self.gpu_decoder)
+        return batch, decode_encoded(batch, self.device)
 
     def autocast(self):
         return autocast(self.device, self.amp)

@@ -5,13 +5,11 @@ call, resized where needed, and cut with the very crops and flips the CPU path t
 them from (seed, epoch, index) as it always does), so the augmentation is the same bit for bit.
 tests/test_gpu_decode.py checks that on the CPU, where decode_jpeg runs libjpeg and gives PIL's pixels.
 
-Decoder (`--gpu-decoder`), by default torchvision.io.decode_jpeg on a list of tensors, which is one batched
-nvJPEG decode on CUDA. Measured on an H200 box: 30.0 k images/s on 256x256 JPEGs, against 22.0 k/s for
+Decoder: torchvision.io.decode_jpeg on a list of tensors, which is one batched nvJPEG decode on CUDA. Measured on an H200 box: 30.0 k images/s on 256x256 JPEGs, against 22.0 k/s for
 torchcodec 0.17 (identical pixels), and it needs no new dependency. torchvision deprecated its image decoding
 in 0.29 but ships it in 0.26 to 0.29, so that one DeprecationWarning is silenced around our calls. Successor
-when torchvision drops it: torchcodec.decoders.decode_jpeg (the same list-of-tensors call). The other choice
-is nvImageCodec (nvimgcodec_decode.py, the `nvimgcodec` extra), which spreads nvJPEG's host work over threads
-and uses the hardware JPEG decoder of A100 and H100 cards.
+when torchvision drops it: torchcodec.decoders.decode_jpeg (the same list-of-tensors call). NVIDIA's
+nvImageCodec was measured too and was slower on every setup tried (docs/benchmarks.md).
 
 Images nvJPEG cannot decode (CMYK, some progressive files, PNG or other formats, broken files) make the
 batch call raise; then the batch is decoded in halves, down to single images, and an image that still fails
@@ -52,7 +50,6 @@ from .imaging import RESIZE
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")
-DECODERS = ("torchvision", "nvimgcodec")  # --gpu-decoder
 CPU = torch.device("cpu")
 
 # Decode rates, images/s of 256x256 JPEGs, that set `--cpu-decode-share auto` (docs/BENCHMARKS.md, the GPU
@@ -137,26 +134,12 @@ def decode_on_cpu(data: torch.Tensor, in_channels: int) -> torch.Tensor | None:
     return torch.from_numpy(a.reshape(a.shape[0], a.shape[1], in_channels).copy()).permute(2, 0, 1)
 
 
-def decode_files(files: list[torch.Tensor], device: torch.device, in_channels: int,
-                 decoder: str = "torchvision") -> list[torch.Tensor | None]:
+def decode_files(files: list[torch.Tensor], device: torch.device, in_channels: int) -> list[torch.Tensor | None]:
     """Each file decoded to C x H x W uint8 on `device`, None where no decoder can read it.
 
-    torchvision: one file nvJPEG refuses fails the whole call, so a failed call is split in halves and each
-    half tried again, down to single files, which then go to the CPU decoders: one odd file in a batch of 256
-    costs about 16 calls rather than 256. nvimgcodec: one call; the files it leaves out go to the CPU decoders,
-    and a call that raises instead is done again the torchvision way."""
-    if decoder == "nvimgcodec":
-        from . import nvimgcodec_decode
-        try:
-            images = nvimgcodec_decode.decode(files, device, in_channels)
-        except TrainError:  # a missing extra is its one sentence, not a fallback
-            raise
-        except Exception as error:  # not expected (it returns None for what it cannot read), never worth a run
-            warnings.warn(f"nvImageCodec failed on a batch ({type(error).__name__}: {error}); decoding it with "
-                          "torchvision instead.", RuntimeWarning, stacklevel=2)
-            return decode_files(files, device, in_channels)
-        return [image if image is not None else _moved(device, decode_on_cpu(f, in_channels))
-                for f, image in zip(files, images)]
+    One file nvJPEG refuses fails the whole call, so a failed call is split in halves and each half tried
+    again, down to single files, which then go to the CPU decoders: one odd file in a batch of 256 costs about
+    16 calls rather than 256."""
     try:
         return decode_on_device(files, device, in_channels)
     except Exception:
@@ -236,31 +219,29 @@ def crop_batch(images: torch.Tensor, crop_flip: torch.Tensor | None, mode: str, 
 
 # ---------------------------------------------------------------- a batch
 
-def decode_encoded(batch: Batch, device, decoder: str = "torchvision") -> list[torch.Tensor | None]:
+def decode_encoded(batch: Batch, device) -> list[torch.Tensor | None]:
     """The batch's encoded files decoded on `device` (None where nothing can read one), in the order of
     batch.files(): the part of `decode_images` that holds its thread, since nvJPEG's call returns only once
     the batch is decoded. A thread of its own can run it while another cuts the last batch's crops
     (decoded_loader.py)."""
-    return decode_files(batch.files(), torch.device(device), batch.in_channels, decoder) if batch.encoded_sizes else []
+    return decode_files(batch.files(), torch.device(device), batch.in_channels) if batch.encoded_sizes else []
 
 
-def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int, decoder: str = "torchvision",
+def decode_images(batch: Batch, device, in_channels: int, mode: str, crop: int,
                   decoded: list[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[str], list[int]]:
     """A FolderDataset(decode="gpu") batch -> (uint8 crops on `device`, paths no decoder could read, the
     positions in the batch of the images kept). Crops: N x C x crop x crop, or N x 10 x C x crop x crop for
     mode "ten", contiguous, for the kept images in batch order: the encoded files decoded and cut here, the
-    workers' crops (the CPU share) copied in at their positions. `decoder`: one of DECODERS. `decoded`: the
+    workers' crops (the CPU share) copied in at their positions. `decoded`: the
     encoded files already decoded (`decode_encoded`); by default they are decoded here."""
     if in_channels not in READ_MODES:
         raise ValueError(f"in_channels {in_channels}: JPEGs decode to 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
     if mode not in CROP_MODES:
         raise ValueError(f"unknown mode {mode!r}: choose train, center or ten.")
-    if decoder not in DECODERS:
-        raise ValueError(f"unknown decoder {decoder!r}: choose {' or '.join(DECODERS)}.")
     device = torch.device(device)
     here, there = batch.decoded_at or [], batch.encoded_at()
     if decoded is None:
-        decoded = decode_files(batch.files(), device, in_channels, decoder) if there else []
+        decoded = decode_files(batch.files(), device, in_channels) if there else []
     elif len(decoded) != len(there):
         raise ValueError(f"{len(decoded)} decoded images for a batch of {len(there)} encoded files: pass "
                          "decode_encoded(batch, ...) of this very batch.")
@@ -292,12 +273,11 @@ def _on(device: torch.device, values: list[int]) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
 
 
-def decode_batch(batch: Batch, device, decoder: str = "torchvision",
+def decode_batch(batch: Batch, device,
                  decoded: list[torch.Tensor | None] | None = None) -> Batch:
     """The batch decoded and cropped on `device` as the CPU path would have; images no decoder can read are
     left out (with their labels and colour noise) and named in `corrupt`. `decoded`: as in `decode_images`."""
-    images, corrupt, kept = decode_images(batch, device, batch.in_channels, batch.mode, batch.crop, decoder,
-                                          decoded)
+    images, corrupt, kept = decode_images(batch, device, batch.in_channels, batch.mode, batch.crop, decoded)
     alphas, targets = batch.alphas, batch.targets
     if len(kept) < len(batch):
         alphas, targets = alphas[kept], targets[kept]

@@ -12,7 +12,6 @@ EXTRAS = {
     "onnxruntime": "export",
     "onnxscript": "export",
     "tensorboard": "tensorboard",
-    "nvidia.nvimgcodec": "nvimgcodec",
 }
 
 
@@ -21,6 +20,5 @@ def require(module: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        name = module if module in EXTRAS else module.split(".")[0]  # nvidia.* are separate packages
-        raise TrainError(f"{purpose} needs the {name} package, which is not installed: "
-                         f"pip install 'alexnet2gpu[{EXTRAS[name]}]'.") from None
+        raise TrainError(f"{purpose} needs the {module} package, which is not installed: "
+                         f"pip install 'alexnet2gpu[{EXTRAS[module]}]'.") from None

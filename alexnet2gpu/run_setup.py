@@ -129,9 +129,6 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
         except ValueError as error:
             raise TrainError(str(error)) from None
     plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root))
-    if plan.decode == "gpu" and cfg.gpu_decoder == "nvimgcodec":
-        from .nvimgcodec_decode import module  # imported only where it decodes
-        module()  # a missing extra stops the run here, in one sentence, not at the first batch
     if cfg.init_from is not None and not state:  # checked here, before any model is built
         plan.start_weights = load_weights(cfg.init_from)
         shapes = canonical_shapes(data.num_classes, cfg.in_channels)
@@ -167,8 +164,7 @@ def build_training(plan: Plan, ctx: Context) -> Training:
     optimizer = make_optimizer(model, lr, cfg.momentum, cfg.weight_decay, cfg.bias_decay)
     schedule = make_schedule(cfg.schedule, lr, cfg.patience, cfg.lr_steps)
     first = next(model.parameters()).device  # the layout protocol: input and logits on the first device
-    spec = InputSpec(first, torch.tensor(plan.data.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp,
-                     cfg.gpu_decoder)
+    spec = InputSpec(first, torch.tensor(plan.data.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp)
     graphed = None
     if cfg.cuda_graphs:
         use_graph_forms(model)

@@ -61,7 +61,7 @@ class Run:
         if self.decode != "gpu":
             return ""
         share = resolve_cpu_share(self.cfg.cpu_decode_share, self.cfg.workers)
-        return (f" with {self.cfg.gpu_decoder} ({share:.0%} of the images decoded by the loader workers, "
+        return (f" with nvJPEG ({share:.0%} of the images decoded by the loader workers, "
                 f"--cpu-decode-share {self.cfg.cpu_decode_share})")
 
     def loaders(self, epoch: int) -> Loaders:

@@ -102,14 +102,13 @@ def test_the_end_to_end_check_prepares_trains_and_reports(tmp_path):
     out = tmp_path / "e2e"
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "e2e_check.py"), "--out", str(out), "--device", "cpu",
                            "--batch-size", "4", "--steps", "2", "--images", "16", "--distinct", "8", "--workers", "0",
-                           "--gpu-decoder", "nvimgcodec",  # passed on to train.py (which decodes on the CPU here)
                            "--epoch-copies", "2"],  # each prepared training image twice in an epoch
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "prepared" / "alexnet2gpu_prepared.json").is_file()
     lines = done.stdout.splitlines()
     assert lines[0].startswith("sources: 32 500x375 JPEGs") and lines[1].startswith("prepare: ")
-    assert lines[2].startswith("train.py --decode auto --gpu-decoder nvimgcodec, batch 4, 2 steps on cpu, epochs of 32 "
+    assert lines[2].startswith("train.py --decode auto, batch 4, 2 steps on cpu, epochs of 32 "
                                "images: ")
     assert len(list((out / "prepared" / "train").rglob("*.jpg"))) == 32
     again = subprocess.run([sys.executable, str(ROOT / "tools" / "e2e_check.py"), "--out", str(out), "--device", "cpu"],

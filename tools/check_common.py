@@ -1,4 +1,4 @@
-"""What the GPU data-path checks (gpu_decode_check.py, nvimgcodec_check.py) and e2e_check.py share: the
+"""What the GPU data-path checks (gpu_decode_check.py) and e2e_check.py share: the
 photo-like JPEGs they write, the odd files, their options, how a failure is reported and where results go."""
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def save(out: str, name: str, table: str, figures: dict) -> str:
 
 
 def check_options(doc: str, out: str, timed: str) -> argparse.ArgumentParser:
-    """The options the data-path checks share (gpu_decode_check.py, nvimgcodec_check.py); `timed`: the measurements
+    """The options the data-path checks share (gpu_decode_check.py); `timed`: the measurements
     --repeats applies to."""
     p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("--out", default=out, help="folder for the table and figures (default %(default)s)")

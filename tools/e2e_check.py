@@ -56,8 +56,6 @@ def train_command(args, data: Path, runs: Path, images: int) -> list[str]:
         command += ["--workers", str(args.workers)]
     if args.cuda_graphs:
         command += ["--cuda-graphs"]
-    if args.gpu_decoder:
-        command += ["--gpu-decoder", args.gpu_decoder]
     return command
 
 
@@ -75,8 +73,6 @@ def main(argv=None) -> int:
     p.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--workers", type=int, default=None, help="loader processes (default: train.py's)")
     p.add_argument("--cuda-graphs", action="store_true", help="train.py --cuda-graphs")
-    p.add_argument("--gpu-decoder", default=None, choices=["torchvision", "nvimgcodec"],
-                   help="train.py --gpu-decoder (default: train.py's)")
     args = p.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -113,8 +109,7 @@ def main(argv=None) -> int:
     print(f"sources: {sources} 500x375 JPEGs written in {made:.1f} s ({min(args.distinct, images)} distinct)")
     print(f"prepare: {sources / prepared:,.0f} source images/s on {len(os.sched_getaffinity(0))} cores "
           f"({sources} images in {prepared:.1f} s, the final disk sync included)")
-    graphs = (" --cuda-graphs" if args.cuda_graphs else "") + (f" --gpu-decoder {args.gpu_decoder}"
-                                                                 if args.gpu_decoder else "")
+    graphs = " --cuda-graphs" if args.cuda_graphs else ""
     print(f"train.py --decode {args.decode}{graphs}, batch {args.batch_size}, {row['steps']} steps on {args.device}, "
           f"epochs of {epoch_images} images: "
           f"{float(row['images_per_s']):,.0f} images/s over the epoch, {steady}, "

@@ -6,7 +6,7 @@
 # run stopped early still returns what it measured ($OUT defaults to /tmp/gpu_check).
 #   bash tools/gpu_check.sh            # from the repository root; every stage, about 12 minutes on an H100
 #   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages, run in the order named: bench compile cuda-tests
-#                                                 # suite e2e lrn conv pool profile decode nvimgcodec
+#                                                 # suite e2e lrn conv pool profile decode
 #   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
 # Within a 10-minute call, run it as two. On an H200 (2026-11-27) bench with 18 rows took 74 s, the CUDA tests
 # 170 s, three profiles 57 s, e2e with 3 epochs 120 s, the nvimgcodec check 29 s; the machine's start is about
@@ -25,13 +25,13 @@
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-[ -d .gpu_extras ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu_extras  # nvimgcodec and pytest-xdist, unpacked (stage_gpu_extras.sh)
+[ -d .gpu_extras ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu_extras  # pytest-xdist, unpacked (stage_gpu_extras.sh)
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
 ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-bias-apart,merged-bf16-lrn-pool-apart,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,merged-bf16-towers-graphs-bias-apart,merged-bf16-towers-graphs-lrn-pool-apart,torchvision-bf16-graphs,train-loop-graphs}
 COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")  # a file per worker: its fixtures run once
-STAGES=${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode nvimgcodec}
+STAGES=${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode}
 S=$(date +%s)
 stage() {
   tar czf "$FINAL/gpu_check_logs.tgz" -C "$OUT" .
@@ -61,7 +61,7 @@ run_cuda-tests() {
   stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)"
   timeout ${CUDA_TESTS_SECONDS:-240} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${CUDA_TESTS:-tests/test_cuda.py \
     tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py \
-    tests/test_train_loop.py tests/test_gpu_decode.py tests/test_nvimgcodec_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+    tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
   tail -4 "$OUT/pytest-cuda.log"
 }
 run_suite() {
@@ -109,12 +109,6 @@ run_decode() {
   timeout 90 python3 tools/gpu_decode_check.py --budget 70 --out "$OUT" > "$OUT/decode.txt" 2> "$OUT/decode.err"
   echo "decode check exit $?"
 }
-run_nvimgcodec() {
-  stage "nvImageCodec as the GPU data path's decoder (threads, backends, pipeline)"
-  timeout ${NVIMGCODEC_SECONDS:-120} python3 tools/nvimgcodec_check.py --out "$OUT" > "$OUT/nvimgcodec.txt" \
-    2> "$OUT/nvimgcodec.err"
-  echo "nvimgcodec check exit $?"
-}
 for name in $STAGES; do
   if declare -F "run_$name" > /dev/null; then "run_$name"; else echo "gpu_check: no stage named $name"; fi
 done
@@ -131,8 +125,6 @@ echo "-- convolutions alone (us per call: GPU forward, fwd+bwd; host to launch t
 echo "-- max-pool kernels alone (us per call, batch 256):"; cat "$OUT/pool.txt"; tail -3 "$OUT/pool.err" 2>/dev/null
 echo "-- profiles (kernels, python hotspots: in the logs):"; head -q -n 16 "$OUT"/profile-*.txt 2>/dev/null
 echo "-- GPU data path:"; cat "$OUT/decode.txt" 2>/dev/null | head -20; tail -2 "$OUT/decode.err" 2>/dev/null
-echo "-- nvImageCodec:"; cat "$OUT/nvimgcodec.txt" 2>/dev/null
-[ -s "$OUT/nvimgcodec.txt" ] || tail -30 "$OUT/nvimgcodec.err" 2>/dev/null  # its progress lines carry each rate
 echo "-- prepare and train.py end to end:"; cat "$OUT/e2e.txt" 2>/dev/null; tail -3 "$OUT/e2e.err" 2>/dev/null
 echo "-- bench:"; cat "$OUT/bench.txt" "$OUT/bench-compile.txt"; tail -3 "$OUT/bench.err" "$OUT/bench-compile.err" 2>/dev/null
 } | tee "$FINAL/summary.txt"

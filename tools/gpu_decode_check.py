@@ -82,16 +82,16 @@ def crop_maths_difference(batch, device) -> int:
     return worst
 
 
-def path_differences(samples, batch: int, device, shares=(0.0,), decoder="torchvision") -> list[tuple[int, float]]:
+def path_differences(samples, batch: int, device, shares=(0.0,)) -> list[tuple[int, float]]:
     """For each CPU share, the max and mean absolute pixel difference between decode="gpu" crops on `device`
-    (that share of them decoded here, as in a loader worker; the rest by `decoder`) and decode="cpu" crops."""
+    (that share of them decoded here, as in a loader worker; the rest by nvJPEG) and decode="cpu" crops."""
     from alexnet2gpu.gpu_decode import decode_images
     reference = batches_of(samples, batch, decode="cpu")
     results = []
     for share in shares:
         worst, total, count = 0, 0.0, 0
         for gpu, cpu in zip(batches_of(samples, batch, cpu_share=share), reference):
-            images, corrupt, _ = decode_images(gpu, device, 3, "train", 224, decoder)
+            images, corrupt, _ = decode_images(gpu, device, 3, "train", 224)
             if corrupt or images.shape != cpu.images.shape:
                 raise CheckFailed(f"decode=gpu gave {tuple(images.shape)} with {len(corrupt)} dropped where decode=cpu "
                                   f"gave {tuple(cpu.images.shape)}: the GPU path loses images.")
@@ -101,14 +101,14 @@ def path_differences(samples, batch: int, device, shares=(0.0,), decoder="torchv
     return results
 
 
-def odd_files_report(folder: Path, device, decoder="torchvision") -> str:
-    """Each odd file through decode_images on `device` with `decoder` against the CPU path: kept or dropped,
-    and the mean pixel difference (the decoder's refusals go through the CPU fallback)."""
+def odd_files_report(folder: Path, device) -> str:
+    """Each odd file through decode_images on `device` against the CPU path: kept or dropped, and the mean
+    pixel difference (nvJPEG's refusals go through the CPU fallback)."""
     from alexnet2gpu.gpu_decode import decode_images
     samples = [(str(folder / name), 0) for name in ODD_FILES]
     gpu = batches_of(samples, len(samples), mode="center")[0]
     cpu = batches_of(samples, len(samples), mode="center", decode="cpu")[0]
-    images, corrupt, kept = decode_images(gpu, device, 3, "center", 224, decoder)
+    images, corrupt, kept = decode_images(gpu, device, 3, "center", 224)
     if corrupt != [str(folder / "garbage.jpg")]:
         raise CheckFailed(f"the odd files dropped were {corrupt}, not just garbage.jpg: a fallback failed.")
     parts = []
@@ -123,12 +123,12 @@ def odd_files_report(folder: Path, device, decoder="torchvision") -> str:
 
 
 def pipeline_rate(root: Path, batch: int, device, decode: str, workers: int, batches: int,
-                  cpu_share="auto", decoder="torchvision") -> tuple[float, float, float]:
+                  cpu_share="auto") -> tuple[float, float, float]:
     """(images/s, the CPU share used, wall seconds of the whole measurement with the workers' start)."""
     from alexnet2gpu.bench.pipeline import measure_input_pipeline
     start = time.perf_counter()
     r = measure_input_pipeline(batch, device, str(root), workers, max_batches=batches - 1, log=say, decode=decode,
-                               cpu_share=cpu_share, decoder=decoder)
+                               cpu_share=cpu_share)
     return batch / r["seconds_per_batch"], r["cpu_share"], time.perf_counter() - start
 
 
@@ -149,7 +149,7 @@ def parse_shares(text: str) -> list:
 
 
 def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shares: list, deadline: float = math.inf,
-                last: float = 0.0, decoder="torchvision") -> list:
+                last: float = 0.0) -> list:
     """The input pipeline with --decode gpu at each share: [(share as given, share used, images/s, wall
     seconds)]. A share runs only while a run as long as the last one (`last` seconds before the first) still
     ends before `deadline` (time.perf_counter()); a skipped one is (share, None, None, 0)."""
@@ -158,9 +158,9 @@ def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shar
         if time.perf_counter() + last > deadline:
             results.append((share, None, None, 0.0))
             continue
-        say(f"(c) input pipeline, decode=gpu with {decoder}, --cpu-decode-share {share}, {workers} workers, "
+        say(f"(c) input pipeline, decode=gpu, --cpu-decode-share {share}, {workers} workers, "
             f"{batches} batches")
-        value, used, last = pipeline_rate(root, batch, device, "gpu", workers, batches, share, decoder)
+        value, used, last = pipeline_rate(root, batch, device, "gpu", workers, batches, share)
         results.append((share, used, value, last))
     return results
 

@@ -1,6 +1,6 @@
 """The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
 rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
-read the files and the device decodes and crops them (gpu_decode.py, with --gpu-decoder's library), except for
+read the files and the device decodes and crops them (gpu_decode.py), except for
 the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given), through train.py's
 own decoding and cropping threads (decoded_loader.py). Mean and PCA noise on the device in both.
 
@@ -24,12 +24,11 @@ GPU_ROW = "input-pipeline-gpu"
 
 
 def measure_input_pipeline(batch: int, device: torch.device, data: str | None = None, workers: int | None = None,
-                           max_batches: int = 20, log=print, decode: str = "cpu", cpu_share="auto",
-                           decoder: str = "torchvision") -> dict:
+                           max_batches: int = 20, log=print, decode: str = "cpu", cpu_share="auto") -> dict:
     """Seconds per batch, averaged over up to `max_batches` batches after the first (which pays for starting
     the workers), the worker count and the CPU share. decode="gpu": the batches are decoded and cropped on
     `device` (any device: on the CPU decode_jpeg runs libjpeg, which is how the tests run it), but for the
-    `cpu_share` (as --cpu-decode-share: "auto" or a fraction) the workers decode; `decoder` as --gpu-decoder."""
+    `cpu_share` (as --cpu-decode-share: "auto" or a fraction) the workers decode."""
     device = torch.device(device)
     root = data or ensure_synthetic(log=log)
     splits = open_folders(root, None)
@@ -37,7 +36,7 @@ def measure_input_pipeline(batch: int, device: torch.device, data: str | None = 
     share = resolve_cpu_share(cpu_share, workers) if decode == "gpu" else 0.0
     dataset = FolderDataset(splits.train, "train", decode=decode, cpu_share=share)
     loader = make_loader(dataset, EpochSampler(len(dataset), epoch=0), batch, workers, pin=device.type == "cuda")
-    spec = InputSpec(device, torch.tensor(IMAGENET_MEAN), "paper", gpu_decoder=decoder)
+    spec = InputSpec(device, torch.tensor(IMAGENET_MEAN), "paper")
     if decode == "gpu":
         loader = DecodedLoader(loader, spec.decode, device, files=spec.decode_files)
     images, start = 0, None

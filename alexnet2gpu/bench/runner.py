@@ -15,7 +15,7 @@ import torch
 
 from ..allocator import keep_freed_memory
 from ..device import AMP_DTYPES, check_device
-from ..gpu_decode import DECODERS, resolve_cpu_share
+from ..gpu_decode import resolve_cpu_share
 from ..world import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
@@ -53,7 +53,6 @@ class Options:
     data: str | None = None  # the input-pipeline row's data folder (default: the built-in set)
     workers: int | None = None  # the input-pipeline row's loader processes (default: train.py's)
     cpu_decode_share: str | float = "auto"  # the input-pipeline-gpu row's CPU share (as train.py's flag)
-    gpu_decoder: str = "torchvision"  # the input-pipeline-gpu row's decoding library (as train.py's flag)
     keep_freed_memory: bool = True  # allocator.keep_freed_memory on the CPU (also in the two-process rows)
     log: object = field(default=lambda *a: print(*a, file=sys.stderr, flush=True))
 
@@ -71,8 +70,6 @@ def check_options(opts: Options) -> torch.device:
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}.")
     resolve_cpu_share(opts.cpu_decode_share, 1)  # "auto" or a fraction: refused here, not as a skipped row
-    if opts.gpu_decoder not in DECODERS:
-        raise ValueError(f"--gpu-decoder {opts.gpu_decoder!r}: choose {' or '.join(DECODERS)}.")
     if any(b % PROCESSES for b in opts.batch_sizes) and "data-parallel" in opts.rows:
         raise ValueError(f"the data-parallel row splits the batch over {PROCESSES} processes: use even batch sizes.")
     return device
@@ -128,8 +125,8 @@ def _pipeline_row(opts: Options, device: torch.device, batch: int, decode: str =
         return _skip_record(row, device, batch, "needs a CUDA device (JPEGs decoded with nvJPEG)")
     opts.log(f"batch {batch}: {row}")
     r = measure_input_pipeline(batch, device, opts.data, opts.workers, log=opts.log, decode=decode,
-                               cpu_share=opts.cpu_decode_share, decoder=opts.gpu_decoder)
-    where = (f" decoded on the device with {opts.gpu_decoder}, {r['cpu_share']:.2f} of them in the workers "
+                               cpu_share=opts.cpu_decode_share)
+    where = (f" decoded on the device with nvJPEG, {r['cpu_share']:.2f} of them in the workers "
              f"(--cpu-decode-share {opts.cpu_decode_share})") if decode == "gpu" else ""
     return _record(row, "load", device, batch, r["seconds_per_batch"], 0.0, 0.0, 1,
                    processes=r["workers"], note=f"{r['workers']} loader worker(s), JPEGs in {r['root']}{where}")

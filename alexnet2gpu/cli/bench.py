@@ -50,8 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="input-pipeline row: loader processes (default: train.py's)")
     p.add_argument("--cpu-decode-share", default="auto", metavar="auto|F", help="input-pipeline-gpu row: the "
                    "fraction of JPEGs the workers decode, the rest on the GPU (default: auto, train.py's)")
-    p.add_argument("--gpu-decoder", default="torchvision", metavar="torchvision|nvimgcodec", help="input-pipeline-gpu "
-                   "row: the library that drives nvJPEG (default: torchvision, train.py's)")
     p.add_argument("--quick", action="store_true", help="batch 8, 1 warm-up + 3 timed steps, fewer rows")
     p.add_argument("--json", default=None, metavar="PATH", help="write one JSON record per row")
     p.add_argument("--plot", default=None, metavar="PATH", help="draw images/s per row (PNG)")
@@ -77,7 +75,7 @@ def options(args: argparse.Namespace) -> runner.Options:
                           num_classes=args.num_classes,
                           allow_compile=args.compile if args.compile is not None else cuda,
                           keep_freed_memory=not args.glibc_default_malloc, data=args.data, workers=args.workers,
-                          cpu_decode_share=args.cpu_decode_share, gpu_decoder=args.gpu_decoder)
+                          cpu_decode_share=args.cpu_decode_share)
     if cuda:
         opts.warmup, opts.steps = 3, 15  # a GPU step is milliseconds: more of them for a steady median
     if args.quick:
