@@ -1,8 +1,7 @@
 """ReLU + per-tower LRN + the overlapping max-pool as one autograd step (conv1's and conv2's blocks, paper §3.3-3.4).
 
-The forward runs the two ops' own kernels in turn (lrn_kernels' ReLU + LRN, then pool_kernels' max-pool), or,
-with lrn_pool_forward_kernels.ONE_FORWARD_KERNEL (off until measured on a GPU), one kernel that never writes the
-LRN's output; the backward is one kernel (lrn_pool_kernels.py), which gathers the pool's gradient and applies
+The forward runs the two ops' own kernels in turn (lrn_kernels' ReLU + LRN, then pool_kernels' max-pool); the
+backward is one kernel (lrn_pool_kernels.py), which gathers the pool's gradient and applies
 the LRN's in one pass. Only z, the bias and the pool's one-byte argmax are kept for the backward: the LRN's
 output is freed as soon as it is pooled, where apart it was kept for both backwards.
 
@@ -30,12 +29,6 @@ def _kernels():
     return lrn_pool_kernels
 
 
-@functools.cache
-def _forward_kernels():
-    from . import lrn_pool_forward_kernels
-    return lrn_pool_forward_kernels
-
-
 def fuses(z: torch.Tensor, lrn_impl: str, pool_impl: str) -> bool:
     """Whether the ReLU + LRN + max-pool of maps `z` runs as this one step: the Triton LRN and max-pool both run
     on z (lrn_impl and pool_impl "fast" on CUDA, or forced), and z is channels-last (the fused backward's tile)."""
@@ -45,9 +38,6 @@ def fuses(z: torch.Tensor, lrn_impl: str, pool_impl: str) -> bool:
 
 def _forward(z: torch.Tensor, bias: torch.Tensor | None, towers: int, alpha: float, beta: float,
              k: float) -> tuple[torch.Tensor, torch.Tensor]:
-    one = _forward_kernels()
-    if one.ONE_FORWARD_KERNEL:  # the same numbers, bit for bit, without writing the LRN's output
-        return one.relu_lrn_pool_forward(z, towers, alpha / WINDOW, beta, k, bias=bias)
     y = _lrn_kernels().relu_lrn_forward(z, towers, alpha, beta, k, bias=bias)
     return _pool_kernels().max_pool_forward(y)
 

@@ -73,48 +73,6 @@ def test_the_fused_backward_is_the_two_kernels_in_turn(dtype, towers, channels, 
     torch.testing.assert_close(fused_dbias, dbias, equal_nan=True)
 
 
-# (block_w, block_h): strips of 3 pooled columns and 2 rows; of 1 column (the narrowest) and 3 rows; one
-# program's strip and rows covering the maps
-@pytest.mark.parametrize("dtype,towers,channels,h,w,block_w,block_h", [
-    (torch.float64, 2, 9, 7, 9, 4, 2), (torch.float32, 1, 5, 7, 6, 2, 3), (torch.bfloat16, 1, 6, 8, 8, 4, 8)])
-def test_the_one_forward_kernel_is_the_two_kernels_in_turn(dtype, towers, channels, h, w, block_w, block_h):
-    """The pooled maps and the argmax bit for bit, NaN and ties included (rows of equal values); on a GPU the maps
-    to rounding and nearly every argmax."""
-    from alexnet2gpu.lrn_pool_forward_kernels import relu_lrn_pool_forward
-    z = maps(towers, channels, dtype, h, w)
-    z[0, 1, 2, 3] = float("nan")
-    z[1, :, :3] = 0  # with the bias: each map constant there, so its windows tie
-    bias = (torch.randn(towers * channels, device=DEVICE) * 3).to(dtype)
-    pooled, argmax = apart(z, bias, towers, torch.zeros(pool_kernels.pooled_shape(z), device=DEVICE, dtype=dtype))[:2]
-    one, one_argmax = relu_lrn_pool_forward(z, towers, STRONG[0] / LRN_SIZE, *STRONG[1:], bias=bias, block_w=block_w,
-                                            block_h=block_h)
-    assert_same(one, pooled)
-    if DEVICE == "cpu":
-        assert torch.equal(one_argmax, argmax)
-    else:  # a near tie may go the other way where the two kernels round differently
-        assert (one_argmax == argmax).float().mean() > 0.95
-    assert one.stride() == pooled.stride() and one_argmax.dtype == torch.int8
-
-
-def test_the_op_with_the_one_forward_kernel(monkeypatch):
-    """lrn_pool_forward_kernels.ONE_FORWARD_KERNEL switches the op's forward: the same pooled maps and gradients."""
-    from alexnet2gpu import lrn_pool_forward_kernels
-    z = maps(2, 4, torch.float64, 5, 5).requires_grad_()
-    bias = (torch.randn(8, dtype=torch.float64, device=DEVICE) * 3).requires_grad_()
-    grad = torch.randn(2, 8, 2, 2, dtype=torch.float64, device=DEVICE)
-    results = []
-    for one in (False, True):
-        monkeypatch.setattr(lrn_pool_forward_kernels, "ONE_FORWARD_KERNEL", one)
-        pooled = relu_lrn_max_pool(z, 2, *STRONG, bias)
-        results.append((pooled,) + torch.autograd.grad(pooled, (z, bias), grad))
-    for got, want in zip(*results):
-        assert_same(got, want)
-    with pytest.raises(ValueError, match="needs channels-last maps"):
-        lrn_pool_forward_kernels.relu_lrn_pool_forward(z.detach().contiguous(), 2, 0.1, 0.75, 2.0)
-    with pytest.raises(ValueError, match="block_w 3: pass a power of two"):
-        lrn_pool_forward_kernels.relu_lrn_pool_forward(z.detach(), 2, 0.1, 0.75, 2.0, block_w=3)
-
-
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FLOAT64_TOLERANCE), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_forward_and_backward_match_the_formula(dtype, tolerance, with_bias):

@@ -69,8 +69,8 @@ def test_step_ops_counts_a_steps_aten_ops_with_the_cuda_set_up(monkeypatch):
 
 
 def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypatch):
-    """The ReLU + LRN + max-pool lines of tools/lrn_microbench.py, on small maps with a stand-in timer: they run
-    both forwards and both backwards and, interpreted, find them equal."""
+    """The ReLU + LRN + max-pool line of tools/lrn_microbench.py, on small maps with a stand-in timer: it runs
+    both backwards and, interpreted, finds them equal."""
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     spec = importlib.util.spec_from_file_location("lrn_microbench", ROOT / "tools" / "lrn_microbench.py")
     tool = importlib.util.module_from_spec(spec)
@@ -84,10 +84,6 @@ def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypat
     assert re.fullmatch(r"lrn1  \+pool backward: apart 2\.0 us; fused 2\.0 us at 1024 x 4 warps "
                         r"\(rel\.diff (0\.0e\+00|\d\.\de-\d\d)\);", line), line
     assert line.endswith("(rel.diff 0.0e+00);") or not exact
-    line = tool.pool_forward_line("lrn1", lrn_kernels, z, timer, quick=True)
-    assert re.fullmatch(r"lrn1  \+pool forward: apart 2\.0 us; one kernel 2\.0 us at strips of 15 x 8, 4 warps "
-                        r"\((same|DIFFERENT)\);", line), line
-    assert line.endswith("(same);") or not exact
 
 
 def test_the_gpu_check_script_parses():

@@ -1,7 +1,7 @@
 """Time the Triton ReLU + LRN kernels alone on AlexNet's two LRN layers (batch 256, both towers), for each
 kernel form at a few tiles and warp counts: the numbers that choose lrn_kernels' defaults; then, per layer, the
-bias in the kernels against passes of its own, and the forward and the backward of ReLU + LRN + max-pool each as
-one kernel (lrn_pool_forward_kernels.py, lrn_pool_kernels.py) against the LRN's and the pool's kernels in turn.
+bias in the kernels against passes of its own, and the backward of ReLU + LRN + max-pool as one kernel
+(lrn_pool_kernels.py) against the pool's and the LRN's kernels in turn.
 Needs a CUDA device.
 
     PYTHONPATH=. python3 tools/lrn_microbench.py [--dtype bf16] [--layout channels-last] [--quick]
@@ -74,39 +74,11 @@ def main(argv=None) -> int:
                           f"{pixels_x_channels}", flush=True)
         print(bias_line(name, kernels, z, g, y, do_bench), flush=True)
         if channels_last:  # the fused kernels take channels-last maps
-            print(pool_forward_line(name, kernels, z, do_bench, args.quick), flush=True)
             print(pool_line(name, kernels, z, do_bench, args.quick), flush=True)
     return 0
 
 
 FUSED_POINTS = ((1024, 4), (512, 4), (2048, 8))  # (elements a program, warps); the first is the default
-FORWARD_POINTS = ((16, 8, 4), (8, 8, 4), (32, 8, 8), (16, 27, 4))  # (block_w, block_h, warps); the first: default
-
-
-def pool_forward_line(name: str, kernels, z: torch.Tensor, do_bench, quick: bool) -> str:
-    """The forward of ReLU + LRN + max-pool with the conv's bias: the LRN's kernel then the pool's (apart, the
-    default) against the one kernel that never writes the LRN's output (lrn_pool_forward_kernels.py), at a few
-    strips; "same" when its pooled maps and argmax equal the pair's bit for bit."""
-    from alexnet2gpu import lrn_pool_forward_kernels as one, pool_kernels
-    bias = torch.randn(z.shape[1], device=z.device)
-
-    def apart():
-        return pool_kernels.max_pool_forward(kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K, bias=bias))
-
-    def fused(block_w, block_h, warps):
-        return one.relu_lrn_pool_forward(z, 2, ALPHA / 5, BETA, K, bias=bias, block_w=block_w, block_h=block_h,
-                                         num_warps=warps)
-
-    want = apart()
-    parts = [f"{name:5} +pool forward: apart {do_bench(apart) * 1e3:.1f} us; one kernel"]
-    for block_w, block_h, warps in FORWARD_POINTS[:1 if quick else None]:
-        try:
-            same = all(torch.equal(a, b) for a, b in zip(fused(block_w, block_h, warps), want))
-            parts.append(f" {do_bench(lambda: fused(block_w, block_h, warps)) * 1e3:.1f} us at strips of "
-                         f"{block_w - 1} x {block_h}, {warps} warps ({'same' if same else 'DIFFERENT'});")
-        except Exception as e:  # noqa: BLE001 - one note, then the next point
-            parts.append(f" {block_w} x {block_h} failed: {_last_line(e)};")
-    return "".join(parts)
 
 
 def pool_line(name: str, kernels, z: torch.Tensor, do_bench, quick: bool) -> str:
