@@ -29,22 +29,15 @@ import contextlib
 import torch
 
 from .errors import TrainError
+from .model import StackOptions
 from .world import first_line
 
 WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's own examples of whole-network capture
-GRAPH_CONV_IMPL = "towers"  # the merged stack's convolution form under a graph (use_graph_forms)
-
-
-def use_graph_forms(model: torch.nn.Module) -> None:
-    """Switch a merged stack to the form that runs fastest inside a graph: conv2, conv4 and conv5 per tower on
-    dense maps ("towers"). It does less GPU work than one grouped convolution but launches more kernels, so
-    eagerly it waits for the host and loses, while a graph launches them all at once (figures:
-    docs/BENCHMARKS.md). The maths and the parameters stay the same."""
-    from .model import TowerStack
-
-    for module in model.modules():
-        if isinstance(module, TowerStack) and module.towers > 1:
-            module.conv_impl = GRAPH_CONV_IMPL
+# How a model that runs under a graph is built: conv2, conv4 and conv5 per tower on dense maps ("towers"). That
+# form does less GPU work than one grouped convolution but launches more kernels, so eagerly it waits for the
+# host and loses, while a graph launches them all at once (docs/kernels.md). The maths and the parameters stay
+# the same; a one-tower stack (two-device, tower-parallel) has no grouped convolution to replace.
+GRAPH_OPTIONS = StackOptions(convs="towers")
 
 
 def check_graphable(layout: str, devices) -> None:

@@ -7,7 +7,7 @@
 WEIGHTS: a train.py checkpoint, a run folder or a .safetensors file. The .onnx and .pt2 files hold the
 merged network in inference mode (dropout off) with a dynamic batch: input N x C x crop x crop, on the 0..255
 scale with the per-channel mean already subtracted (stored in the file's metadata with the class names),
-output N x classes logits. Their LRN is the per-tower formula in plain tensor operations (lrn.py "shifted"),
+output N x classes logits. Their LRN is the per-tower formula in plain tensor operations (lrn.py "formula"),
 which both exporters turn into ordinary graph operations. After writing, the command runs the file (ONNX
 Runtime, torch.export.load) and PyTorch on one random batch and prints the largest difference of their
 logits relative to the largest logit; above --tolerance it fails.
@@ -15,7 +15,6 @@ logits relative to the largest logit; above --tolerance it fails.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from .errors import TrainError
 from .hub import load_network
+from .model import StackOptions
 from .weights_io import SAFETENSORS, Weights, load_weights, save_safetensors
 
 FORMATS = (SAFETENSORS, ".onnx", ".pt2")
@@ -39,15 +39,13 @@ def metadata(weights: Weights) -> dict[str, str]:
                 input="N x in_channels x crop x crop, 0..255 minus mean; output: N x num_classes logits")
 
 
-@contextlib.contextmanager
-def exportable(model):
-    """The merged network in inference mode with its LRN as plain tensor operations, for tracing."""
-    impl, model.stack.lrn_impl = model.stack.lrn_impl, "shifted"
-    model.eval().to(memory_format=torch.contiguous_format)  # plainly strided weights in the exported file
-    try:
-        yield model
-    finally:
-        model.stack.lrn_impl = impl
+EXPORT_OPTIONS = StackOptions(lrn="formula")  # the LRN as plain tensor operations, which both exporters read
+
+
+def exportable(weights: Weights) -> torch.nn.Module:
+    """The merged network holding `weights` in inference mode, built to be traced: its LRN as plain tensor
+    operations and its weights plainly strided."""
+    return load_network(weights, options=EXPORT_OPTIONS).eval().to(memory_format=torch.contiguous_format)
 
 
 def random_input(weights: Weights, batch: int) -> torch.Tensor:
@@ -71,8 +69,8 @@ def export(source, out, tolerance: float = TOLERANCE, log=print) -> float | None
         log(f"wrote {out}: {len(weights.model)} tensors ({weights.num_classes} classes, {weights.in_channels} "
             "input channels) with class names, mean and crop as metadata")
         return None
-    model = load_network(weights)
-    with exportable(model), torch.no_grad():
+    model = exportable(weights)
+    with torch.no_grad():
         x = random_input(weights, TRACE_BATCH)
         batch = torch.export.Dim("batch", min=1, max=4096)
         check = random_input(weights, CHECK_BATCH)

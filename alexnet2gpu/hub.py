@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .layouts import build_model
+from .model import StackOptions
 from .weights_io import Weights, load_weights
 
 HUB_LAYOUTS = ("merged", "two-device")  # tower-parallel needs one process per tower (torchrun): not a hub model
@@ -18,10 +19,10 @@ HUB_LAYOUTS = ("merged", "two-device")  # tower-parallel needs one process per t
 
 def load_network(weights=None, num_classes: int | None = None, in_channels: int | None = None,
                  layout: str = "merged", device="cpu", devices=None, init: str = "paper",
-                 dropout: float = 0.5) -> nn.Module:
+                 dropout: float = 0.5, options: StackOptions = StackOptions()) -> nn.Module:
     """AlexNet in `layout` (merged on `device`, or two-device on `devices`), holding `weights` when given,
     else freshly drawn with `init`. num_classes and in_channels default to the weights' (1000 and 3 without);
-    when given they must agree with them."""
+    when given they must agree with them. `options`: how the layers are computed (model.StackOptions)."""
     if layout not in HUB_LAYOUTS:
         raise ValueError(f"layout {layout!r} cannot be loaded from the hub: choose one of {', '.join(HUB_LAYOUTS)} "
                          "(the tower-parallel layout runs under torchrun: train.py --resume or --init-from).")
@@ -33,7 +34,8 @@ def load_network(weights=None, num_classes: int | None = None, in_channels: int 
                 raise ValueError(f"{name}={wanted} but the weights in {loaded.path} have {name}={have}: leave "
                                  f"{name} out, or fine-tune them to {wanted} with train.py --init-from.")
         num_classes, in_channels = loaded.num_classes, loaded.in_channels
-    model = build_model(layout, num_classes or 1000, in_channels or 3, init, dropout, device=device, devices=devices)
+    model = build_model(layout, num_classes or 1000, in_channels or 3, init, dropout, device=device, devices=devices,
+                        options=options)
     if loaded is not None:
         model.load_state_dict(loaded.model)
         model.classes, model.mean, model.crop = loaded.classes, loaded.mean, loaded.crop

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .lrn_op import TRITON_AVAILABLE, WINDOW, fused_relu_lrn
 from .maps import plus_bias
 
-LRN_IMPLS = ("fast", "chunked", "triton", "shifted", "native", "compiled")
+LRN_IMPLS = ("auto", "chunked", "triton", "formula")
 CHUNK_ELEMENTS_PER_THREAD = 1 << 19  # 2 MB of fp32 per buffer and thread: measured best on a 1 MB-L2 core
 
 
@@ -115,7 +115,7 @@ class LRNFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
         if size % 2 == 0:
-            raise ValueError(f"the fast LRN needs an odd window size (the paper's is 5), got {size}: use impl='native'.")
+            raise ValueError(f"the chunked LRN needs an odd window size (the paper's is 5), got {size}: use impl='formula'.")
         channels_last = _is_channels_last(x5)
         x = _as_rows(x5, channels_last)
         step = max(1, min(x.shape[0], chunk_elements() // ((x.shape[1] + size - 1) * x.shape[2])))
@@ -156,12 +156,7 @@ class LRNFunction(torch.autograd.Function):
         return _from_rows(grad_x, grad_y5), None, None, None, None
 
 
-def _native_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    n, t, c, h, w = x5.shape
-    return F.local_response_norm(x5.reshape(n * t, c, h, w), size, alpha, beta, k).reshape(n, t, c, h, w)
-
-
-def _shifted_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+def _formula_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """The formula in plain tensor operations: the window sum as `size` shifted slices of the squares padded by
     size//2 zero channels on each side of every tower: slow in eager mode, and torch.compile's fusion of it and
     its backward was slower still than the Triton op on an H100 (docs/BENCHMARKS.md). Plain ops any exporter
@@ -173,25 +168,14 @@ def _shifted_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k
     return x5 * (k + alpha / size * window).pow(-beta)
 
 
-_compiled = None
-
-
-def _compiled_per_tower(x5, size, alpha, beta, k):
-    """torch.compile of the native composite, built on first use only (needs a working compiler)."""
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(_native_per_tower, dynamic=False)
-    return _compiled(x5, size, alpha, beta, k)
-
-
 def resolve_impl(impl: str, device: torch.device, size: int, after_relu: bool) -> str:
-    """"fast" is the device's fastest: on CUDA with the paper's window, the Triton kernels, which fuse the
+    """"auto" is the device's fastest: on CUDA with the paper's window, the Triton kernels, which fuse the
     ReLU before the LRN (`after_relu`: the caller applies both); elsewhere the chunked LRNFunction."""
     if impl not in LRN_IMPLS:
         raise ValueError(f"unknown LRN implementation {impl!r}: choose one of {', '.join(LRN_IMPLS)}.")
-    if impl in ("fast", "triton"):
+    if impl in ("auto", "triton"):
         usable = after_relu and size == WINDOW and TRITON_AVAILABLE
-        if impl == "fast":
+        if impl == "auto":
             return "triton" if usable and device.type == "cuda" else "chunked"
         if not usable:
             raise ValueError(f"the Triton LRN computes relu then LRN with the paper's window of {WINDOW} and needs "
@@ -200,12 +184,11 @@ def resolve_impl(impl: str, device: torch.device, size: int, after_relu: bool) -
 
 
 def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float,
-                        impl: str = "fast") -> torch.Tensor:
+                        impl: str = "auto") -> torch.Tensor:
     """LRN over channels of each tower separately: x is N x (towers*C) x H x W, tower t owns channels [tC, (t+1)C).
 
-    impl: "fast" or "chunked" (LRNFunction), "shifted" (the formula as sums of shifted slices, in plain
-    ops), "native" (torch's composite) or "compiled" (torch.compile of the
-    composite, for benchmarks). All give the same numbers to rounding.
+    impl: "auto" or "chunked" (LRNFunction), or "formula" (the formula as sums of shifted slices, in plain
+    ops). Both give the same numbers to rounding.
     """
     n, c, h, w = x.shape
     _check_towers(c, towers)
@@ -214,18 +197,14 @@ def local_response_norm(x: torch.Tensor, towers: int, size: int, alpha: float, b
     x5 = x.unflatten(1, (towers, c // towers))
     if impl == "chunked":
         y5 = LRNFunction.apply(x5, size, alpha, beta, k)
-    elif impl == "shifted":
-        y5 = _shifted_per_tower(x5, size, alpha, beta, k)
-    elif impl == "native":
-        y5 = _native_per_tower(x5, size, alpha, beta, k)
     else:
-        y5 = _compiled_per_tower(x5, size, alpha, beta, k)
+        y5 = _formula_per_tower(x5, size, alpha, beta, k)
     return y5.flatten(1, 2)
 
 
 def relu_local_response_norm(z: torch.Tensor, towers: int, size: int, alpha: float, beta: float, k: float,
-                             impl: str = "fast", bias: torch.Tensor | None = None) -> torch.Tensor:
-    """relu(z + bias) then `local_response_norm`: with impl "triton" (CUDA's "fast") one fused op (lrn_op.py),
+                             impl: str = "auto", bias: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(z + bias) then `local_response_norm`: with impl "triton" (CUDA's "auto") one fused op (lrn_op.py),
     whose kernels add the optional `bias` (the convolution's, which then ran without it) as they read z; else an
     in-place ReLU (a convolution's backward does not need its output, so the ReLU may overwrite it) and the LRN."""
     _check_towers(z.shape[1], towers)

@@ -8,7 +8,7 @@ output is freed as soon as it is pooled, where apart it was kept for both backwa
 Eager calls go through a plain autograd.Function (one per block where apart there were two, each paying host
 time on every call); torch.compile traces the `alexnet2gpu::relu_lrn_max_pool` custom op, whose backward is a
 custom op too. Used where both fast kernels run (`fuses`): channels-last maps on CUDA, or any device with
-TRITON_INTERPRET=1 (the CPU tests). `TowerStack.fuse_lrn_pool = False` runs the two ops apart.
+TRITON_INTERPRET=1 (the CPU tests). Elsewhere the two ops run apart.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ def _kernels():
     return lrn_pool_kernels
 
 
-def fuses(z: torch.Tensor, lrn_impl: str, pool_impl: str) -> bool:
+def fuses(z: torch.Tensor, lrn_impl: str) -> bool:
     """Whether the ReLU + LRN + max-pool of maps `z` runs as this one step: the Triton LRN and max-pool both run
-    on z (lrn_impl and pool_impl "fast" on CUDA, or forced), and z is channels-last (the fused backward's tile)."""
-    return (runs_triton(lrn_impl, z.device) and uses_triton(z, pool_impl)
+    on z (lrn_impl "auto" on CUDA, or "triton"), and z is channels-last (the fused backward's tile)."""
+    return (runs_triton(lrn_impl, z.device) and uses_triton(z)
             and memory_format_of(z) == torch.channels_last)
 
 

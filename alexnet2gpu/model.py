@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import conv1_space_to_depth, conv2d_chunked_weight_grad
-from .lrn import relu_local_response_norm, runs_triton
+from .lrn import LRN_IMPLS, relu_local_response_norm, runs_triton
 from .lrn_pool_op import fuses, relu_lrn_max_pool
 from .maps import memory_format_of
 from .pool_op import overlapping_max_pool
@@ -193,46 +193,62 @@ def conv1_input(x: torch.Tensor, pad: int, weight: torch.Tensor) -> torch.Tensor
     return out
 
 
+CONV1_FORMS = ("auto", "direct", "space-to-depth")
+CONV_FORMS = ("grouped", "towers")
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How a `TowerStack` computes its layers, fixed when it is built; never what it computes (the parameters
+    are the canonical ones, and every choice gives the same numbers to rounding). Which choice runs where, and
+    the measurements behind the defaults: docs/kernels.md.
+
+    conv1: "direct", the one 11x11 stride-4 convolution; "space-to-depth", the same convolution as a 3x3 one
+      over 4x4 pixel blocks (conv.py); "auto": space-to-depth on CUDA, direct elsewhere.
+    convs: how conv2, conv4 and conv5 (each tower on its own maps) run with both towers in one stack:
+      "grouped", one grouped convolution; "towers", one ungrouped convolution per tower on that tower's maps
+      as a dense tensor of its own, cut once after conv1's and conv3's blocks and joined again where the towers
+      meet (what train.py --cuda-graphs builds: it wins inside a graph and loses eagerly).
+    lrn: "auto", the fused Triton ReLU + LRN kernels on CUDA and the chunked LRN elsewhere; "triton" or
+      "chunked" forced (the CPU tests interpret the Triton kernels); "formula", the formula in plain tensor
+      operations, which exporters and compilers read (lrn.py).
+    """
+
+    conv1: str = "auto"
+    convs: str = "grouped"
+    lrn: str = "auto"
+
+    def __post_init__(self):
+        for name, value, choices in (("conv1", self.conv1, CONV1_FORMS), ("convs", self.convs, CONV_FORMS),
+                                     ("lrn", self.lrn, LRN_IMPLS)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} form {value!r}: choose one of {', '.join(choices)}.")
+
+
 class TowerStack(nn.Module):
     """conv1 ... fc7 of `towers` column towers: one tower (towers=1) or both merged (towers=2).
 
     With towers=2, conv2/conv4/conv5 are grouped convolutions: PyTorch maps input channels [0, C/2) to
     output channels [0, O/2), and that half is tower 0. LRN runs per tower (docs/paper.md §2). The forward is
     cut into stages at the layers that read both towers; a layout gathers the towers' maps between stages.
+    `options` (StackOptions) fixes how each layer is computed.
 
-    Internal switches change how, never what, is computed (parameters stay canonical): `lrn_impl`
-    ("fast", "native", "compiled"; see lrn.py), `conv1_impl` ("direct", the one convolution; "space-to-depth",
-    a 3x3 convolution over 4x4 pixel blocks, see conv.py; "auto", the default: space-to-depth on CUDA, where it
-    was faster, direct elsewhere), `pool_impl` ("fast": the Triton max-pool on CUDA; "aten": ATen's kernels; see
-    pool_op.py), `bias_in_lrn` (True, the default: where the fused Triton ReLU + LRN runs, conv1 and conv2 run
-    without their bias and its kernels add it; False: the convolutions add it), `fuse_lrn_pool` (True, the
-    default: where both Triton kernels run on channels-last maps, ReLU + LRN + max-pool is one autograd step with
-    one backward kernel, lrn_pool_op.py; False: two steps) and `conv_impl`: "grouped", one grouped convolution
-    for conv2/4/5; "split", one convolution per tower on slices of the same weight, then concatenated; "towers",
-    conv2/4/5 as one ungrouped convolution per tower on its rows of the weight and on its own dense maps (cut
-    once from the pooled conv1 maps and from conv3's output, concatenated again before conv3 and fc6), so no
-    convolution reads a slice of a wider tensor. conv1 and conv3 read every map and stay one convolution.
+    Where the Triton ReLU + LRN runs, conv1 and conv2 run without their bias and the LRN's kernels add it as
+    they read the maps; where the Triton max-pool runs too, on channels-last maps, ReLU + LRN + max-pool is one
+    autograd step with one backward kernel (lrn_pool_op.py). Both pay inside a CUDA graph.
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every
     map of the stack is channels-last: on the CPU oneDNN then runs the convolutions without reordering, and
-    max pooling and the LRN read channels contiguously (figures: docs/BENCHMARKS.md, "channels-last").
+    max pooling and the LRN read channels contiguously (docs/benchmarks.md).
     `stack.to(memory_format=torch.contiguous_format)` gives the contiguous layout back; the input follows it.
     """
 
-    CONV_IMPLS = ("grouped", "split", "towers")
-    CONV1_IMPLS = ("auto", "direct", "space-to-depth")
-
-    def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5):
+    def __init__(self, towers: int, in_channels: int = 3, dropout: float = 0.5,
+                 options: StackOptions = StackOptions()):
         super().__init__()
         check_dropout(dropout)
-        self.towers = towers
-        self.lrn_impl = "fast"
-        self.conv1_impl = "auto"
-        self.conv_impl = "grouped"
-        self.pool_impl = "fast"
-        self.bias_in_lrn = True
-        self.fuse_lrn_pool = True
+        self.towers, self.options = towers, options
         for layer in LAYERS:
             fan_in = layer_in_features(layer, in_channels)
             out = layer.out * towers
@@ -245,42 +261,48 @@ class TowerStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.to(memory_format=torch.channels_last)  # conv weights only (4-d); works on the meta device too
 
-    def _bias_in_lrn(self, layer: Layer, h: torch.Tensor) -> bool:
-        """Whether `layer`'s bias is added by the fused ReLU + LRN kernels (CUDA) rather than by its convolution:
-        one pass fewer over conv1's and conv2's outputs each way."""
-        return self.bias_in_lrn and "lrn" in layer.lrn_pool and runs_triton(self.lrn_impl, h.device)
+    def extra_repr(self) -> str:
+        return f"towers={self.towers}, options={self.options}"
 
-    def _conv(self, h: torch.Tensor, layer: Layer, with_bias: bool = True) -> torch.Tensor:
+    def _bias_in_lrn(self, layer: Layer, h: torch.Tensor) -> bool:
+        """Whether `layer`'s bias is added by the fused ReLU + LRN kernels rather than by its convolution: one
+        pass fewer over conv1's and conv2's outputs each way."""
+        return "lrn" in layer.lrn_pool and runs_triton(self.options.lrn, h.device)
+
+    def _conv(self, h: torch.Tensor, layer: Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`layer`'s convolution of `h`, and the bias it leaves to the ReLU + LRN kernels (None: added)."""
         conv = getattr(self, layer.name)
-        if conv.groups == 1 or self.conv_impl == "grouped":
-            if with_bias:
-                return conv(h)
-            return F.conv2d(h, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        if self.conv_impl != "split":
-            raise ValueError(f"unknown conv_impl {self.conv_impl!r}: choose one of {', '.join(self.CONV_IMPLS)}.")
-        # One ungrouped convolution per tower on its own maps and its rows of the canonical weight.
-        biases = conv.bias.chunk(conv.groups, 0) if with_bias else [None] * conv.groups
-        pieces = zip(h.chunk(conv.groups, 1), conv.weight.chunk(conv.groups, 0), biases)
-        return torch.cat([F.conv2d(x, w, b, conv.stride, conv.padding) for x, w, b in pieces], dim=1)
+        if self._bias_in_lrn(layer, h):
+            return F.conv2d(h, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups), conv.bias
+        return conv(h), None
 
     def _lrn_pool(self, h: torch.Tensor, layer: Layer, bias: torch.Tensor | None = None) -> torch.Tensor:
         """ReLU, the LRN and the max-pool as `layer` has them; `bias`: the convolution's, when it ran without it
         (`_bias_in_lrn`)."""
-        if layer.lrn_pool == "lrn+pool" and self.fuse_lrn_pool and fuses(h, self.lrn_impl, self.pool_impl):
+        if layer.lrn_pool == "lrn+pool" and fuses(h, self.options.lrn):
             return relu_lrn_max_pool(h, h.shape[1] // layer.out, LRN_ALPHA, LRN_BETA, LRN_K, bias)
         if "lrn" in layer.lrn_pool:  # per tower: h holds layer.out maps of each tower (of one, with "towers")
             h = relu_local_response_norm(h, h.shape[1] // layer.out, LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K,
-                                         self.lrn_impl, bias)
+                                         self.options.lrn, bias)
         else:  # in place: a convolution's backward does not need its output, so ReLU may overwrite it
             h = F.relu(h, inplace=True)
         if "pool" in layer.lrn_pool:
-            h = overlapping_max_pool(h, self.pool_impl)  # paper §3.4
+            h = overlapping_max_pool(h)  # paper §3.4
         return h
 
-    def _own_maps_per_tower(self, h: torch.Tensor, layers: tuple[Layer, ...]) -> torch.Tensor:
-        """conv_impl "towers": `h` (every tower's maps) cut once into a dense tensor per tower, then `layers`
-        (layers on own maps) as one ungrouped convolution per tower on its rows of each weight, concatenated
-        again where the towers meet."""
+    def _block(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
+        """One layer on maps that are all its own: convolution, ReLU, and the LRN and max-pool it has."""
+        h, bias = self._conv(h, layer)
+        return self._lrn_pool(h, layer, bias)
+
+    def _per_tower(self, h: torch.Tensor, layers: tuple[Layer, ...]) -> torch.Tensor:
+        """`layers` (convolutions on own maps) on every tower's maps in `h`: one grouped convolution each, or
+        with convs "towers" one dense convolution per tower on its own maps and its rows of each weight, the
+        towers' maps cut apart once before and joined again after."""
+        if self.options.convs == "grouped" or self.towers == 1:
+            for layer in layers:
+                h = self._block(h, layer)
+            return h
         maps = [t.contiguous(memory_format=memory_format_of(h)) for t in h.chunk(self.towers, 1)]
         for layer in layers:
             conv = getattr(self, layer.name)
@@ -290,33 +312,26 @@ class TowerStack(nn.Module):
                                    b if in_lrn else None) for x, w, b in rows]
         return torch.cat(maps, dim=1)
 
+    def _conv1(self, x: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """conv1 of the image `x` (right/bottom zero padding `pad`), and the bias it leaves to the LRN."""
+        form = self.options.conv1
+        if form == "auto":  # space-to-depth was faster on an H100, direct on the CPU (docs/kernels.md)
+            form = "space-to-depth" if x.is_cuda else "direct"
+        in_lrn = self._bias_in_lrn(LAYERS[0], x)
+        if form == "space-to-depth":
+            h = conv1_space_to_depth(x, pad, self.conv1, with_bias=not in_lrn)
+        else:
+            h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1, with_bias=not in_lrn)
+        return h, self.conv1.bias if in_lrn else None
+
     def features(self, x: torch.Tensor, pad: int) -> torch.Tensor:
         """conv1 and conv2 blocks: each tower reads the image and then only its own maps. -> N x 128t x 13 x 13"""
-        impl = self.conv1_impl
-        if impl == "auto":  # measured on an H100: docs/BENCHMARKS.md, "the fourth H100 session"
-            impl = "space-to-depth" if x.is_cuda else "direct"
-        in_lrn = self._bias_in_lrn(LAYERS[0], x)
-        if impl == "space-to-depth":
-            h = conv1_space_to_depth(x, pad, self.conv1, with_bias=not in_lrn)
-        elif impl == "direct":
-            h = conv2d_chunked_weight_grad(conv1_input(x, pad, self.conv1.weight), self.conv1, with_bias=not in_lrn)
-        else:
-            raise ValueError(f"unknown conv1_impl {self.conv1_impl!r}: choose one of {', '.join(self.CONV1_IMPLS)}.")
-        h = self._lrn_pool(h, LAYERS[0], self.conv1.bias if in_lrn else None)
-        if self.conv_impl == "towers":
-            return self._own_maps_per_tower(h, LAYERS[1:2])
-        in_lrn = self._bias_in_lrn(LAYERS[1], h)
-        return self._lrn_pool(self._conv(h, LAYERS[1], with_bias=not in_lrn), LAYERS[1],
-                              self.conv2.bias if in_lrn else None)
+        h, bias = self._conv1(x, pad)
+        return self._per_tower(self._lrn_pool(h, LAYERS[0], bias), LAYERS[1:2])
 
     def conv_cross(self, h: torch.Tensor) -> torch.Tensor:
         """conv3 (reads both towers) then conv4, conv5 on own maps. -> N x 128t x 6 x 6"""
-        h = self._lrn_pool(self._conv(h, LAYERS[2]), LAYERS[2])
-        if self.conv_impl == "towers":
-            return self._own_maps_per_tower(h, LAYERS[3:5])
-        for layer in LAYERS[3:5]:
-            h = self._lrn_pool(self._conv(h, layer), layer)
-        return h
+        return self._per_tower(self._block(h, LAYERS[2]), LAYERS[3:5])
 
     def fully_connected(self, h: torch.Tensor, name: str) -> torch.Tensor:
         """fc6 or fc7 (both read both towers), ReLU, dropout on the outputs (paper §4.2). -> N x 2048t"""

@@ -20,5 +20,6 @@ def require(module: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TrainError(f"{purpose} needs the {module} package, which is not installed: "
-                         f"pip install 'alexnet2gpu[{EXTRAS[module]}]'.") from None
+        name = module.split(".")[0]  # a submodule (safetensors.torch) comes with its package
+        raise TrainError(f"{purpose} needs the {name} package, which is not installed: "
+                         f"pip install 'alexnet2gpu[{EXTRAS[name]}]'.") from None

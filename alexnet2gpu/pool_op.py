@@ -2,8 +2,8 @@
 in eager mode and under torch.compile.
 
 Where Triton runs (CUDA tensors, or any tensor with TRITON_INTERPRET=1: the CPU tests), the op's forward and
-backward are the Triton kernels of pool_kernels.py, which keep each window's argmax in one byte; elsewhere, and
-with impl="aten", they are ATen's own kernels (an int64 flat index per output). Either way the op returns
+backward are the Triton kernels of pool_kernels.py, which keep each window's argmax in one byte; elsewhere
+they are ATen's own kernels (an int64 flat index per output). Either way the op returns
 (pooled maps, argmax), and its backward reads the argmax's dtype to pick the matching kernel.
 
 As a custom op with fake implementations, the compiler keeps it whole (Inductor's own max-pool lowering, after
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from .maps import dense
 
 KERNEL, STRIDE = 3, 2  # z = 3, s = 2: windows overlap by one pixel (paper §3.4)
-POOL_IMPLS = ("fast", "aten")  # "fast": the Triton kernels where Triton runs; "aten": ATen's kernels
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Looked up once, at import: torch.compile cannot trace importlib's lookup (a call per pool would split every
@@ -38,25 +37,25 @@ def _kernels():
     return pool_kernels
 
 
-def uses_triton(x: torch.Tensor, impl: str = "fast") -> bool:
-    """Whether the op runs the Triton kernels on x: impl "fast", Triton present and able to run on x's device,
-    and maps the kernels take (N x C x H x W floats of at least 3x3; ATen reports anything else)."""
-    return (impl == "fast" and TRITON_AVAILABLE and (x.is_cuda or INTERPRETED) and x.dim() == 4
+def uses_triton(x: torch.Tensor) -> bool:
+    """Whether the op runs the Triton kernels on x: Triton present and able to run on x's device, and maps the
+    kernels take (N x C x H x W floats of at least 3x3; ATen reports anything else)."""
+    return (TRITON_AVAILABLE and (x.is_cuda or INTERPRETED) and x.dim() == 4
             and x.dtype in FLOATS and x.shape[2] >= KERNEL and x.shape[3] >= KERNEL)
 
 
 @torch.library.custom_op("alexnet2gpu::max_pool", mutates_args=())
-def max_pool(x: torch.Tensor, impl: str = "fast") -> tuple[torch.Tensor, torch.Tensor]:
+def max_pool(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled maps and, for the backward, each window's argmax: int8 window position (Triton) or int64
     flat input index (ATen)."""
-    if uses_triton(x, impl):
+    if uses_triton(x):
         return _kernels().max_pool_forward(dense(x))
     return torch.ops.aten.max_pool2d_with_indices.default(x, [KERNEL, KERNEL], [STRIDE, STRIDE])
 
 
 @max_pool.register_fake
-def _(x, impl="fast"):
-    if uses_triton(x, impl):
+def _(x):
+    if uses_triton(x):
         return _kernels().empty_outputs(dense(x))
     return torch.ops.aten.max_pool2d_with_indices.default(x, [KERNEL, KERNEL], [STRIDE, STRIDE])
 
@@ -84,7 +83,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad, _grad_indices):
     x, indices = ctx.saved_tensors
-    return max_pool_backward(grad, x, indices), None
+    return max_pool_backward(grad, x, indices)
 
 
 max_pool.register_autograd(_backward, setup_context=_setup_context)
@@ -107,14 +106,11 @@ class _EagerTritonMaxPool(torch.autograd.Function):
         return _kernels().max_pool_backward(grad, x, argmax)
 
 
-def overlapping_max_pool(x: torch.Tensor, impl: str = "fast") -> torch.Tensor:
-    """3x3 stride-2 max-pool. On CUDA: the custom op while torch.compile traces (its Triton or, with impl "aten",
-    ATen's kernels); in eager mode the Triton kernels directly (impl "fast", when Triton is installed);
-    otherwise, and on the CPU, F.max_pool2d."""
-    if impl not in POOL_IMPLS:
-        raise ValueError(f"unknown pool_impl {impl!r}: choose one of {', '.join(POOL_IMPLS)}.")
+def overlapping_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """3x3 stride-2 max-pool. On CUDA: the custom op while torch.compile traces; in eager mode the Triton
+    kernels directly (when Triton is installed); otherwise, and on the CPU, F.max_pool2d."""
     if x.is_cuda and torch.compiler.is_compiling():
-        return max_pool(x, impl)[0]
-    if x.is_cuda and uses_triton(x, impl):
+        return max_pool(x)[0]
+    if x.is_cuda and uses_triton(x):
         return _EagerTritonMaxPool.apply(x)
     return F.max_pool2d(x, kernel_size=KERNEL, stride=STRIDE)

@@ -13,14 +13,14 @@ from . import checkpoint as ckpt
 from . import world
 from .config import Config, resume_config
 from .config_checks import check_classes, check_config, same_folder
-from .cuda_graphs import GraphedStep, check_graphable, use_graph_forms
+from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
 from .data import CorruptLog
 from .device import check_device, default_device_type
 from .engine import InputSpec
 from .errors import TrainError
 from .gpu_decode import resolve_decode
 from .layouts import build_model, resolve_layout as resolve_process_layout
-from .model import canonical_shapes
+from .model import StackOptions, canonical_shapes
 from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
 from .run_data import RunData, open_data
 from .run_folder import new_run_dir
@@ -153,7 +153,8 @@ def build_training(plan: Plan, ctx: Context) -> Training:
     cfg = plan.cfg
     world.seed_all(cfg.seed)  # the same seed on every rank: the same initial weights in every layout
     model = build_model(plan.layout, plan.data.num_classes, cfg.in_channels, cfg.init, cfg.dropout,
-                        device=plan.device, devices=cfg.devices, ctx=ctx)
+                        device=plan.device, devices=cfg.devices, ctx=ctx,
+                        options=GRAPH_OPTIONS if cfg.cuda_graphs else StackOptions())
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if plan.device.type == "cuda":
@@ -167,7 +168,6 @@ def build_training(plan: Plan, ctx: Context) -> Training:
     spec = InputSpec(first, torch.tensor(plan.data.mean, dtype=torch.float32), cfg.pca, cfg.channels_last, cfg.amp)
     graphed = None
     if cfg.cuda_graphs:
-        use_graph_forms(model)
         graphed = GraphedStep(model, plan.layout, batch_size=cfg.batch_size)
     return Training(model, optimizer, schedule, spec, lr_rule, graphed)
 

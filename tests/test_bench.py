@@ -39,17 +39,18 @@ def test_exchange_bytes_match_the_two_device_log():
     assert allreduce_bytes(60_965_224, 2) == 60_965_224 * 4  # a 2-rank ring sends the gradients once
 
 
-def test_the_cuda_graph_rows_compile_in_reduce_overhead_mode(monkeypatch):
-    modes = []
-    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-    for name in ("merged-bf16-compile", "merged-bf16-compile-graphs", "torchvision-bf16-compile-graphs"):
+def test_the_compile_rows_compile_and_wait_for_the_flag_on_a_cpu(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(type(model).__name__) or model)
+    for name in ("merged-compile", "torchvision-compile"):
         build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10)
-    assert modes == [None, "reduce-overhead", "reduce-overhead"]
-    assert available(VARIANTS["merged-bf16-compile-graphs"], torch.device("cpu"), True) == "needs a CUDA device"
+    assert compiled == ["AlexNet", "AlexNet"]  # ours, then torchvision's
+    assert available(VARIANTS["merged-compile"], torch.device("cpu"), allow_compile=False).startswith("needs --compile")
+    assert available(VARIANTS["merged-bf16-compile"], torch.device("cpu"), True) == "needs a CUDA device"
 
 
 def test_the_graphed_rows_are_their_eager_rows_with_graphs_and_skip_on_the_cpu():
-    for name in ("merged", "two-device", "merged-bf16", "merged-bf16-direct", "merged-bf16-towers", "torchvision-bf16"):
+    for name in ("merged", "two-device", "merged-bf16", "torchvision-bf16"):
         graphed = VARIANTS[name + "-graphs"]
         eager = dataclasses.replace(VARIANTS[name], name=graphed.name, what=graphed.what, graphs=True)
         assert graphed == dataclasses.replace(eager, needs=("cuda",)), name
@@ -60,27 +61,6 @@ def test_the_graphed_rows_are_their_eager_rows_with_graphs_and_skip_on_the_cpu()
     skipped, = runner.run(opts)
     assert (skipped["variant"], skipped["mode"], skipped["note"]) == ("train-loop-graphs", "skipped",
                                                                       "needs a CUDA device")
-
-
-def test_conv_form_rows_set_the_stacks_switch_and_the_bf16_towers_row_mirrors_the_split_one():
-    for name, conv_impl in (("merged-split-conv", "split"), ("merged-towers", "towers")):
-        assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv_impl == conv_impl
-    for name, conv1_impl in (("merged", "auto"), ("merged-s2d", "space-to-depth"), ("merged-direct", "direct")):
-        assert build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10).stack.conv1_impl == conv1_impl
-    direct = VARIANTS["merged-bf16-direct"]
-    assert dataclasses.replace(VARIANTS["merged-bf16"], name=direct.name, what=direct.what,
-                               conv1_impl="direct") == direct
-    towers = VARIANTS["merged-bf16-towers"]
-    assert dataclasses.replace(VARIANTS["merged-bf16-split"], name=towers.name, what=towers.what,
-                               conv_impl="towers") == towers
-    assert available(towers, torch.device("cpu"), allow_compile=True) == "needs a CUDA device"
-    for switch in ("bias_in_lrn", "fuse_lrn_pool"):  # the "-apart" rows differ from their base in that switch only
-        for base in ("merged-bf16", "merged-bf16-towers-graphs"):
-            name = f"{base}-{'bias' if switch == 'bias_in_lrn' else 'lrn-pool'}-apart"
-            apart = VARIANTS[name]
-            assert dataclasses.replace(VARIANTS[base], name=name, what=apart.what, **{switch: False}) == apart
-            assert getattr(build_variant(VARIANTS[base], torch.device("cpu"), num_classes=10).stack, switch)
-            assert not getattr(build_variant(apart, torch.device("cpu"), num_classes=10).stack, switch)
 
 
 def test_bad_options_are_one_clear_line(capsys):

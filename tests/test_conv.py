@@ -68,13 +68,14 @@ def test_space_to_depth_blocks_take_autocasts_dtype_in_their_one_pass():
 def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gradients():
     from alexnet2gpu import AlexNet
     from parity import assert_near
+    from alexnet2gpu.model import StackOptions
     torch.manual_seed(0)
-    model = AlexNet(num_classes=10, dropout=0.0).double()
+    weights = AlexNet(num_classes=10).state_dict()
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 60
     results = {}
-    for impl in model.stack.CONV1_IMPLS:
-        model.stack.conv1_impl = impl
-        model.zero_grad(set_to_none=True)
+    for impl in ("direct", "space-to-depth"):
+        model = AlexNet(num_classes=10, dropout=0.0, options=StackOptions(conv1=impl)).double()
+        model.load_state_dict(weights)
         logits = model(x)
         logits.square().sum().backward()
         results[impl] = logits.detach(), {n: p.grad for n, p in model.named_parameters()}
@@ -82,9 +83,8 @@ def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gr
     assert_near(got_logits, want_logits, "logits")
     for name, grad in want.items():
         assert_near(got[name], grad, f"gradient of {name}")
-    model.stack.conv1_impl = "blocks"
-    with pytest.raises(ValueError, match="unknown conv1_impl 'blocks': choose one of auto, direct, space-to-depth"):
-        model(x)
+    with pytest.raises(ValueError, match="unknown conv1 form 'blocks': choose one of auto, direct, space-to-depth"):
+        StackOptions(conv1="blocks")
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -97,6 +97,6 @@ def test_auto_conv1_is_space_to_depth_on_cuda_and_direct_elsewhere(monkeypatch, 
         monkeypatch.setattr(model_module, name,
                             lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     net = AlexNet(num_classes=10).to(device)
-    assert net.stack.conv1_impl == "auto"
+    assert net.stack.options.conv1 == "auto"
     net(torch.randn(2, 3, 224, 224, device=device))
     assert calls == ["conv1_space_to_depth" if device == "cuda" else "conv2d_chunked_weight_grad"]

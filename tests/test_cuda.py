@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
-from alexnet2gpu.cuda_graphs import use_graph_forms
+from alexnet2gpu.cuda_graphs import GRAPH_OPTIONS
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.lrn_op import relu_lrn
+from alexnet2gpu.model import StackOptions
 from alexnet2gpu.optim import make_optimizer
 from parity import relative_error
 from child_env import child_env
@@ -47,11 +48,10 @@ def test_fp32_on_cuda_matches_the_float64_oracle(oracle, exact_fp32, layout):
     if layout == "two-device":
         model = TwoTowerAlexNet(num_classes=10, dropout=0.0, devices=("cuda:0", "cuda:0"))
     else:
-        model = AlexNet(num_classes=10, dropout=0.0).cuda()
+        options = GRAPH_OPTIONS if layout == "merged-graph-forms" else StackOptions()
+        model = AlexNet(num_classes=10, dropout=0.0, options=options).cuda()
         if layout == "merged-compiled":
             model.compile()
-        if layout == "merged-graph-forms":
-            use_graph_forms(model)
     model.load_state_dict(weights)
     got, grads = logits_and_grads(model, x.float().cuda())
     assert relative_error(got, want) < 1e-4  # cuDNN's fp32 algorithms (FFT, Winograd) round differently

@@ -8,6 +8,7 @@ changes and dropout; the two-device layout with both towers on one GPU is graphe
 never updates the weights; train.py trains with the flag; a step a graph cannot hold is one sentence.
 """
 import contextlib
+import inspect
 from dataclasses import asdict
 
 import pytest
@@ -18,6 +19,7 @@ from alexnet2gpu import cuda_graphs
 from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
+from alexnet2gpu.model import StackOptions, TowerStack
 from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
 from parity import relative_error
 
@@ -43,15 +45,18 @@ def test_a_graphed_step_refuses_a_model_on_the_cpu():
         GraphedStep(TwoTowerAlexNet(num_classes=4, devices=("cpu", "cpu")))
 
 
-def test_under_a_graph_the_merged_stack_takes_the_towers_form_and_a_two_device_model_is_unchanged():
+def test_under_a_graph_the_merged_stack_is_built_in_the_towers_form():
+    """train.py --cuda-graphs and bench's graphed rows build their models with the same options."""
     from alexnet2gpu.bench.loop import reference_variant
-    merged, two_device = AlexNet(num_classes=10), TwoTowerAlexNet(num_classes=10, devices=("cpu", "cpu"))
-    before = [stack.conv_impl for stack in two_device.towers]
-    cuda_graphs.use_graph_forms(merged)
-    cuda_graphs.use_graph_forms(two_device)
-    assert merged.stack.conv_impl == "towers"
-    assert [stack.conv_impl for stack in two_device.towers] == before
-    assert reference_variant(torch.device("cuda"), graphs=True) == "merged-bf16-towers-graphs"
+    from alexnet2gpu.bench.variants import VARIANTS, build_variant
+    from alexnet2gpu.run_setup import build_training
+    assert cuda_graphs.GRAPH_OPTIONS == StackOptions(convs="towers")
+    assert "options=GRAPH_OPTIONS if cfg.cuda_graphs" in inspect.getsource(build_training)
+    for name in ("merged-graphs", "two-device-graphs"):
+        model = build_variant(VARIANTS[name], torch.device("cpu"), num_classes=10)
+        assert {s.options for s in model.modules() if isinstance(s, TowerStack)} == {cuda_graphs.GRAPH_OPTIONS}
+    assert build_variant(VARIANTS["merged"], torch.device("cpu"), num_classes=10).stack.options == StackOptions()
+    assert reference_variant(torch.device("cuda"), graphs=True) == "merged-bf16-graphs"
 
 
 def test_a_resumed_run_asks_for_cuda_graphs_again():

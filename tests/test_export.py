@@ -7,6 +7,7 @@ import torch
 
 from alexnet2gpu.export import CHECK_BATCH, PT2_META, TOLERANCE, exportable, main, random_input, relative_difference
 from alexnet2gpu.hub import load_network
+from alexnet2gpu.model import StackOptions
 from alexnet2gpu.weights_io import load_weights
 from weights_helpers import write_untrained_checkpoint
 
@@ -28,16 +29,15 @@ def test_bad_suffix_and_missing_weights_are_one_sentence(tmp_path, checkpoint, c
     assert "none.safetensors does not exist" in capsys.readouterr().err
 
 
-def test_export_mode_switches_only_the_lrn_implementation_and_restores_it(checkpoint):
-    model = load_network(checkpoint).eval()
-    x = random_input(load_weights(checkpoint), 2)
+def test_the_exported_network_differs_only_in_its_lrn_form(checkpoint):
+    """What the exporters trace: the same network, its LRN as the plain formula, in inference mode."""
+    weights = load_weights(checkpoint)
+    model, traced = load_network(weights).eval(), exportable(weights)
+    assert traced.stack.options == StackOptions(lrn="formula") and not traced.training
+    assert model.stack.options == StackOptions()
+    x = random_input(weights, 2)
     with torch.no_grad():
-        fast = model(x)
-        with exportable(model):
-            assert model.stack.lrn_impl == "shifted"
-            plain = model(x)
-    assert model.stack.lrn_impl == "fast"
-    assert relative_difference(plain, fast) < 1e-5
+        assert relative_difference(traced(x), model(x)) < 1e-5
 
 
 @pytest.mark.slow

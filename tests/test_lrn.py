@@ -30,17 +30,16 @@ def test_forward_matches_reference_and_torch(towers, consts):
     native = per_tower(lambda a: F.local_response_norm(a, *consts), x, towers)
     torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fast, native, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(local_response_norm(x, towers, *consts, impl="native"), ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(local_response_norm(x, towers, *consts, impl="shifted"), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(local_response_norm(x, towers, *consts, impl="formula"), ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_shifted_formula_gradcheck(channels_last):
-    """The plain formula a compiled model on CUDA differentiates (impl="shifted")."""
+def test_plain_formula_gradcheck(channels_last):
+    """The plain formula exporters trace (impl="formula")."""
     x = torch.randn(2, 2 * 6, 3, 4, dtype=torch.float64) * 3
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    assert torch.autograd.gradcheck(lambda a: local_response_norm(a, 2, *STRONG, impl="shifted"), (x.requires_grad_(),))
+    assert torch.autograd.gradcheck(lambda a: local_response_norm(a, 2, *STRONG, impl="formula"), (x.requires_grad_(),))
 
 
 @pytest.mark.parametrize("towers", [1, 2])

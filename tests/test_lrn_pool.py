@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu import lrn_kernels, pool_kernels
+from alexnet2gpu import lrn_kernels, pool_kernels, pool_op
 from alexnet2gpu.lrn import lrn_reference
 from alexnet2gpu.lrn_pool_kernels import relu_lrn_pool_backward
 from alexnet2gpu.lrn_pool_op import fuses, relu_lrn_max_pool, relu_lrn_max_pool_op
@@ -119,12 +119,13 @@ def test_compiles_without_a_graph_break():
     assert_compiles_whole(lambda a, b: relu_lrn_max_pool(a, 2, *STRONG, b) * 2.0, z, bias)
 
 
-def test_where_it_fuses_and_what_the_kernel_refuses():
+def test_where_it_fuses_and_what_the_kernel_refuses(monkeypatch):
     z = maps(2, 4, torch.float32, 5, 5)
-    assert fuses(z, "triton", "fast")
-    assert not fuses(z, "triton", "aten")  # ATen's max-pool
-    assert not fuses(z, "chunked", "fast") and not fuses(z, "native", "fast")  # no Triton LRN
-    assert not fuses(z.contiguous(), "triton", "fast")  # the fused backward's tile is channels-last
+    assert fuses(z, "triton")
+    assert not fuses(z, "chunked") and not fuses(z, "formula")  # no Triton LRN
+    assert not fuses(z.contiguous(), "triton")  # the fused backward's tile is channels-last
+    monkeypatch.setattr(pool_op, "TRITON_AVAILABLE", False)
+    assert not fuses(z, "triton")  # ATen's max-pool
     _, argmax = pool_kernels.max_pool_forward(z)
     grad = torch.zeros(pool_kernels.pooled_shape(z), device=DEVICE)
     with pytest.raises(ValueError, match="needs channels-last maps"):

@@ -143,8 +143,8 @@ def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
         raise AssertionError("importlib.util.find_spec called while resolving the LRN")
 
     monkeypatch.setattr(importlib.util, "find_spec", refuse)
-    assert resolve_impl("fast", torch.device("cuda"), LRN_SIZE, after_relu=True) == "triton"
-    assert resolve_impl("fast", torch.device("cpu"), LRN_SIZE, after_relu=True) == "chunked"
+    assert resolve_impl("auto", torch.device("cuda"), LRN_SIZE, after_relu=True) == "triton"
+    assert resolve_impl("auto", torch.device("cpu"), LRN_SIZE, after_relu=True) == "chunked"
 
 
 # The window forms (lrn_window_kernels.py): each tensor loaded once per tile, the window summed in registers.

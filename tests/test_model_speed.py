@@ -1,15 +1,15 @@
-"""The speed switches of TowerStack (fast LRN, split convolutions, in-place ReLU) change nothing computed.
+"""How TowerStack computes (its StackOptions, the memory layout, in-place ReLU) changes nothing computed.
 
 The reference is the network written out with plain torch.nn.functional calls on the canonical weights
 (grouped conv2/4/5, LRN by F.local_response_norm on each tower's half, paper §3.3-3.4): the formulation the
-package started from. A mismatch in the logits or any gradient means a switch altered the network.
+package started from. A mismatch in the logits or any gradient means an option altered the network.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 from alexnet2gpu.layouts.merged import AlexNet
-from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, canonical_shapes, conv1_input
+from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, StackOptions, canonical_shapes, conv1_input
 
 
 def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:
@@ -45,38 +45,39 @@ def lrn_bias_inputs(output: torch.Tensor) -> list[tuple[str, bool]]:
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = AlexNet(num_classes=10, dropout=0.0).double()
+    state = AlexNet(num_classes=10).state_dict()
     x = torch.randn(1, 3, 224, 224, dtype=torch.float64) * 60
-    weights = {k: v.double().requires_grad_() for k, v in model.state_dict().items()}
+    weights = {k: v.double().requires_grad_() for k, v in state.items()}
     ref = reference_logits(weights, x)
     grads = torch.autograd.grad(ref.square().sum(), list(weights.values()))
-    return model, x, ref.detach(), dict(zip(weights, grads))
+    return state, x, ref.detach(), dict(zip(weights, grads))
 
 
-@pytest.mark.parametrize("lrn_impl,conv_impl,layout,fuse", [("fast", "grouped", torch.channels_last, True),
-                                                              ("native", "grouped", torch.channels_last, True),
-                                                              ("fast", "split", torch.channels_last, True),
-                                                              ("fast", "grouped", torch.contiguous_format, True),
-                                                              ("triton", "grouped", torch.channels_last, True),
-                                                              ("triton", "grouped", torch.channels_last, False),
-                                                              ("triton", "towers", torch.channels_last, True)])
-def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout, fuse, monkeypatch):
+CL, CONTIGUOUS = torch.channels_last, torch.contiguous_format
+
+
+@pytest.mark.parametrize("lrn,convs,layout", [("auto", "grouped", CL), ("auto", "grouped", CONTIGUOUS),
+                                              ("auto", "towers", CL), ("formula", "grouped", CL),
+                                              ("triton", "grouped", CL), ("triton", "grouped", CONTIGUOUS),
+                                              ("triton", "towers", CL)])
+def test_logits_and_gradients_unchanged(setup, lrn, convs, layout, monkeypatch):
     """"triton": the CUDA path's fused ReLU + LRN kernels (interpreted on a CPU, in a few large tiles), which add
-    conv1's and conv2's biases themselves and sum their gradients; with the max-pool after them as one step and
-    one backward kernel (`fuse`, the default) or apart (the Triton max-pool runs interpreted only when fused)."""
-    if lrn_impl == "triton" and torch.cuda.is_available():  # no interpreter where there is a GPU (conftest.py)
+    conv1's and conv2's biases themselves and sum their gradients; on channels-last maps with the max-pool after
+    them as one step and one backward kernel, on contiguous ones apart (then F.max_pool2d on the CPU)."""
+    if lrn == "triton" and torch.cuda.is_available():  # no interpreter where there is a GPU (conftest.py)
         pytest.skip("the kernels on CPU tensors need the interpreter; tests/test_cuda.py checks them compiled")
     from alexnet2gpu import lrn_kernels, lrn_pool_kernels, pool_kernels
     for module, tile in ((lrn_kernels, "WINDOW_TILE"), (lrn_pool_kernels, "TILE"), (pool_kernels, "FORWARD_TILE")):
         monkeypatch.setattr(module, tile, 1 << 16)
-    model, x, ref, ref_grads = setup
-    model.stack.lrn_impl, model.stack.conv_impl, model.stack.fuse_lrn_pool = lrn_impl, conv_impl, fuse
+    state, x, ref, ref_grads = setup
+    model = AlexNet(num_classes=10, dropout=0.0, options=StackOptions(convs=convs, lrn=lrn)).double()
+    model.load_state_dict(state)
     model.stack.to(memory_format=layout)
-    model.zero_grad(set_to_none=True)
     logits = model(x)
-    if lrn_impl == "triton":  # each fused ReLU + LRN takes its convolution's bias: conv1's, conv2's (one a tower)
-        blocks = 3 if conv_impl == "towers" else 2
-        assert lrn_bias_inputs(logits) == [("_EagerReluLRN" + ("MaxPool" if fuse else "") + "Backward", True)] * blocks
+    if lrn == "triton":  # each fused ReLU + LRN takes its convolution's bias: conv1's, conv2's (one a tower)
+        blocks = 3 if convs == "towers" else 2
+        fused = "MaxPool" if layout == CL else ""
+        assert lrn_bias_inputs(logits) == [("_EagerReluLRN" + fused + "Backward", True)] * blocks
     logits.square().sum().backward()
     torch.testing.assert_close(logits, ref, rtol=1e-10, atol=1e-10)
     grads = model.to_canonical({n: p.grad for n, p in model.named_parameters()})
@@ -85,17 +86,19 @@ def test_logits_and_gradients_unchanged(setup, lrn_impl, conv_impl, layout, fuse
         torch.testing.assert_close(g, ref_grads[name], rtol=1e-9, atol=1e-12, msg=f"gradient of {name} differs")
 
 
-def test_switches_keep_canonical_parameters():
-    model = AlexNet(num_classes=10)
-    model.stack.conv_impl = "split"
+def test_options_keep_canonical_parameters_and_are_fixed():
+    model = AlexNet(num_classes=10, options=StackOptions(convs="towers", lrn="formula"))
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == canonical_shapes(10)
+    assert "options=StackOptions(conv1='auto', convs='towers', lrn='formula')" in repr(model)
+    with pytest.raises(AttributeError):
+        model.stack.options.convs = "grouped"  # frozen: a model's forms are chosen when it is built
 
 
-def test_unknown_conv_impl_is_a_clear_error():
-    model = AlexNet(num_classes=10)
-    model.stack.conv_impl = "fft"
-    with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
-        model(torch.zeros(1, 3, 224, 224))
+@pytest.mark.parametrize("field,value,choices", [("convs", "fft", "grouped, towers"),
+                                                 ("lrn", "native", "auto, chunked, triton, formula")])
+def test_an_unknown_form_is_a_clear_error(field, value, choices):
+    with pytest.raises(ValueError, match=f"unknown {field} form '{value}': choose one of {choices}."):
+        StackOptions(**{field: value})
 
 
 def test_channels_last_by_default_and_canonical_state_dict_contiguous():

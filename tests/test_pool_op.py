@@ -87,18 +87,22 @@ def test_nan_propagates_as_through_max_pool2d(layout):
     assert max_pool(x)[0].isnan().sum() == 5 + 1 + 1
 
 
-def test_the_aten_impl_is_atens_own():
+def test_without_triton_the_op_is_atens_own(monkeypatch):
+    monkeypatch.setattr(pool_op, "TRITON_AVAILABLE", False)
     x = maps((1, 2, 7, 7), torch.float32, torch.channels_last)
-    y, indices = max_pool(x, "aten")
+    y, indices = max_pool(x)
     want, want_indices = F.max_pool2d(x, 3, 2, return_indices=True)
     assert indices.dtype == torch.int64 and torch.equal(indices, want_indices) and torch.equal(y, want)
 
 
-@pytest.mark.parametrize("impl", pool_op.POOL_IMPLS)
-def test_the_op_passes_torch_library_checks_and_compiles_whole(impl):
+@pytest.mark.parametrize("triton", [True, False])
+def test_the_op_passes_torch_library_checks_and_compiles_whole(monkeypatch, triton):
+    """With its Triton kernels (int8 argmax) and with ATen's (int64 indices), where Triton is missing."""
+    monkeypatch.setattr(pool_op, "TRITON_AVAILABLE", triton and pool_op.TRITON_AVAILABLE)
     x = torch.randn(2, 4, 7, 7, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_()
-    torch.library.opcheck(max_pool, (x, impl))
-    fn = torch.compile(lambda t: max_pool(t, impl)[0] * 2.0, fullgraph=True, backend="aot_eager")
+    assert max_pool(x)[1].dtype == (torch.int8 if pool_op.TRITON_AVAILABLE else torch.int64)
+    torch.library.opcheck(max_pool, (x,))
+    fn = torch.compile(lambda t: max_pool(t)[0] * 2.0, fullgraph=True, backend="aot_eager")
     g = torch.randn(2, 4, 3, 3, device=DEVICE)
     (got,) = torch.autograd.grad(fn(x), x, g)
     (want,) = torch.autograd.grad(F.max_pool2d(x, 3, 2) * 2.0, x, g)
@@ -119,27 +123,15 @@ def test_the_eager_path_is_the_op_without_its_dispatch(layout):
     assert torch.equal(got, want)
 
 
-def test_the_cpu_keeps_max_pool2d_and_a_wrong_impl_is_a_clear_error(monkeypatch):
-    """On the CPU overlapping_max_pool is F.max_pool2d itself, whatever the impl (the op is for CUDA)."""
+def test_the_cpu_keeps_max_pool2d(monkeypatch):
+    """On the CPU overlapping_max_pool is F.max_pool2d itself (the op is for CUDA)."""
     def refuse(*args, **kwargs):
         raise AssertionError("the custom op was called on the CPU")
 
     monkeypatch.setattr(pool_op, "max_pool", refuse)
     monkeypatch.setattr(pool_op._EagerTritonMaxPool, "apply", refuse)
     x = torch.randn(1, 2, 7, 7)
-    for impl in pool_op.POOL_IMPLS:
-        assert torch.equal(overlapping_max_pool(x, impl), F.max_pool2d(x, 3, 2))
-    with pytest.raises(ValueError, match="unknown pool_impl 'cudnn': choose one of fast, aten"):
-        overlapping_max_pool(x, "cudnn")
-
-
-def test_the_bench_variant_sets_the_pool_impl_and_the_model_threads_it():
-    from alexnet2gpu.bench.variants import VARIANTS, build_variant
-    model = build_variant(VARIANTS["merged-bf16-aten-pool"], torch.device("cpu"), num_classes=10)
-    assert model.stack.pool_impl == "aten"
-    model.stack.pool_impl = "cudnn"
-    with pytest.raises(ValueError, match="unknown pool_impl 'cudnn'"):
-        model(torch.randn(1, 3, 224, 224))
+    assert torch.equal(overlapping_max_pool(x), F.max_pool2d(x, 3, 2))
 
 
 def test_the_dispatch_resolves_without_an_import_lookup(monkeypatch):
@@ -150,7 +142,7 @@ def test_the_dispatch_resolves_without_an_import_lookup(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", refuse)
     x = torch.zeros(1, 1, 3, 3, device=DEVICE)
-    assert pool_op.uses_triton(x) == pool_op.TRITON_AVAILABLE and not pool_op.uses_triton(x, "aten")
+    assert pool_op.uses_triton(x) == pool_op.TRITON_AVAILABLE
     assert not pool_op.uses_triton(torch.zeros(1, 1, 2, 9, device=DEVICE))  # too small: ATen says why
 
 
@@ -177,10 +169,10 @@ def test_contiguous_float32_and_nan_on_cuda_at_a_real_size():
 
 
 @needs_cuda
-def test_eager_cuda_uses_the_triton_op_and_aten_on_request():
+def test_eager_cuda_uses_the_triton_op():
     x = torch.randn(4, 96, 55, 55, device="cuda").contiguous(memory_format=torch.channels_last)
     assert torch.equal(overlapping_max_pool(x), F.max_pool2d(x, 3, 2))
-    assert pool_op.uses_triton(x) and not pool_op.uses_triton(x, "aten")
+    assert pool_op.uses_triton(x)
 
 
 @needs_cuda

@@ -1,8 +1,8 @@
 """Time AlexNet's five convolutions alone on CUDA, forward and forward + backward, in the forms the merged layout
-can run them: one grouped convolution (`grouped`), one convolution per tower on slices of the merged maps
-(`split`), one per tower on dense per-tower maps (`towers`), beside torchvision's alexnet layers. The numbers
-that choose TowerStack's conv_impl on CUDA; and conv1 as a 3x3 convolution over 4x4 pixel blocks
-(`space-to-depth`, TowerStack's conv1_impl, on the 224 crop with its padding and the blocks' pass counted).
+can run them: one grouped convolution (`grouped`) and one per tower on dense per-tower maps (`towers`), beside
+torchvision's alexnet layers: the numbers behind StackOptions.convs on CUDA; and conv1 as a 3x3 convolution
+over 4x4 pixel blocks (`space-to-depth`, StackOptions.conv1, on the 224 crop with its padding and the blocks'
+pass counted).
 Batch 256, cudnn.benchmark on. Beside the GPU time of each call, the host's time to launch it (each call begun
 with the device idle): an eager bf16 step waits for its host, so a form that launches more, or costs cuDNN more
 set-up (a grouped convolution), can lose there while its kernels win.
@@ -59,12 +59,9 @@ def make_step(form: str, spec, batch: int, dtype, fmt, backward: bool, dev: str 
     leaves = [t for t in inputs + [weight, bias] if t.requires_grad]
 
     def forward():
-        if form == "grouped" or (groups == 1 and form == "split"):
+        if form == "grouped":
             return [F.conv2d(inputs[0], weight, bias, s, p, groups=groups)]
         ws, bs = weight.chunk(TOWERS, 0), bias.chunk(TOWERS, 0)
-        if form == "split":  # slices of one merged tensor, then one merged output again
-            xs = inputs[0].chunk(TOWERS, 1)
-            return [torch.cat([F.conv2d(x, w, b, s, p) for x, w, b in zip(xs, ws, bs)], 1)]
         xs = inputs if groups > 1 else inputs * TOWERS  # towers: a cross layer reads the same maps twice
         return [F.conv2d(x, w, b, s, p) for x, w, b in zip(xs, ws, bs)]
 
@@ -119,7 +116,7 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     fmt = torch.channels_last if args.layout == "channels-last" else torch.contiguous_format
     rows = [("torchvision", name, spec) for name, spec in TORCHVISION.items()]
-    rows += [(form, name, spec) for form in ("grouped", "split", "towers") for name, spec in MERGED.items()]
+    rows += [(form, name, spec) for form in ("grouped", "towers") for name, spec in MERGED.items()]
     rows.append(("space-to-depth", "conv1", MERGED["conv1"]))
     print(f"batch {args.batch_size}, {args.dtype}, {args.layout}; microseconds per call: GPU (do_bench median), "
           "then the host's to launch it")

@@ -27,8 +27,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 [ -d .gpu_extras ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu_extras  # pytest-xdist, unpacked (stage_gpu_extras.sh)
 FINAL=${OUT:-/tmp/gpu_check}; OUT=$(mktemp -d); mkdir -p "$FINAL"  # logs gathered into one archive
-ROWS=${ROWS:-merged,merged-direct,two-device,torchvision,merged-bf16,merged-bf16-bias-apart,merged-bf16-lrn-pool-apart,merged-bf16-towers,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,merged-bf16-towers-graphs,merged-bf16-towers-graphs-bias-apart,merged-bf16-towers-graphs-lrn-pool-apart,torchvision-bf16-graphs,train-loop-graphs}
-COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile,merged-bf16-compile-graphs,torchvision-bf16-compile-graphs}
+ROWS=${ROWS:-merged,two-device,torchvision,merged-bf16,torchvision-bf16,train-loop,merged-graphs,two-device-graphs,merged-bf16-graphs,torchvision-bf16-graphs,train-loop-graphs}
+COMPILE_ROWS=${COMPILE_ROWS:-merged-bf16-compile,torchvision-bf16-compile}
 BATCH=${BATCH:-256}
 XDIST=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8 --dist loadfile")  # a file per worker: its fixtures run once
 STAGES=${STAGES:-bench compile cuda-tests suite e2e lrn conv pool profile decode}
@@ -99,7 +99,7 @@ run_pool() {
 run_profile() {
   stage "profile of one training step"
   local row
-  for row in ${PROFILE_ROWS:-merged-bf16 torchvision-bf16 merged-bf16-towers-graphs}; do
+  for row in ${PROFILE_ROWS:-merged-bf16 torchvision-bf16 merged-bf16-graphs}; do
     timeout 90 python3 tools/profile_step.py --row $row --batch-size "$BATCH" --out "$OUT" --top 18 > /dev/null \
       2>> "$OUT/profile.err"
   done

@@ -22,7 +22,7 @@ import torchvision  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from alexnet2gpu.layouts import build_model  # noqa: E402
-from alexnet2gpu.model import TowerStack  # noqa: E402
+from alexnet2gpu.model import StackOptions  # noqa: E402
 
 
 class OpCounter(TorchDispatchMode):
@@ -43,10 +43,12 @@ def no_launches() -> None:
     interpreter.InterpretedFunction.run = lambda self, *args, **kwargs: None
 
 
-def as_on_cuda(model: torch.nn.Module) -> torch.nn.Module:
-    for stack in (m for m in model.modules() if isinstance(m, TowerStack)):
-        stack.conv1_impl, stack.lrn_impl = "space-to-depth", "triton"
-    return model.to(memory_format=torch.channels_last)
+ON_CUDA = StackOptions(conv1="space-to-depth", lrn="triton")  # what "auto" picks on CUDA, forced on the CPU
+
+
+def on_cuda(layout: str, **placement) -> torch.nn.Module:
+    """The `layout` network as it is built on CUDA, on the CPU."""
+    return build_model(layout, 1000, 3, "paper", 0.5, options=ON_CUDA, **placement).to(memory_format=torch.channels_last)
 
 
 def count(model: torch.nn.Module, batch: int, size: int = 224, classes: int = 1000) -> collections.Counter:
@@ -74,8 +76,7 @@ def main(argv=None) -> int:
     no_launches()
     torch.manual_seed(0)
     nets = {"torchvision": torchvision.models.alexnet().to(memory_format=torch.channels_last),
-            "merged": as_on_cuda(build_model("merged", 1000, 3, "paper", 0.5, device="cpu")),
-            "two-device": as_on_cuda(build_model("two-device", 1000, 3, "paper", 0.5, devices=["cpu", "cpu"]))}
+            "merged": on_cuda("merged", device="cpu"), "two-device": on_cuda("two-device", devices=["cpu", "cpu"])}
     for name, model in nets.items():
         ops = count(model, args.batch)
         common = ", ".join(f"{op.removeprefix('aten.')} {n}" for op, n in ops.most_common(args.top))

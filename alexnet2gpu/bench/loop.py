@@ -3,7 +3,7 @@
 It shows what the loop adds to the bare step of the `merged` row (bf16 on CUDA, as `merged-bf16`): the copy of
 each uint8 batch to the device, the mean and PCA colour noise, the progress and loss book-keeping, and
 any wait for the host. No files are decoded: the loader is the input-pipeline row's business. The
-train-loop-graphs row is the same loop with train.py --cuda-graphs, beside merged-bf16-towers-graphs
+train-loop-graphs row is the same loop with train.py --cuda-graphs, beside merged-bf16-graphs
 (the form train.py takes under a graph).
 """
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 
 from ..data import IMAGENET_MEAN, Batch, CorruptLog
-from ..cuda_graphs import GraphedStep, use_graph_forms
+from ..cuda_graphs import GRAPH_OPTIONS, GraphedStep
 from ..engine import InputSpec, train_one_epoch
 from ..layouts import build_model
+from ..model import StackOptions
 from ..optim import make_optimizer
 from .measure import INPUT_SIZE
 
@@ -38,7 +39,7 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
     """Seconds per step of train_one_epoch over `steps` in-memory batches, after `warmup` steps (at least the
     CUDA graph's warm-up and capture with `graphs`)."""
     torch.manual_seed(0)
-    model = build_model("merged", num_classes, device=device)
+    model = build_model("merged", num_classes, device=device, options=GRAPH_OPTIONS if graphs else StackOptions())
     optimizer = make_optimizer(model, lr=0.01)
     cuda = device.type == "cuda"
     spec = InputSpec(device, torch.tensor(IMAGENET_MEAN), pca="paper", channels_last=cuda,
@@ -47,7 +48,6 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
     corrupt = CorruptLog(0, log=lambda *a: None)
     graphed = None
     if graphs:  # as train.py --cuda-graphs
-        use_graph_forms(model)
         graphed = GraphedStep(model, batch_size=batch)
 
     def epoch(n: int):
@@ -62,4 +62,4 @@ def measure_train_loop(batch: int, device: torch.device, num_classes: int, warmu
 
 def reference_variant(device: torch.device, graphs: bool = False) -> str:
     """The single-process row whose bare step the loop is compared with."""
-    return ("merged-bf16-towers-graphs" if graphs else "merged-bf16") if device.type == "cuda" else "merged"
+    return ("merged-bf16-graphs" if graphs else "merged-bf16") if device.type == "cuda" else "merged"

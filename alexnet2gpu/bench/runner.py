@@ -30,12 +30,11 @@ from .variants import VARIANTS, available, build_variant, variant_multiply_adds
 
 MODES = ("train", "infer")
 ALL_ROWS = tuple(VARIANTS) + (LOOP_ROW, LOOP_GRAPHS_ROW) + KINDS + (PIPELINE_ROW, PIPELINE_GPU_ROW)
-QUICK_ROWS = ("merged", "two-device", "torchvision", "merged-native-lrn", "tower-parallel", "data-parallel",
-              PIPELINE_ROW)
+QUICK_ROWS = ("merged", "two-device", "torchvision", "tower-parallel", "data-parallel", PIPELINE_ROW)
 # The GPU comparison that `bench.py --device cuda` runs by default: each speed goal's rows and nothing else,
 # so that it finishes in minutes (compiling is most of it).
 CUDA_ROWS = ("merged", "two-device", "torchvision", "merged-bf16", "torchvision-bf16", "merged-graphs",
-             "two-device-graphs", "merged-bf16-towers-graphs", "torchvision-bf16-graphs", "merged-bf16-compile",
+             "two-device-graphs", "merged-bf16-graphs", "torchvision-bf16-graphs", "merged-bf16-compile",
              "torchvision-bf16-compile", LOOP_ROW, LOOP_GRAPHS_ROW, PIPELINE_GPU_ROW)
 
 

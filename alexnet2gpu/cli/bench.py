@@ -3,19 +3,18 @@
     python bench.py                                   # every row, train + infer, batch 128 (on a CPU)
     python bench.py --quick                           # smoke run: small batch, few steps, < 2 min on 2 cores
     python bench.py --batch-sizes 32,64,128 --mode train --json bench.json --plot bench.png
-    python bench.py --rows merged,torchvision,merged-native-lrn --steps 11
+    python bench.py --rows merged,torchvision,tower-parallel --steps 11
     python bench.py --device cuda                     # the GPU comparison: goal rows, training, batch 256
     python bench.py --compile                         # the torch.compile rows on a CPU too (slow to compile)
     OMP_WAIT_POLICY=PASSIVE python bench.py           # on a CPU shared with other busy processes
 
-Rows: merged, two-device, torchvision, internal variants (LRN implementations, split vs grouped convs,
-contiguous vs channels-last layout, conv1 forms, torch.compile, bf16 and CUDA graphs on CUDA), train.py's epoch loop
-(train-loop, train-loop-graphs), two-process rows
-tower-parallel and data-parallel (DDP, half the batch each), which bench starts itself, and the loader alone
-(input-pipeline). Synthetic input: the loader is not measured except in its own row. Single-process
+Rows: merged, two-device, torchvision, each with torch.compile (on request on a CPU), bf16 and CUDA graphs (on
+CUDA); train.py's epoch loop (train-loop, train-loop-graphs); the two-process rows tower-parallel and
+data-parallel (DDP, half the batch each), which bench starts itself; and the loader alone (input-pipeline,
+input-pipeline-gpu). Synthetic input: the loader is not measured except in its own row. Single-process
 rows are timed round-robin in one process; the median step over --steps timed steps after --warmup, each
 bracketed by a device synchronisation. GFLOP/s counts 2 x forward multiply-adds (x3 for training) from the
-layer table; %matmul compares it with a square matrix multiply timed in the same run. See docs/BENCHMARKS.md.
+layer table; %matmul compares it with a square matrix multiply timed in the same run. See docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..device import check_device
+from ..model import StackOptions
 
 from .merged import AlexNet
 from .tower_parallel import TowerParallelAlexNet
@@ -13,16 +14,17 @@ LAYOUTS = ("merged", "two-device", "tower-parallel")
 
 
 def build_model(layout: str, num_classes: int = 1000, in_channels: int = 3, init: str = "paper",
-                dropout: float = 0.5, device="cpu", devices=None, ctx=None) -> nn.Module:
+                dropout: float = 0.5, device="cpu", devices=None, ctx=None,
+                options: StackOptions = StackOptions()) -> nn.Module:
     """`device` places the merged layout; `devices` the two towers of the two-device layout; `ctx` (a
     world.Context from world.setup) says which tower this process holds in the tower-parallel layout, which
-    places it on `ctx.device`."""
+    places it on `ctx.device`; `options` chooses how the towers' layers are computed (model.StackOptions)."""
     if layout == "merged":
-        return AlexNet(num_classes, in_channels, init, dropout).to(check_device(device))
+        return AlexNet(num_classes, in_channels, init, dropout, options).to(check_device(device))
     if layout == "two-device":
-        return TwoTowerAlexNet(num_classes, in_channels, init, dropout, devices=devices)
+        return TwoTowerAlexNet(num_classes, in_channels, init, dropout, devices=devices, options=options)
     if layout == "tower-parallel":
-        return TowerParallelAlexNet(num_classes, in_channels, init, dropout, ctx=ctx)
+        return TowerParallelAlexNet(num_classes, in_channels, init, dropout, ctx=ctx, options=options)
     raise ValueError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}.")
 
 

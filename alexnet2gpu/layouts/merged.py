@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import FC8, LAYERS, TOWERS, TowerStack, check_input
+from ..model import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
 from .base import Layout
 
 
@@ -18,12 +18,14 @@ class AlexNet(Layout):
     Input: N x in_channels x 224 x 224 (or 227), raw 0..255 scale with the mean subtracted. Output: logits.
     Departures from torchvision's alexnet, all towards the paper: two towers (grouped conv2/4/5), LRN,
     48/128/192/192/128 maps per tower, dropout on the outputs of fc6 and fc7, the original conv1 rounding.
+    `options` (model.StackOptions) chooses how the layers are computed, never what.
     """
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
+                 options: StackOptions = StackOptions()):
         super().__init__(num_classes, in_channels, init)
         with self.built_on_meta(init):
-            self.stack = TowerStack(TOWERS, in_channels, dropout)
+            self.stack = TowerStack(TOWERS, in_channels, dropout, options)
             self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

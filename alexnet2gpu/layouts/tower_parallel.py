@@ -14,7 +14,7 @@ from torch import nn
 
 from ..device import check_device
 from ..comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower, share_from_first_tower
-from ..model import FC8, LAYERS, TOWERS, TowerStack, canonical_shapes, check_input
+from ..model import FC8, LAYERS, TOWERS, StackOptions, TowerStack, canonical_shapes, check_input
 from .base import Layout
 from .two_device import split_towers
 
@@ -29,7 +29,7 @@ class TowerParallelAlexNet(Layout):
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
-                 ctx=None, device=None):
+                 ctx=None, device=None, options: StackOptions = StackOptions()):
         super().__init__(num_classes, in_channels, init)
         if ctx is None or ctx.tower is None or ctx.tower_group is None:
             raise ValueError("the tower-parallel layout needs the Context of world.setup() in a world of 2, 4, ... "
@@ -40,7 +40,7 @@ class TowerParallelAlexNet(Layout):
         # Every rank draws the whole canonical init (same seed => same weights) and keeps its slice, so all
         # layouts and world sizes start from identical weights.
         with self.built_on_meta(init):
-            self.stack = TowerStack(1, in_channels, dropout)
+            self.stack = TowerStack(1, in_channels, dropout, options)
             self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes) if self.tower == 0 else None
 
     def placement(self):

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..comm import gather_local
 from ..device import check_device
-from ..model import FC8, LAYERS, TOWERS, TowerStack, check_input
+from ..model import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
 from .base import Layout
 
 
@@ -57,12 +57,12 @@ class TwoTowerAlexNet(Layout):
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, init: str = "paper", dropout: float = 0.5,
-                 devices=None):
+                 devices=None, options: StackOptions = StackOptions()):
         super().__init__(num_classes, in_channels, init)
         self.devices = resolve_devices(devices)
         self.exchanges: list[tuple[str, int]] = []
         with self.built_on_meta(init):
-            self.towers = nn.ModuleList(TowerStack(1, in_channels, dropout) for _ in self.devices)
+            self.towers = nn.ModuleList(TowerStack(1, in_channels, dropout, options) for _ in self.devices)
             self.fc8 = nn.Linear(LAYERS[-1].out * TOWERS, num_classes)
 
     def placement(self):
