@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import conv1_space_to_depth, conv2d_chunked_weight_grad
-from .lrn import LRN_IMPLS, relu_local_response_norm, runs_triton
-from .lrn_pool_op import fuses, relu_lrn_max_pool
-from .maps import memory_format_of
-from .pool_op import overlapping_max_pool
+from alexnet2gpu.ops.conv import conv1_space_to_depth, conv2d_chunked_weight_grad
+from alexnet2gpu.ops.lrn import LRN_IMPLS, relu_local_response_norm, runs_triton
+from alexnet2gpu.ops.lrn_pool import fuses, relu_lrn_max_pool
+from alexnet2gpu.ops.maps import memory_format_of
+from alexnet2gpu.ops.pool import overlapping_max_pool
 
 TOWERS = 2  # the paper's two GPUs
 

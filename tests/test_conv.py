@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet2gpu import conv
+from alexnet2gpu.ops import conv
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from alexnet2gpu import AlexNet, canonical_shapes, conv
+from alexnet2gpu import AlexNet, canonical_shapes
+from alexnet2gpu.ops import conv
 from alexnet2gpu.model import StackOptions
 from parity import assert_near
 

@@ -1,7 +1,7 @@
 """The plain-Python arithmetic of the Triton launches gives Triton's own numbers; the dtype kernels compute in."""
 import triton
 
-from alexnet2gpu.grid_math import cdiv, next_power_of_2
+from alexnet2gpu.ops.kernels.grid import cdiv, next_power_of_2
 
 
 def test_cdiv_and_next_power_of_2_are_tritons():
@@ -15,7 +15,7 @@ def test_kernels_compute_in_float64_for_float64_maps_and_float32_otherwise():
     import torch
     import triton.language as tl
 
-    from alexnet2gpu.grid_math import accumulator_dtype, compute_type
+    from alexnet2gpu.ops.kernels.grid import accumulator_dtype, compute_type
     for dtype, want, tl_want in ((torch.float64, torch.float64, tl.float64), (torch.float32, torch.float32, tl.float32),
                                  (torch.bfloat16, torch.float32, tl.float32), (torch.float16, torch.float32, tl.float32)):
         maps = torch.zeros(1, dtype=dtype)

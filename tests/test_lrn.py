@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu import lrn
-from alexnet2gpu.lrn import local_response_norm, lrn_reference
+from alexnet2gpu.ops import lrn
+from alexnet2gpu.ops.lrn import local_response_norm, lrn_reference
 from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 PAPER = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)

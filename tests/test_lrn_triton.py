@@ -7,8 +7,8 @@ window or tower edge (edge channels differ), a wrong closed-form backward, or a 
 import pytest
 import torch
 
-from alexnet2gpu.lrn import lrn_reference, relu_local_response_norm
-from alexnet2gpu.lrn_op import relu_lrn
+from alexnet2gpu.ops.lrn import lrn_reference, relu_local_response_norm
+from alexnet2gpu.ops.lrn_op import relu_lrn
 from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 from parity import assert_compiles_whole, relative_error
 
@@ -52,7 +52,7 @@ def test_forward_and_backward_match_the_formula(layout, towers, channels, dtype,
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_the_eager_path_is_the_op_without_its_dispatch(layout):
     """Eager calls take the kernels through a plain autograd.Function; the op is for torch.compile."""
-    from alexnet2gpu.lrn_op import fused_relu_lrn
+    from alexnet2gpu.ops.lrn_op import fused_relu_lrn
     z = maps(2, 9, torch.float64, layout)
     y = fused_relu_lrn(z, 2, *STRONG)
     assert torch.equal(y, relu_lrn(z, 2, *STRONG)) and y.grad_fn.name().startswith("_EagerReluLRN")
@@ -99,7 +99,7 @@ def test_triton_refuses_what_it_cannot_compute():
     z = maps(2, 4, torch.float32, torch.contiguous_format).detach()
     with pytest.raises(ValueError, match="window of 5"):
         relu_local_response_norm(z, 2, 3, *PAPER, impl="triton")
-    from alexnet2gpu.lrn import local_response_norm
+    from alexnet2gpu.ops.lrn import local_response_norm
     with pytest.raises(ValueError, match="relu_local_response_norm"):  # no ReLU of its own: not the fused op
         local_response_norm(z, 2, LRN_SIZE, *PAPER, impl="triton")
 
@@ -113,7 +113,7 @@ def test_compiles_without_a_graph_break():
 def test_both_backward_forms_match_the_formula(form):
     """Each backward kernel (lrn_kernels.FORMS) on channels-last maps with 48 channels a tower (conv1's), which
     fill 48 of a 64-lane tile; the tile form also walks contiguous maps (other tests)."""
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     z = maps(2, 48, torch.float64, torch.channels_last, n=2, size=3).detach()
     y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, tile=256)
     assert relative_error(y, reference(z, 2, STRONG)) < FLOAT64_TOLERANCE
@@ -126,7 +126,7 @@ def test_both_backward_forms_match_the_formula(form):
 
 
 def test_the_form_follows_the_layout():
-    from alexnet2gpu.lrn_kernels import default_form
+    from alexnet2gpu.ops.kernels.lrn import default_form
     assert default_form(maps(2, 48, torch.float32, torch.channels_last).detach()) == "gather"
     assert default_form(maps(2, 64, torch.float32, torch.channels_last).detach()) == "gather"
     assert default_form(maps(2, 48, torch.float32, torch.contiguous_format).detach()) == "tile"
@@ -137,7 +137,7 @@ def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
     compiled CUDA graph at each LRN (seen on an H100). Resolving must use what was looked up at import."""
     import importlib.util
 
-    from alexnet2gpu.lrn import resolve_impl
+    from alexnet2gpu.ops.lrn import resolve_impl
 
     def refuse(*args, **kwargs):
         raise AssertionError("importlib.util.find_spec called while resolving the LRN")
@@ -155,7 +155,7 @@ WINDOW_SHAPES = [(2, 9), (1, 48), (2, 16)]  # 9 and 48 pad a power-of-two tile, 
 def window_form_errors(form, towers, channels, dtype):
     """Relative errors of a window form's forward and backward (with its own forward's y) against the float64
     formula, on channels-last maps."""
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     z = maps(towers, channels, dtype, torch.channels_last, n=2, size=3).detach()
     y = lrn_kernels.relu_lrn_forward(z, towers, *STRONG, form=form, tile=256)
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
@@ -178,7 +178,7 @@ def test_the_window_forms_match_the_formula(form, dtype, tolerance, towers, chan
 @pytest.mark.parametrize("form", WINDOW_FORMS)
 def test_the_window_forms_keep_the_towers_apart(form):
     """Changing tower 1's maps leaves tower 0's outputs and gradients bit-identical."""
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     z = maps(2, 48, torch.float32, torch.channels_last, n=2, size=3).detach()
     other = z.clone()
     other[:, 48:] = torch.randn_like(other[:, 48:]) * 3
@@ -194,7 +194,7 @@ def test_the_window_forms_keep_the_towers_apart(form):
 
 def test_nan_in_the_window_forms():
     """gather puts a NaN where relu then LRN does (channels 1..5 of the pixel), and nowhere else."""
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     z = maps(2, 9, torch.float32, torch.channels_last, n=2, size=3).detach()
     z[0, 3, 1, 1] = float("nan")
     want = reference(z, 2, STRONG).isnan()
@@ -202,7 +202,7 @@ def test_nan_in_the_window_forms():
 
 
 def test_the_window_forms_refuse_contiguous_maps_and_unknown_forms():
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     z = maps(2, 9, torch.float32, torch.contiguous_format).detach()
     y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG)
     for form in WINDOW_FORMS:
@@ -227,7 +227,7 @@ def biased_reference(z: torch.Tensor, bias: torch.Tensor, towers: int) -> torch.
 def test_the_bias_in_the_kernels_matches_the_formula(form, layout, dtype, tolerance):
     """y = LRN(relu(z + b)), dz and db (the sum of dz over every pixel, per channel) against float64 autograd; the
     gather form's tiles each sum their pixels (2 images of 3 x 4 pixels over tiles of 4 rows: several tiles)."""
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     z = maps(2, 9, dtype, layout, n=2, size=3).detach()
     bias = torch.randn(18, dtype=dtype, device=DEVICE) * 3
     y = lrn_kernels.relu_lrn_forward(z, 2, *STRONG, form=form, tile=64, bias=bias)
@@ -244,7 +244,7 @@ def test_the_bias_in_the_kernels_matches_the_formula(form, layout, dtype, tolera
 
 def test_the_bias_through_the_op_and_the_eager_path():
     """The same numbers, gradients of the bias included, through the custom op and the eager Function."""
-    from alexnet2gpu.lrn_op import fused_relu_lrn
+    from alexnet2gpu.ops.lrn_op import fused_relu_lrn
     z = maps(2, 4, torch.float64, torch.channels_last, n=2, size=3)
     bias = (torch.randn(8, dtype=torch.float64, device=DEVICE) * 3).requires_grad_()
     y = fused_relu_lrn(z, 2, *STRONG, bias)

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu import pool_op
-from alexnet2gpu.pool_op import max_pool, overlapping_max_pool
+from alexnet2gpu.ops import pool as pool_op
+from alexnet2gpu.ops.pool import max_pool, overlapping_max_pool
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 LAYOUTS = [torch.contiguous_format, torch.channels_last]

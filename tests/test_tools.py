@@ -74,7 +74,7 @@ def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypat
     spec = importlib.util.spec_from_file_location("lrn_microbench", ROOT / "tools" / "lrn_microbench.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    from alexnet2gpu import lrn_kernels
+    from alexnet2gpu.ops.kernels import lrn as lrn_kernels
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the kernels compiled, or interpreted (conftest.py)
     z = torch.randn(2, 8, 7, 7, device=device).contiguous(memory_format=torch.channels_last)
     timer = lambda run: run() is None or 0.002

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet2gpu.bench.measure import host_times
-from alexnet2gpu.conv import conv1_space_to_depth
+from alexnet2gpu.ops.conv import conv1_space_to_depth
 
 # name: (input maps, output maps, kernel, stride, padding, input size, groups) of the merged network (both towers)
 MERGED = {

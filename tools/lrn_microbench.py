@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     args, dtype, fmt = parsed
     from triton.testing import do_bench
 
-    from alexnet2gpu import lrn_kernels as kernels
-    from alexnet2gpu.lrn_window_kernels import tile_shape as window_tile_shape
+    from alexnet2gpu.ops.kernels import lrn as kernels
+    from alexnet2gpu.ops.kernels.lrn_window import tile_shape as window_tile_shape
 
     channels_last = args.layout == "channels-last"  # the gather form takes channels-last maps only
     forms = {"forward": kernels.FORMS if channels_last else ("tile",),
@@ -84,7 +84,7 @@ FUSED_POINTS = ((1024, 4), (512, 4), (2048, 8))  # (elements a program, warps); 
 def pool_line(name: str, kernels, z: torch.Tensor, do_bench, quick: bool) -> str:
     """The backward of ReLU + LRN + max-pool with the conv's bias: the max-pool's kernel then the LRN's (apart)
     against the one fused kernel at a few tiles, and the fused dz's relative difference from the pair's."""
-    from alexnet2gpu import lrn_pool_kernels, pool_kernels
+    from alexnet2gpu.ops.kernels import lrn_pool as lrn_pool_kernels, pool as pool_kernels
     bias = torch.randn(z.shape[1], device=z.device)
     y = kernels.relu_lrn_forward(z, 2, ALPHA, BETA, K, bias=bias)
     _, argmax = pool_kernels.max_pool_forward(y)
@@ -113,7 +113,7 @@ def pool_line(name: str, kernels, z: torch.Tensor, do_bench, quick: bool) -> str
 def bias_line(name: str, kernels, z: torch.Tensor, g: torch.Tensor, y: torch.Tensor, do_bench) -> str:
     """The convolution's bias added in the kernels (the model's CUDA default) against in passes of its own (an
     add before the forward, a sum of dz after the backward), both at the default form and tile."""
-    from alexnet2gpu.maps import plus_bias
+    from alexnet2gpu.ops.maps import plus_bias
     bias = torch.randn(z.shape[1], device=z.device)
     times = [do_bench(run) * 1e3 for run in (
         lambda: kernels.relu_lrn_forward(plus_bias(z, bias), 2, ALPHA, BETA, K),

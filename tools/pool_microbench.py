@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     args, dtype, fmt = parsed
     from triton.testing import do_bench
 
-    from alexnet2gpu import pool_kernels as kernels
+    from alexnet2gpu.ops.kernels import pool as kernels
 
     sweep = [(t, w) for t in (512, 1024, 2048) for w in (4, 8)]
     forward_configs = [(kernels.FORWARD_TILE, kernels.NUM_WARPS)] if args.quick else sweep

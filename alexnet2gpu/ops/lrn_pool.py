@@ -20,12 +20,12 @@ import torch
 from .lrn import runs_triton
 from .lrn_op import WINDOW, _kernels as _lrn_kernels, _vector
 from .maps import dense, memory_format_of
-from .pool_op import _kernels as _pool_kernels, uses_triton
+from .pool import _kernels as _pool_kernels, uses_triton
 
 
 @functools.cache  # an import statement per call costs host time on every eager launch
 def _kernels():
-    from . import lrn_pool_kernels  # Triton is imported on first use only
+    from .kernels import lrn_pool as lrn_pool_kernels  # Triton is imported on first use only
     return lrn_pool_kernels
 
 

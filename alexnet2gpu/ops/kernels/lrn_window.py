@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import accumulator_dtype, cdiv, compute_type, next_power_of_2
+from .grid import accumulator_dtype, cdiv, compute_type, next_power_of_2
 
 
 @triton.jit

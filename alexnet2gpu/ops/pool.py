@@ -33,7 +33,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 @functools.cache  # an import statement per call costs host time on every eager launch
 def _kernels():
-    from . import pool_kernels  # Triton is imported on first use only
+    from .kernels import pool as pool_kernels  # Triton is imported on first use only
     return pool_kernels
 
 

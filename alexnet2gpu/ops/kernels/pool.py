@@ -28,9 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid_math import cdiv, compute_type, next_power_of_2
-from .maps import memory_format_of
-from .pool_op import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
+from .grid import cdiv, compute_type, next_power_of_2
+from ..maps import memory_format_of
+from ..pool import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
 
 # Elements per program and warps; tools/pool_microbench.py times the alternatives on a GPU.
 FORWARD_TILE, BACKWARD_TILE = 1024, 2048

@@ -27,7 +27,7 @@ TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 
 @functools.cache  # an import statement per call costs host time on every eager launch
 def _kernels():
-    from . import lrn_kernels  # Triton is imported on first use only
+    from .kernels import lrn as lrn_kernels  # Triton is imported on first use only
     return lrn_kernels
 
 
