@@ -15,9 +15,9 @@ from typing import Optional
 
 import torch
 
+from .kernels.sizes import WINDOW
 from .maps import dense
 
-WINDOW = 5  # lrn_kernels.SIZE, without importing Triton
 
 
 # Looked up once, at import: torch.compile (torch 2.11) cannot trace importlib's lookup, and a call per LRN

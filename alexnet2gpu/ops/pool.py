@@ -20,10 +20,10 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .kernels.sizes import FLOATS, POOL_KERNEL, POOL_STRIDE
 from .maps import dense
 
-KERNEL, STRIDE = 3, 2  # z = 3, s = 2: windows overlap by one pixel (paper §3.4)
-FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+KERNEL, STRIDE = POOL_KERNEL, POOL_STRIDE  # z = 3, s = 2: windows overlap by one pixel (paper §3.4)
 
 # Looked up once, at import: torch.compile cannot trace importlib's lookup (a call per pool would split every
 # compiled graph there). Triton reads TRITON_INTERPRET when its kernels are defined, so once is enough here too.

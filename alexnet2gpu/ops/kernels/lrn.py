@@ -29,9 +29,10 @@ import triton.language as tl
 
 from .grid import accumulator_dtype, cdiv, compute_type, next_power_of_2
 from .lrn_window import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
+from .sizes import WINDOW
 from ..maps import memory_format_of, plus_bias
 
-SIZE = 5  # the only window these kernels take (paper §3.3: n = 5)
+SIZE = WINDOW  # the only window these kernels take (paper §3.3: n = 5)
 # Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps. The tile
 # form runs best at 1024 (forward) and 512 (backward), the gather form at 1024 both ways.
 FORWARD_TILE, BACKWARD_TILE, WINDOW_TILE = 1024, 512, 1024

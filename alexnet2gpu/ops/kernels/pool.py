@@ -30,7 +30,7 @@ import triton.language as tl
 
 from .grid import cdiv, compute_type, next_power_of_2
 from ..maps import memory_format_of
-from ..pool import FLOATS, KERNEL, STRIDE  # the only pool these kernels compute (paper §3.4: z = 3, s = 2)
+from .sizes import FLOATS, POOL_KERNEL as KERNEL, POOL_STRIDE as STRIDE  # the only pool they compute
 
 # Elements per program and warps; tools/pool_microbench.py times the alternatives on a GPU.
 FORWARD_TILE, BACKWARD_TILE = 1024, 2048
