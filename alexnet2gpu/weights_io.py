@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .errors import TrainError
-from .model import FC8, check_state_dict
+from alexnet2gpu.model.layers import FC8, check_state_dict
 from .optional import require
 
 SAFETENSORS = ".safetensors"

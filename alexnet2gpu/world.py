@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from .comm import on_backend
 from .device import parse_device
-from .model import TOWERS
+from alexnet2gpu.model.layers import TOWERS
 
 RANK_DEVICES = "use 'cpu' or 'cuda' (each rank takes cuda:LOCAL_RANK)"  # what a rank's device may be
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits on a silent peer before it gives up

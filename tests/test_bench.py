@@ -13,9 +13,9 @@ from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, co
 from alexnet2gpu.bench.measure import tower_exchange_bytes
 from alexnet2gpu.bench.variants import VARIANTS, available, build_variant
 from alexnet2gpu.cli import bench
-from alexnet2gpu.layouts.merged import AlexNet
+from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.synthetic import ensure_synthetic
-from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
+from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
 from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, canonical_shapes, init_weights
-from alexnet2gpu.info import exchange_bytes_per_image, format_summary, layer_rows, main
-from alexnet2gpu.model import multiply_adds
-from alexnet2gpu.layouts.two_device import TwoTowerAlexNet
+from alexnet2gpu.model.info import exchange_bytes_per_image, format_summary, layer_rows, main
+from alexnet2gpu.model.layers import multiply_adds
+from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
 
 PAPER_PARAMS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936, "conv5": 442_624,
                 "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu.layouts.merged import AlexNet
-from alexnet2gpu.model import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, StackOptions, canonical_shapes, conv1_input
+from alexnet2gpu.model.layouts.merged import AlexNet
+from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, StackOptions, canonical_shapes, conv1_input
 
 
 def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet2gpu import world
-from alexnet2gpu.layouts import build_model, resolve_layout
-from alexnet2gpu.layouts.merged import AlexNet
-from alexnet2gpu.layouts.tower_parallel import TowerParallelAlexNet
+from alexnet2gpu.model.layouts import build_model, resolve_layout
+from alexnet2gpu.model.layouts.merged import AlexNet
+from alexnet2gpu.model.layouts.tower_parallel import TowerParallelAlexNet
 from distributed import run_world, values
 from parity import assert_near
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet, merge_towers, split_towers
-from alexnet2gpu.layouts import build_model
+from alexnet2gpu.model.layouts import build_model
 from parity import assert_near
 
 

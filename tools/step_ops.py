@@ -21,8 +21,8 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from alexnet2gpu.layouts import build_model  # noqa: E402
-from alexnet2gpu.model import StackOptions  # noqa: E402
+from alexnet2gpu.model.layouts import build_model  # noqa: E402
+from alexnet2gpu.model.layers import StackOptions  # noqa: E402
 
 
 class OpCounter(TorchDispatchMode):

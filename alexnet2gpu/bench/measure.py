@@ -18,7 +18,7 @@ from torch import nn
 from ..cuda_graphs import GraphedStep
 from ..device import autocast, synchronize
 from ..engine import train_step
-from ..model import LAYERS, multiply_adds
+from alexnet2gpu.model.layers import LAYERS, multiply_adds
 from ..optim import make_optimizer
 
 INPUT_SIZE = 224

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..cuda_graphs import GRAPH_OPTIONS
-from ..layouts import build_model
-from ..model import StackOptions
+from alexnet2gpu.model.layouts import build_model
+from alexnet2gpu.model.layers import StackOptions
 from .measure import alexnet_multiply_adds, count_multiply_adds
 
 

@@ -12,9 +12,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..device import check_device
-from ..comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower, share_from_first_tower
-from ..model import FC8, LAYERS, TOWERS, StackOptions, TowerStack, canonical_shapes, check_input
+from alexnet2gpu.device import check_device
+from alexnet2gpu.comm import (broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower,
+                              share_from_first_tower)
+from ..layers import FC8, LAYERS, TOWERS, StackOptions, TowerStack, canonical_shapes, check_input
 from .base import Layout
 from .two_device import split_towers
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..comm import gather_local
-from ..device import check_device
-from ..model import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
+from alexnet2gpu.comm import gather_local
+from alexnet2gpu.device import check_device
+from ..layers import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
 from .base import Layout
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..model import check_arguments, check_state_dict, init_weights
+from ..layers import check_arguments, check_state_dict, init_weights
 
 
 class Layout(nn.Module):

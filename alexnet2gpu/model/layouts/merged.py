@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
+from ..layers import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
 from .base import Layout
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..device import check_device
-from ..model import StackOptions
+from alexnet2gpu.device import check_device
+from ..layers import StackOptions
 
 from .merged import AlexNet
 from .tower_parallel import TowerParallelAlexNet

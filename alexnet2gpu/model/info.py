@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 
-from .model import FC8, LAYERS, POOL5_SIZE, TOWERS, canonical_shapes, multiply_adds
+from .layers import FC8, LAYERS, POOL5_SIZE, TOWERS, canonical_shapes, multiply_adds
 
 # Spatial size of each conv layer's output at 224 (padded to 227) or 227 input, and after its pooling.
 CONV_OUT = {"conv1": 55, "conv2": 27, "conv3": 13, "conv4": 13, "conv5": 13}
