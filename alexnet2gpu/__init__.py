@@ -1,8 +1,9 @@
 """AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) with its original two-tower split."""
+from alexnet2gpu.model.layers import canonical_shapes, init_weights
 from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.tower_parallel import TowerParallelAlexNet
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet, merge_towers, split_towers
-from alexnet2gpu.model.layers import canonical_shapes, init_weights
+from alexnet2gpu.model.stack import StackOptions
 
-__all__ = ["AlexNet", "TowerParallelAlexNet", "TwoTowerAlexNet", "canonical_shapes", "init_weights", "merge_towers",
-           "split_towers"]
+__all__ = ["AlexNet", "StackOptions", "TowerParallelAlexNet", "TwoTowerAlexNet", "canonical_shapes", "init_weights",
+           "merge_towers", "split_towers"]

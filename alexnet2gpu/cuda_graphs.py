@@ -29,7 +29,7 @@ import contextlib
 import torch
 
 from .errors import TrainError
-from alexnet2gpu.model.layers import StackOptions
+from alexnet2gpu.model.stack import StackOptions
 from .world import first_line
 
 WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's own examples of whole-network capture

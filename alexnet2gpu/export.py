@@ -23,7 +23,7 @@ import torch
 
 from .errors import TrainError
 from .hub import load_network
-from alexnet2gpu.model.layers import StackOptions
+from alexnet2gpu.model.stack import StackOptions
 from .weights_io import SAFETENSORS, Weights, load_weights, save_safetensors
 
 FORMATS = (SAFETENSORS, ".onnx", ".pt2")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from alexnet2gpu.model.layouts import build_model
-from alexnet2gpu.model.layers import StackOptions
+from alexnet2gpu.model.stack import StackOptions
 from .weights_io import Weights, load_weights
 
 HUB_LAYOUTS = ("merged", "two-device")  # tower-parallel needs one process per tower (torchrun): not a hub model

@@ -20,7 +20,8 @@ from .engine import InputSpec
 from .errors import TrainError
 from .gpu_decode import resolve_decode
 from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_process_layout
-from alexnet2gpu.model.layers import StackOptions, canonical_shapes
+from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.model.layers import canonical_shapes
 from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
 from .run_data import RunData, open_data
 from .run_folder import new_run_dir

@@ -68,7 +68,7 @@ def test_space_to_depth_blocks_take_autocasts_dtype_in_their_one_pass():
 def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gradients():
     from alexnet2gpu import AlexNet
     from parity import assert_near
-    from alexnet2gpu.model.layers import StackOptions
+    from alexnet2gpu.model.stack import StackOptions
     torch.manual_seed(0)
     weights = AlexNet(num_classes=10).state_dict()
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 60
@@ -91,7 +91,7 @@ def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gr
     not torch.cuda.is_available(), reason="needs a CUDA device"))])
 def test_auto_conv1_is_space_to_depth_on_cuda_and_direct_elsewhere(monkeypatch, device):
     from alexnet2gpu import AlexNet
-    from alexnet2gpu.model import layers as model_module
+    from alexnet2gpu.model import stack as model_module
     calls = []
     for name in ("conv1_space_to_depth", "conv2d_chunked_weight_grad"):
         real = getattr(model_module, name)

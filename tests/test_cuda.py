@@ -16,7 +16,7 @@ from alexnet2gpu import AlexNet, TwoTowerAlexNet
 from alexnet2gpu.cuda_graphs import GRAPH_OPTIONS
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.ops.lrn_op import relu_lrn
-from alexnet2gpu.model.layers import StackOptions
+from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.optim import make_optimizer
 from parity import relative_error
 from child_env import child_env

@@ -19,7 +19,7 @@ from alexnet2gpu import cuda_graphs
 from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
 from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
-from alexnet2gpu.model.layers import StackOptions, TowerStack
+from alexnet2gpu.model.stack import StackOptions, TowerStack
 from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
 from parity import relative_error
 

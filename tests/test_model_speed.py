@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from alexnet2gpu.model.layouts.merged import AlexNet
-from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, StackOptions, canonical_shapes, conv1_input
+from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, canonical_shapes
+from alexnet2gpu.model.stack import StackOptions, conv1_input
 
 
 def reference_logits(w: dict, x: torch.Tensor) -> torch.Tensor:

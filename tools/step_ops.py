@@ -22,7 +22,7 @@ import torchvision  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from alexnet2gpu.model.layouts import build_model  # noqa: E402
-from alexnet2gpu.model.layers import StackOptions  # noqa: E402
+from alexnet2gpu.model.stack import StackOptions  # noqa: E402
 
 
 class OpCounter(TorchDispatchMode):

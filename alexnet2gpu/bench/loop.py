@@ -14,7 +14,7 @@ from ..data import IMAGENET_MEAN, Batch, CorruptLog
 from ..cuda_graphs import GRAPH_OPTIONS, GraphedStep
 from ..engine import InputSpec, train_one_epoch
 from alexnet2gpu.model.layouts import build_model
-from alexnet2gpu.model.layers import StackOptions
+from alexnet2gpu.model.stack import StackOptions
 from ..optim import make_optimizer
 from .measure import INPUT_SIZE
 

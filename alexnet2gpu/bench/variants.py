@@ -13,7 +13,7 @@ from torch import nn
 
 from ..cuda_graphs import GRAPH_OPTIONS
 from alexnet2gpu.model.layouts import build_model
-from alexnet2gpu.model.layers import StackOptions
+from alexnet2gpu.model.stack import StackOptions
 from .measure import alexnet_multiply_adds, count_multiply_adds
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from alexnet2gpu.device import check_device
-from ..layers import StackOptions
+from ..stack import StackOptions
 
 from .merged import AlexNet
 from .tower_parallel import TowerParallelAlexNet

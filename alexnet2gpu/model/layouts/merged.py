@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
+from ..layers import FC8, LAYERS, TOWERS, check_input
+from ..stack import StackOptions, TowerStack
 from .base import Layout
 
 

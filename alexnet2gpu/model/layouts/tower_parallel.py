@@ -15,7 +15,8 @@ from torch import nn
 from alexnet2gpu.device import check_device
 from alexnet2gpu.comm import (broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower,
                               share_from_first_tower)
-from ..layers import FC8, LAYERS, TOWERS, StackOptions, TowerStack, canonical_shapes, check_input
+from ..layers import FC8, LAYERS, TOWERS, canonical_shapes, check_input
+from ..stack import StackOptions, TowerStack
 from .base import Layout
 from .two_device import split_towers
 

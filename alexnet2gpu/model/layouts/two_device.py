@@ -11,7 +11,8 @@ from torch import nn
 
 from alexnet2gpu.comm import gather_local
 from alexnet2gpu.device import check_device
-from ..layers import FC8, LAYERS, TOWERS, StackOptions, TowerStack, check_input
+from ..layers import FC8, LAYERS, TOWERS, check_input
+from ..stack import StackOptions, TowerStack
 from .base import Layout
 
 
