@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 
-from .world import DEFAULT_TIMEOUT_S
+from alexnet2gpu.distributed.world import DEFAULT_TIMEOUT_S
 
 
 def _ints(text: str) -> list[int]:

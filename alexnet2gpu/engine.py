@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import to_model_input
-from .device import AMP_DTYPES, autocast, synchronize
+from alexnet2gpu.distributed.device import AMP_DTYPES, autocast, synchronize
 from .errors import TrainError
 from .prefetch import device_batches
 from .progress import Progress

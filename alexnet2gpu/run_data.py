@@ -12,7 +12,7 @@ from .data import (CorruptLog, EpochSampler, FolderDataset, Splits, close_loader
 from .errors import TrainError
 from .gpu_decode import resolve_cpu_share
 from .synthetic import ensure_synthetic
-from .world import Context
+from alexnet2gpu.distributed.world import Context
 
 
 @dataclass

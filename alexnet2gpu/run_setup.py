@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import world
+from alexnet2gpu.distributed import world
 from .config import Config, resume_config
 from .config_checks import check_classes, check_config, same_folder
 from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
 from .data import CorruptLog
-from .device import check_device, default_device_type
+from alexnet2gpu.distributed.device import check_device, default_device_type
 from .engine import InputSpec
 from .errors import TrainError
 from .gpu_decode import resolve_decode
@@ -26,7 +26,7 @@ from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
 from .run_data import RunData, open_data
 from .run_folder import new_run_dir
 from .weights_io import Weights, initial_weights, load_weights
-from .world import Context, Printer
+from alexnet2gpu.distributed.world import Context, Printer
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 
 import torch
 
-from . import world
+from alexnet2gpu.distributed import world
 from .batch_log import StepLog
 from .config import EVALUATION, PLACEMENT, Config
 from .config_checks import check_classes
@@ -25,7 +25,7 @@ from .run_data import Loaders, run_loaders
 from .run_folder import claim_run_dir, write_epoch
 from .run_setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
 from .weights_io import load_weights
-from .world import Context, Printer
+from alexnet2gpu.distributed.world import Context, Printer
 
 
 class Run:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexnet2gpu.comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower
-from alexnet2gpu.comm import share_from_first_tower
+from alexnet2gpu.distributed.comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower
+from alexnet2gpu.distributed.comm import share_from_first_tower
 from distributed import run_world, values
 
 SHAPE = (2, 3, 4, 4)  # N x C x H x W per tower
@@ -27,7 +27,7 @@ def leaf(seed: int, shape=SHAPE) -> torch.Tensor:
 
 def exchanges(rank: int) -> dict:
     """Run every exchange on this rank of a 2-process world; return what this rank saw."""
-    from alexnet2gpu import world
+    from alexnet2gpu.distributed import world
     ctx = world.setup("cpu", timeout_s=60)
     group, tower = ctx.tower_group, ctx.tower
     out = {}

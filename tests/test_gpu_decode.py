@@ -382,7 +382,7 @@ def test_cpu_decode_share_is_a_train_py_and_bench_flag(tmp_path, capsys):
     from alexnet2gpu.config import Config
     from alexnet2gpu.run_data import run_loaders
     from alexnet2gpu.trainer import Run
-    from alexnet2gpu.world import Context
+    from alexnet2gpu.distributed.world import Context
     code = train.main(["--data", str(tmp_path), "--cpu-decode-share", "most", "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("train.py: error: --cpu-decode-share 'most': pass auto") and err.count("\n") == 1

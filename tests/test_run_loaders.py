@@ -12,7 +12,7 @@ from alexnet2gpu.decoded_loader import DecodedLoader
 from alexnet2gpu.prefetch import ThreadClock
 from alexnet2gpu.run_data import run_loaders
 from alexnet2gpu.synthetic import ensure_synthetic
-from alexnet2gpu.world import Context
+from alexnet2gpu.distributed.world import Context
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def test_torchrun_restarts_after_a_rank_dies():
 
 
 def test_only_the_main_rank_says_anything(capsys):
-    from alexnet2gpu.world import Context, Printer
+    from alexnet2gpu.distributed.world import Context, Printer
 
     Context(rank=1, world_size=2).say("from rank 1")
     Context(rank=0, world_size=2).say("from rank 0")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet2gpu import world
+from alexnet2gpu.distributed import world
 from alexnet2gpu.model.layouts import build_model, resolve_layout
 from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.tower_parallel import TowerParallelAlexNet

@@ -50,7 +50,7 @@ def test_the_paper_command_line_and_the_demo_defaults():
 
 
 def test_effective_batch_and_lr_rule():
-    from alexnet2gpu.world import Context
+    from alexnet2gpu.distributed.world import Context
     from alexnet2gpu.config import Config
     from alexnet2gpu.run_setup import effective_lr
 

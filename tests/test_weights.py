@@ -99,7 +99,7 @@ def test_fine_tune_ten_classes_to_three(checkpoint10, tiny3, tmp_path, capsys):
     assert code == 0, err
     assert f"fine-tuning from {checkpoint10}" in out and "fc8, which is drawn afresh for 3 classes" in out
     from alexnet2gpu.checkpoint import load_checkpoint
-    from alexnet2gpu.world import seed_all
+    from alexnet2gpu.distributed.world import seed_all
     state = load_checkpoint(tmp_path / "ft")
     assert (state["epoch"], state["step"], len(state["metrics"])) == (1, 1, 1)
     source = load_weights(checkpoint10).model

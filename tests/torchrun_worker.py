@@ -4,8 +4,8 @@ import os
 
 import torch
 
-from alexnet2gpu import world
-from alexnet2gpu.comm import gather_from_towers
+from alexnet2gpu.distributed import world
+from alexnet2gpu.distributed.comm import gather_from_towers
 
 ctx = world.setup("cpu", timeout_s=30)
 attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))

@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from alexnet2gpu.bench.measure import host_times, make_train_step, synthetic_batch
 from alexnet2gpu.bench.variants import VARIANTS, build_variant
-from alexnet2gpu.device import AMP_DTYPES, autocast, synchronize
+from alexnet2gpu.distributed.device import AMP_DTYPES, autocast, synchronize
 from alexnet2gpu.optim import make_optimizer
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..cuda_graphs import GraphedStep
-from ..device import autocast, synchronize
+from alexnet2gpu.distributed.device import autocast, synchronize
 from ..engine import train_step
 from alexnet2gpu.model.layers import LAYERS, multiply_adds
 from ..optim import make_optimizer

@@ -14,7 +14,7 @@ import torch
 
 from ..data import IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader, open_folders
 from ..decoded_loader import DecodedLoader
-from ..device import synchronize
+from alexnet2gpu.distributed.device import synchronize
 from ..engine import InputSpec
 from ..gpu_decode import resolve_cpu_share
 from ..synthetic import ensure_synthetic

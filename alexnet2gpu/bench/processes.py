@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from ..allocator import keep_freed_memory
 from alexnet2gpu.model.layouts import build_model
-from ..world import setup, teardown
+from alexnet2gpu.distributed.world import setup, teardown
 from .measure import PeakMemory, allreduce_bytes, process_peak_bytes, make_infer_step, make_train_step, median, parameter_count
 from .measure import synthetic_batch, time_steps
 

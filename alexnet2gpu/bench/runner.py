@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..allocator import keep_freed_memory
-from ..device import AMP_DTYPES, check_device
+from alexnet2gpu.distributed.device import AMP_DTYPES, check_device
 from ..gpu_decode import resolve_cpu_share
-from ..world import first_line
+from alexnet2gpu.distributed.world import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
 from .loop import GRAPHS_ROW as LOOP_GRAPHS_ROW

@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from alexnet2gpu.bench import report, runner
-from alexnet2gpu.device import default_device_type
+from alexnet2gpu.distributed.device import default_device_type
 from alexnet2gpu.errors import TrainError
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from alexnet2gpu.device import check_device
+from alexnet2gpu.distributed.device import check_device
 from ..stack import StackOptions
 
 from .merged import AlexNet

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet2gpu.comm import gather_local
-from alexnet2gpu.device import check_device
+from alexnet2gpu.distributed.comm import gather_local
+from alexnet2gpu.distributed.device import check_device
 from ..layers import FC8, LAYERS, TOWERS, check_input
 from ..stack import StackOptions, TowerStack
 from .base import Layout
