@@ -1,11 +1,11 @@
 """Every setting of a training run, stated once: its default (the paper's recipe, docs/paper.md §4-5), the
 demo's value where the built-in set needs another, its help, and whether a resumed run or an evaluation
-may change it. train.py's flags and their help are generated from this table."""
+may change it. train.py's flags and their help are generated from this table. The table is plain data: it
+imports nothing of the package or of torch."""
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 
-from alexnet2gpu.distributed.world import DEFAULT_TIMEOUT_S
 
 
 def _ints(text: str) -> list[int]:
@@ -99,7 +99,7 @@ class Config:
     keep: int = setting(2, "epoch checkpoints kept besides best.pt", resume=True)
     train_per_class: int = setting(0, "built-in set: training images per class", demo=40)
     val_per_class: int = setting(0, "built-in set: validation images per class", demo=10)
-    dist_timeout: float = setting(DEFAULT_TIMEOUT_S, "torchrun: seconds a rank waits on a silent peer before it stops",
+    dist_timeout: float = setting(300.0, "torchrun: seconds a rank waits on a silent peer before it stops",
                                   resume=True)
     decode: str = setting("auto", "where JPEGs are decoded and cropped: cpu (loader workers, PIL), gpu (nvJPEG on "
                                   "the training GPU; workers only read files), auto: gpu on a CUDA device when the "

@@ -21,7 +21,7 @@ from .errors import TrainError
 from .gpu_decode import resolve_decode
 from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_process_layout
 from alexnet2gpu.model.stack import StackOptions
-from alexnet2gpu.model.layers import canonical_shapes
+from alexnet2gpu.model.layers import TOWERS, canonical_shapes
 from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
 from .run_data import RunData, open_data
 from .run_folder import new_run_dir
@@ -37,7 +37,7 @@ def make_context(cfg: Config) -> Context:
     so rank 0 reports them and the others stop quietly."""
     device = cfg.device if cfg.device != "auto" else default_device_type()
     try:
-        return world.setup(device=device, timeout_s=cfg.dist_timeout)
+        return world.setup(device=device, timeout_s=cfg.dist_timeout, towers=TOWERS)
     except ValueError as error:
         if os.environ.get("RANK", "0") != "0":
             raise world.Stopped(str(error)) from None

@@ -210,7 +210,7 @@ def test_wrapped_tower_parallel_layout_saves_and_loads_prefixed_canonical_names(
 
 def test_odd_world_size_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
-    with pytest.raises(ValueError, match="even number of processes .* got 3"):
+    with pytest.raises(ValueError, match="needs a multiple of 2 processes .* got 3"):
         world.setup("cpu")
 
 

@@ -49,6 +49,19 @@ def test_the_paper_command_line_and_the_demo_defaults():
     assert (cfg.batch_size, cfg.num_classes) == (7, 3) and given == {"batch_size": 7, "num_classes": 3}
 
 
+def test_the_settings_table_is_plain_data_with_the_worlds_timeout():
+    """config.py imports only the standard library (no torch, nothing of the package), and its --dist-timeout
+    default is the one world.setup uses when called without one."""
+    import ast
+    from alexnet2gpu import config
+    from alexnet2gpu.distributed import world
+    tree = ast.parse(Path(config.__file__).read_text())
+    imported = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert imported <= {"__future__", "dataclasses"}, imported
+    assert config.Config().dist_timeout == world.DEFAULT_TIMEOUT_S
+
+
 def test_effective_batch_and_lr_rule():
     from alexnet2gpu.distributed.world import Context
     from alexnet2gpu.config import Config

@@ -152,7 +152,7 @@ def test_max_restarts_resumes_from_the_last_checkpoint_and_ends_like_an_uninterr
 def test_an_odd_world_size_is_one_sentence(tmp_path):
     code, out = torchrun(3, ["--out", tmp_path], tmp_path / "cache")
     assert code != 0
-    assert out.count("train.py: error:") == 1 and "needs an even number of processes" in out, out[-3000:]
+    assert out.count("train.py: error:") == 1 and "needs a multiple of 2 processes (2 towers per pair)" in out, out[-3000:]
     assert 'train.py", line' not in out and "alexnet2gpu/" not in out  # no rank's traceback (torchrun prints its own)
 
 

@@ -24,7 +24,6 @@ import torch.distributed as dist
 
 from .comm import on_backend
 from .device import parse_device
-from alexnet2gpu.model.layers import TOWERS
 
 RANK_DEVICES = "use 'cpu' or 'cuda' (each rank takes cuda:LOCAL_RANK)"  # what a rank's device may be
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits on a silent peer before it gives up
@@ -60,6 +59,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    towers: int = 2  # towers per pair (the network's: the world's ranks are pairs of them)
     tower: int | None = None  # the one tower this process holds; None when it holds both (merged, two-device)
     pair: int = 0  # which data-parallel replica (tower pair) this process belongs to
     num_pairs: int = 1
@@ -82,7 +82,7 @@ class Context:
         """One line for the start banner."""
         if not self.distributed:
             return f"single process on {self.device}"
-        text = (f"world {self.world_size} = {self.num_pairs} tower pair(s) x {TOWERS} towers, backend {self.backend}, "
+        text = (f"world {self.world_size} = {self.num_pairs} tower pair(s) x {self.towers} towers, backend {self.backend}, "
                 f"timeout {self.timeout_s:g}s; rank {self.rank} = pair {self.pair} tower {self.tower} on {self.device}")
         return "; ".join([text] + self.notes)
 
@@ -237,8 +237,9 @@ def _attempt_store(rank: int, world_size: int, timeout: timedelta):
     return dist.PrefixStore(f"alexnet2gpu/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
 
 
-def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None) -> Context:
-    """Join the torchrun world (or stay a single process) and build the pair x tower process groups.
+def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None, towers: int = 2) -> Context:
+    """Join the torchrun world (or stay a single process) and build the pair x tower process groups, `towers`
+    ranks a pair (the network's tower count, model.layers.TOWERS: passed in, so the world needs no network).
 
     WORLD_SIZE unset or 1: returns the single-process Context (the caller then uses the merged layout).
     Otherwise needs RANK and LOCAL_RANK (LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT as torchrun sets them);
@@ -248,10 +249,11 @@ def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | Non
         raise ValueError(f"the collective timeout must be a positive number of seconds, got {timeout_s!r}.")
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size == 1:
-        return Context(device=parse_device(device, RANK_DEVICES), timeout_s=float(timeout_s))
-    if world_size % TOWERS:
-        raise ValueError(f"the tower-parallel layout needs an even number of processes (two towers per pair), got "
-                         f"{world_size}: run 2, 4, 6 ... processes, or 1 for the merged layout.")
+        return Context(towers=towers, device=parse_device(device, RANK_DEVICES), timeout_s=float(timeout_s))
+    if world_size % towers:
+        raise ValueError(f"the tower-parallel layout needs a multiple of {towers} processes ({towers} towers per pair), "
+                         f"got {world_size}: run {towers}, {2 * towers}, {3 * towers} ... processes, or 1 for the merged "
+                         "layout.")
     rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK")
     local_world = _env_int("LOCAL_WORLD_SIZE", world_size)
     local, backend, notes = _rank_device(device, local_rank, local_world, backend)
@@ -260,12 +262,12 @@ def setup(device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | Non
     timeout = timedelta(seconds=timeout_s)
     dist.init_process_group(backend, store=_attempt_store(rank, world_size, timeout), rank=rank,
                             world_size=world_size, timeout=timeout)
-    num_pairs = world_size // TOWERS
+    num_pairs = world_size // towers
     # Every rank creates every group, in the same order (torch.distributed.new_group's contract).
-    tower_groups = [dist.new_group([TOWERS * p + t for t in range(TOWERS)], timeout=timeout) for p in range(num_pairs)]
-    dp_groups = [dist.new_group(list(range(t, world_size, TOWERS)), timeout=timeout) for t in range(TOWERS)]
-    pair, tower = divmod(rank, TOWERS)
-    return Context(rank=rank, world_size=world_size, local_rank=local_rank, tower=tower, pair=pair,
+    tower_groups = [dist.new_group([towers * p + t for t in range(towers)], timeout=timeout) for p in range(num_pairs)]
+    dp_groups = [dist.new_group(list(range(t, world_size, towers)), timeout=timeout) for t in range(towers)]
+    pair, tower = divmod(rank, towers)
+    return Context(rank=rank, world_size=world_size, local_rank=local_rank, towers=towers, tower=tower, pair=pair,
                    num_pairs=num_pairs, tower_group=tower_groups[pair], dp_group=dp_groups[tower], device=local,
                    backend=backend, timeout_s=float(timeout_s), notes=notes)
 
