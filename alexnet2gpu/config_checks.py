@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .data import PCA_NOISE
+from alexnet2gpu.data.folders import PCA_NOISE
 from .errors import TrainError
-from .gpu_decode import resolve_cpu_share
+from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
 

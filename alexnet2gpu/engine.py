@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .data import to_model_input
+from alexnet2gpu.data.folders import to_model_input
 from alexnet2gpu.distributed.device import AMP_DTYPES, autocast, synchronize
 from .errors import TrainError
-from .prefetch import device_batches
+from alexnet2gpu.data.prefetch import device_batches
 from .progress import Progress
 
 
@@ -63,7 +63,7 @@ class InputSpec:
         decoded already (`decode_files`, in another thread)."""
         if getattr(batch, "encoded", None) is None:
             return batch
-        from .gpu_decode import decode_batch  # imports torchvision's decoders only for the GPU data path
+        from alexnet2gpu.data.gpu.decode import decode_batch  # imports torchvision's decoders only for the GPU data path
         return decode_batch(batch, self.device, decoded)
 
     def decode_files(self, batch) -> tuple:
@@ -71,7 +71,7 @@ class InputSpec:
         (batch, None) for a batch that holds no JPEG bytes."""
         if getattr(batch, "encoded", None) is None:
             return batch, None
-        from .gpu_decode import decode_encoded
+        from alexnet2gpu.data.gpu.decode import decode_encoded
         return batch, decode_encoded(batch, self.device)
 
     def autocast(self):

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .data import EpochSampler, FolderDataset, make_loader
+from alexnet2gpu.data.folders import EpochSampler, FolderDataset, make_loader
 from .engine import InputSpec, crop_probabilities
 from .errors import TrainError
 from .hub import load_network
-from .imaging import IMAGE_EXTENSIONS
+from alexnet2gpu.data.imaging import IMAGE_EXTENSIONS
 from .weights_io import load_weights
 
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # "n01440764 tench, Tinca tinca" per line

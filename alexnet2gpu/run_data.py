@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .data import (CorruptLog, EpochSampler, FolderDataset, Splits, close_loader, dataset_mean, make_loader,
-                   open_folders)
+from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, Splits, close_loader, dataset_mean,
+                                      make_loader, open_folders)
 from .errors import TrainError
-from .gpu_decode import resolve_cpu_share
-from .synthetic import ensure_synthetic
+from alexnet2gpu.data.gpu.decode import resolve_cpu_share
+from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.distributed.world import Context
 
 

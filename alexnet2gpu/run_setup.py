@@ -14,11 +14,11 @@ from alexnet2gpu.distributed import world
 from .config import Config, resume_config
 from .config_checks import check_classes, check_config, same_folder
 from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
-from .data import CorruptLog
+from alexnet2gpu.data.folders import CorruptLog
 from alexnet2gpu.distributed.device import check_device, default_device_type
 from .engine import InputSpec
 from .errors import TrainError
-from .gpu_decode import resolve_decode
+from alexnet2gpu.data.gpu.decode import resolve_decode
 from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_process_layout
 from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.model.layers import TOWERS, canonical_shapes

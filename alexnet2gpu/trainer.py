@@ -15,10 +15,10 @@ from alexnet2gpu.distributed import world
 from .batch_log import StepLog
 from .config import EVALUATION, PLACEMENT, Config
 from .config_checks import check_classes
-from .decoded_loader import DecodedLoader, decode_thread_note
+from alexnet2gpu.data.gpu.loader import DecodedLoader, decode_thread_note
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .errors import TrainError
-from .gpu_decode import resolve_cpu_share
+from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
 from .run_data import Loaders, run_loaders

@@ -12,7 +12,7 @@ import torch
 
 from alexnet2gpu import batch_log
 from alexnet2gpu.batch_log import StepLog
-from alexnet2gpu.synthetic import ensure_synthetic
+from alexnet2gpu.data.synthetic import ensure_synthetic
 from weights_helpers import ROOT, train
 from child_env import child_env
 

@@ -14,7 +14,7 @@ from alexnet2gpu.bench.measure import tower_exchange_bytes
 from alexnet2gpu.bench.variants import VARIANTS, available, build_variant
 from alexnet2gpu.cli import bench
 from alexnet2gpu.model.layouts.merged import AlexNet
-from alexnet2gpu.synthetic import ensure_synthetic
+from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
 from child_env import child_env
 

@@ -204,7 +204,7 @@ def test_a_nan_loss_under_the_graph_never_updates_the_weights():
 @cuda
 def test_train_py_trains_with_cuda_graphs(tmp_path, capsys):
     from alexnet2gpu.cli import train as train_py
-    from alexnet2gpu.synthetic import ensure_synthetic
+    from alexnet2gpu.data.synthetic import ensure_synthetic
     folders = ensure_synthetic(2, 8, 2, cache_dir=tmp_path, log=lambda *a: None)
     code = train_py.main(["--data", str(folders), "--device", "cuda", "--cuda-graphs", "--amp", "bf16",
                           "--channels-last", "--batch-size", "2", "--lr", "0.0001", "--workers", "0", "--epochs", "2",

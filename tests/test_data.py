@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet2gpu import data
-from alexnet2gpu.data import (CorruptLog, EpochSampler, FolderDataset, augmentation, collate, dataset_mean, load_image,
-                              open_folders, ten_crops, to_model_input)
+from alexnet2gpu.data import folders as data
+from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, augmentation, collate, dataset_mean,
+                                      load_image, open_folders, ten_crops, to_model_input)
 from alexnet2gpu.engine import InputSpec, evaluate
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.prepare_plan import class_pairs
-from alexnet2gpu.synthetic import ensure_synthetic, make_image
+from alexnet2gpu.data.prepare.plan import class_pairs
+from alexnet2gpu.data.synthetic import ensure_synthetic, make_image
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet2gpu import data, gpu_decode, prepare
-from alexnet2gpu.data import CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
-from alexnet2gpu.decoded_loader import DecodedLoader
+from alexnet2gpu.data import folders as data
+from alexnet2gpu.data.gpu import decode as gpu_decode
+from alexnet2gpu.data.prepare import prepare
+from alexnet2gpu.data.folders import CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
+from alexnet2gpu.data.gpu.loader import DecodedLoader
 from alexnet2gpu.engine import InputSpec, evaluate, train_one_epoch
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.gpu_decode import decode_batch, decode_encoded, decode_images, resolve_decode
+from alexnet2gpu.data.gpu.decode import decode_batch, decode_encoded, decode_images, resolve_decode
 from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +257,7 @@ def test_default_workers_leave_one_core_to_training(monkeypatch):
 
 def test_train_py_decode_gpu_on_the_cpu_is_one_sentence(tmp_path, capsys):
     from alexnet2gpu.cli import train
-    from alexnet2gpu.synthetic import ensure_synthetic
+    from alexnet2gpu.data.synthetic import ensure_synthetic
     folders = ensure_synthetic(2, 1, 1, cache_dir=tmp_path, log=lambda *a: None)
     code = train.main(["--data", str(folders), "--device", "cpu", "--decode", "gpu", "--workers", "0",
                        "--mean", "120,110,100", "--out", str(tmp_path / "runs")])
@@ -268,7 +270,7 @@ def test_the_pipeline_row_runs_gpu_decode_on_the_cpu_and_the_runner_skips_it(tmp
     from alexnet2gpu.bench import runner
     from alexnet2gpu.bench.pipeline import measure_input_pipeline
     from alexnet2gpu.cli import train
-    from alexnet2gpu.synthetic import ensure_synthetic
+    from alexnet2gpu.data.synthetic import ensure_synthetic
     folders = ensure_synthetic(2, 3, 1, cache_dir=tmp_path, log=lambda *a: None)
     r = measure_input_pipeline(2, CPU, str(folders), workers=1, max_batches=2, decode="gpu", cpu_share=0.5)
     assert r["seconds_per_batch"] > 0 and r["workers"] == 1 and r["cpu_share"] == 0.5  # a worker decodes some

@@ -13,7 +13,7 @@ import torch
 
 from alexnet2gpu.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
-from alexnet2gpu.synthetic import ensure_synthetic
+from alexnet2gpu.data.synthetic import ensure_synthetic
 from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]

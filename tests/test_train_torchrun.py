@@ -19,9 +19,9 @@ import torch
 
 from alexnet2gpu.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
-from alexnet2gpu.data import open_folders
+from alexnet2gpu.data.folders import open_folders
 from alexnet2gpu.distributed.world import Context
-from alexnet2gpu.synthetic import ensure_synthetic
+from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.config import Config, resume_config
 from alexnet2gpu.run_data import run_loaders
 from parity import assert_near

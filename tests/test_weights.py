@@ -83,7 +83,7 @@ def test_initial_weights_draw_fc8_afresh_for_other_classes_and_name_any_other_mi
 
 @pytest.fixture(scope="module")
 def tiny3(tmp_path_factory):
-    from alexnet2gpu.synthetic import ensure_synthetic
+    from alexnet2gpu.data.synthetic import ensure_synthetic
     return ensure_synthetic(3, 2, 1, cache_dir=tmp_path_factory.mktemp("data3"), log=lambda *a: None)
 
 

@@ -23,7 +23,7 @@ def _decode_in_process(paths, batch, device, repeats, barrier, results) -> None:
         import torch
 
         from alexnet2gpu.distributed.device import synchronize
-        from alexnet2gpu.gpu_decode import decode_on_device
+        from alexnet2gpu.data.gpu.decode import decode_on_device
         files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in paths]
         chunks = [files[s:s + batch] for s in range(0, len(files), batch)]
         device = torch.device(device)

@@ -38,7 +38,7 @@ CALL_SIZES = (64, 128, 512)  # images per decode call beside --batch: what a cal
 
 def batches_of(samples, batch: int, mode: str = "train", decode: str = "gpu", epoch: int = 0, cpu_share: float = 0.0):
     """Collated loader batches of `samples` in order, built here (no workers)."""
-    from alexnet2gpu.data import FolderDataset, collate
+    from alexnet2gpu.data.folders import FolderDataset, collate
     dataset = FolderDataset(samples, mode, decode=decode, cpu_share=cpu_share)
     return [collate([dataset[(epoch, i)] for i in range(s, min(s + batch, len(samples)))])
             for s in range(0, len(samples), batch)]
@@ -70,7 +70,7 @@ def crop_maths_difference(batch, device) -> int:
     """decode_images' crops against data.py's own slicing of the same decoded pixels: 0 when the device's
     indexing cuts exactly the CPU path's windows and flips."""
     import torch
-    from alexnet2gpu import gpu_decode
+    from alexnet2gpu.data.gpu import decode as gpu_decode
     full = torch.stack([gpu_decode.to_256(im) for im in gpu_decode.decode_files(batch.files(), device, 3)])
     on_device = gpu_decode.crop_batch(full, batch.crop_flip, "train", 224).cpu()
     worst = 0
@@ -85,7 +85,7 @@ def crop_maths_difference(batch, device) -> int:
 def path_differences(samples, batch: int, device, shares=(0.0,)) -> list[tuple[int, float]]:
     """For each CPU share, the max and mean absolute pixel difference between decode="gpu" crops on `device`
     (that share of them decoded here, as in a loader worker; the rest by nvJPEG) and decode="cpu" crops."""
-    from alexnet2gpu.gpu_decode import decode_images
+    from alexnet2gpu.data.gpu.decode import decode_images
     reference = batches_of(samples, batch, decode="cpu")
     results = []
     for share in shares:
@@ -104,7 +104,7 @@ def path_differences(samples, batch: int, device, shares=(0.0,)) -> list[tuple[i
 def odd_files_report(folder: Path, device) -> str:
     """Each odd file through decode_images on `device` against the CPU path: kept or dropped, and the mean
     pixel difference (nvJPEG's refusals go through the CPU fallback)."""
-    from alexnet2gpu.gpu_decode import decode_images
+    from alexnet2gpu.data.gpu.decode import decode_images
     samples = [(str(folder / name), 0) for name in ODD_FILES]
     gpu = batches_of(samples, len(samples), mode="center")[0]
     cpu = batches_of(samples, len(samples), mode="center", decode="cpu")[0]
@@ -136,7 +136,7 @@ def parse_shares(text: str) -> list:
     """--shares: comma-separated --cpu-decode-share values; 0 comes first whether listed or not (the all-GPU
     baseline)."""
     from alexnet2gpu.errors import TrainError
-    from alexnet2gpu.gpu_decode import resolve_cpu_share
+    from alexnet2gpu.data.gpu.decode import resolve_cpu_share
     shares = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         try:
@@ -169,8 +169,8 @@ def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shar
 
 def check(args, started: float) -> str:
     import torch
-    from alexnet2gpu.data import default_workers
-    from alexnet2gpu.gpu_decode import decode_encoded, decode_images, decode_on_device
+    from alexnet2gpu.data.folders import default_workers
+    from alexnet2gpu.data.gpu.decode import decode_encoded, decode_images, decode_on_device
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

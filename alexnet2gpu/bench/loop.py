@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data import IMAGENET_MEAN, Batch, CorruptLog
+from alexnet2gpu.data.folders import IMAGENET_MEAN, Batch, CorruptLog
 from ..cuda_graphs import GRAPH_OPTIONS, GraphedStep
 from ..engine import InputSpec, train_one_epoch
 from alexnet2gpu.model.layouts import build_model

@@ -15,7 +15,7 @@ import torch
 
 from ..allocator import keep_freed_memory
 from alexnet2gpu.distributed.device import AMP_DTYPES, check_device
-from ..gpu_decode import resolve_cpu_share
+from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.distributed.world import first_line
 from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
 from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus

@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace):
-    from alexnet2gpu.data import default_workers
+    from alexnet2gpu.data.folders import default_workers
 
     given = {k: v for k, v in vars(args).items() if v is not None and v is not False and k != "evaluate"}
     values = dict(DEMO if args.data is None else {}, workers=default_workers())

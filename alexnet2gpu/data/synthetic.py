@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 
 VERSION = 2  # bump when the drawing changes, so old caches are not reused
 SHAPES = ("disc", "square", "triangle", "diamond", "cross", "ring", "hstripes", "vstripes", "checker", "star")

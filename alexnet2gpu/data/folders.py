@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from .batch import Batch, DecodedImage, EncodedImage, Unreadable, collate  # the loader's batches (also imported from here)
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center, to_grey, to_rgb, why_unreadable
-from .prepare import prepared_info
+from .prepare.prepare import prepared_info
 from .walk import walk_files
 
 MEAN_FILE = "alexnet2gpu_mean.json"
@@ -165,7 +165,7 @@ class FolderDataset(torch.utils.data.Dataset):
         self.samples, self.mode, self.in_channels, self.seed, self.crop = samples, mode, in_channels, seed, crop
         self.decode, self.cpu_share = decode, cpu_share
         if decode == "gpu" and cpu_share > 0:
-            from .gpu_decode import import_decoders  # gpu_decode imports this module
+            from .gpu.decode import import_decoders  # gpu_decode imports this module
             import_decoders()
 
     def __len__(self) -> int:
@@ -222,7 +222,7 @@ class FolderDataset(torch.utils.data.Dataset):
     def _decoded_here(self, path: str, label: int, epoch: int, index: int) -> DecodedImage | Unreadable | None:
         """The file decoded on this worker's CPU as the device path decodes it, then cut as `_encoded`'s
         parameters say; None when the file cannot be read, Unreadable when no decoder reads it."""
-        from .gpu_decode import decode_in_worker  # gpu_decode imports this module
+        from .gpu.decode import decode_in_worker  # gpu_decode imports this module
         data = self._read(path)
         if data is None:
             return None

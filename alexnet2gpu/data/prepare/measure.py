@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .imaging import resize_center, to_rgb
+from ..imaging import resize_center, to_rgb
 from .prepare import decode_256, prepare
 
 SOURCE_QUALITY = 92  # camera and Flickr JPEGs are mostly saved at 85..95

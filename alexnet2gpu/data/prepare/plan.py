@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PrepareError
-from .imaging import IMAGE_EXTENSIONS
+from alexnet2gpu.errors import PrepareError
+from ..imaging import IMAGE_EXTENSIONS
 from .val_labels import find_labels_file, read_val_labels
-from .walk import walk_files
+from ..walk import walk_files
 
 SPLITS = ("train", "val")
 JPEG_EXTENSIONS = (".jpeg", ".jpg", ".jpe")

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import PrepareError, PrepareFailed
-from .imaging import RESIZE, resize_center, to_rgb, why_unreadable
-from .prepare_plan import Job, Plan, plan_jobs
-from .progress import Progress, format_seconds
+from alexnet2gpu.errors import PrepareError, PrepareFailed
+from ..imaging import RESIZE, resize_center, to_rgb, why_unreadable
+from .plan import Job, Plan, plan_jobs
+from alexnet2gpu.progress import Progress, format_seconds
 
 FORMAT = "alexnet2gpu-prepared-v1"
 MARKER = "alexnet2gpu_prepared.json"

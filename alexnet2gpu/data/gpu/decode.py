@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .batch import Batch
-from .data import is_prepared
-from .errors import TrainError
-from .imaging import RESIZE
+from ..batch import Batch
+from ..folders import is_prepared
+from alexnet2gpu.errors import TrainError
+from ..imaging import RESIZE
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")

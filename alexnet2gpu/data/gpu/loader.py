@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from .errors import TrainError
-from .prefetch import JOIN_SECONDS, ThreadClock, made_ahead
+from alexnet2gpu.errors import TrainError
+from ..prefetch import JOIN_SECONDS, ThreadClock, made_ahead
 
 
 class DecodedLoader:

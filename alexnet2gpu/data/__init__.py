@@ -1,0 +1,3 @@
+"""Images to batches: class folders, crops, flips and colour noise (folders.py), a loader batch (batch.py), the
+built-in data set (synthetic.py), batches made ahead on the device (prefetch.py); gpu/ decodes and crops on the
+GPU, prepare/ is the one-time 256x256 preparation of a data set."""
