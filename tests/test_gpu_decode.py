@@ -237,9 +237,9 @@ def test_decode_auto_picks_the_gpu_only_for_prepared_data_on_cuda(tmp_path):
     assert resolve_decode("auto", CPU, tmp_path) == "cpu"
     assert resolve_decode("auto", cuda, tmp_path) == "cpu"  # not prepared: PIL's resize is the reference
     (tmp_path / prepare.MARKER).write_text("{}")  # a marker prepare did not write (or a half-written one)
-    assert not data.is_prepared(tmp_path)
+    assert not prepare.is_prepared(tmp_path)
     (tmp_path / prepare.MARKER).write_text(json.dumps({"format": prepare.FORMAT}))
-    assert data.is_prepared(tmp_path) and resolve_decode("auto", cuda, tmp_path) == "gpu"
+    assert prepare.is_prepared(tmp_path) and resolve_decode("auto", cuda, tmp_path) == "gpu"
     assert resolve_decode("cpu", cuda, tmp_path) == "cpu" and resolve_decode("gpu", cuda, tmp_path) == "gpu"
     with pytest.raises(TrainError, match="--decode gpu needs a CUDA device"):
         resolve_decode("gpu", CPU, tmp_path)

@@ -60,12 +60,6 @@ def default_workers() -> int:
     return max(1, cores // ranks_here - 1)
 
 
-def is_prepared(root) -> bool:
-    """Whether the data folder was prepared (every image re-encoded as a 256x256 JPEG), as the marker file
-    the preparation step writes last says."""
-    return prepared_info(root) is not None
-
-
 def find_classes(folder: Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..batch import Batch
-from ..folders import is_prepared
+from ..prepare.prepare import is_prepared
 from alexnet2gpu.errors import TrainError
 from ..imaging import RESIZE
 

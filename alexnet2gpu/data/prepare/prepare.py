@@ -237,6 +237,12 @@ def prepared_info(root) -> dict | None:
     return info if isinstance(info, dict) and info.get("format") == FORMAT else None
 
 
+def is_prepared(root) -> bool:
+    """Whether the data folder was prepared (every image re-encoded as a 256x256 JPEG), as the marker file
+    the preparation step writes last says."""
+    return prepared_info(root) is not None
+
+
 # ---------------------------------------------------------------- command line
 
 def parser() -> argparse.ArgumentParser:
