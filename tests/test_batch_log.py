@@ -10,8 +10,8 @@ from collections import defaultdict
 import pytest
 import torch
 
-from alexnet2gpu import batch_log
-from alexnet2gpu.batch_log import StepLog
+from alexnet2gpu.train import batch_log
+from alexnet2gpu.train.batch_log import StepLog
 from alexnet2gpu.data.synthetic import ensure_synthetic
 from weights_helpers import ROOT, train
 from child_env import child_env

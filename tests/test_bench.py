@@ -84,10 +84,10 @@ def test_on_cuda_the_default_is_the_goal_rows_in_training_at_batch_256():
 
 
 def test_plot_draws_images_per_second(monkeypatch, tmp_path):
+    from alexnet2gpu.train import plot
     calls = []
-    fake = type(sys)("alexnet2gpu.plot")
-    fake.bar_chart = lambda path, labels, values, title="", ylabel="": calls.append((labels, values, ylabel))
-    monkeypatch.setitem(sys.modules, "alexnet2gpu.plot", fake)
+    monkeypatch.setattr(plot, "bar_chart", lambda path, labels, values, title="", ylabel="":
+                        calls.append((labels, values, ylabel)))
     rows = [{"variant": "merged", "mode": "train", "batch_size": 8, "images_per_s": 3.0, "device": "cpu"},
             {"variant": "merged", "mode": "infer", "batch_size": 8, "images_per_s": 9.0, "device": "cpu"}]
     report.write_plot(tmp_path / "p.png", rows)

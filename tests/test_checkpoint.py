@@ -8,7 +8,7 @@ import torch
 from alexnet2gpu import checkpoint as ckpt
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layouts.merged import AlexNet
-from alexnet2gpu.optim import load_momentum_buffers, make_optimizer, momentum_buffers
+from alexnet2gpu.train.optim import load_momentum_buffers, make_optimizer, momentum_buffers
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
-from alexnet2gpu.cuda_graphs import GRAPH_OPTIONS
-from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
+from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS
+from alexnet2gpu.train.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.ops.lrn_op import relu_lrn
 from alexnet2gpu.model.stack import StackOptions
-from alexnet2gpu.optim import make_optimizer
+from alexnet2gpu.train.optim import make_optimizer
 from parity import relative_error
 from child_env import child_env
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
-from alexnet2gpu import cuda_graphs
-from alexnet2gpu.config import Config, resume_config
-from alexnet2gpu.cuda_graphs import GraphedStep, check_graphable
-from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
+from alexnet2gpu.train import cuda_graphs
+from alexnet2gpu.train.config import Config, resume_config
+from alexnet2gpu.train.cuda_graphs import GraphedStep, check_graphable
+from alexnet2gpu.train.engine import FiniteGuard, NonFiniteLoss, train_step
 from alexnet2gpu.model.stack import StackOptions, TowerStack
-from alexnet2gpu.optim import get_lr, make_optimizer, momentum_buffers, set_lr
+from alexnet2gpu.train.optim import get_lr, make_optimizer, momentum_buffers, set_lr
 from parity import relative_error
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -49,7 +49,7 @@ def test_under_a_graph_the_merged_stack_is_built_in_the_towers_form():
     """train.py --cuda-graphs and bench's graphed rows build their models with the same options."""
     from alexnet2gpu.bench.loop import reference_variant
     from alexnet2gpu.bench.variants import VARIANTS, build_variant
-    from alexnet2gpu.run_setup import build_training
+    from alexnet2gpu.train.setup import build_training
     assert cuda_graphs.GRAPH_OPTIONS == StackOptions(convs="towers")
     assert "options=GRAPH_OPTIONS if cfg.cuda_graphs" in inspect.getsource(build_training)
     for name in ("merged-graphs", "two-device-graphs"):

@@ -11,7 +11,7 @@ from PIL import Image
 from alexnet2gpu.data import folders as data
 from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, augmentation, collate, dataset_mean,
                                       load_image, open_folders, ten_crops, to_model_input)
-from alexnet2gpu.engine import InputSpec, evaluate
+from alexnet2gpu.train.engine import InputSpec, evaluate
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.prepare.plan import class_pairs
 from alexnet2gpu.data.synthetic import ensure_synthetic, make_image

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet2gpu.optim import (PlateauSchedule, StepSchedule, get_lr, load_momentum_buffers, make_optimizer,
-                               make_schedule, momentum_buffers, set_lr)
+from alexnet2gpu.train.optim import (PlateauSchedule, StepSchedule, get_lr, load_momentum_buffers, make_optimizer,
+                                     make_schedule, momentum_buffers, set_lr)
 
 
 class Tiny(nn.Module):

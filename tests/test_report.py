@@ -5,9 +5,9 @@ import io
 import torch
 from PIL import Image
 
-from alexnet2gpu.plot import bar_chart, line_chart
+from alexnet2gpu.train.plot import bar_chart, line_chart
 from alexnet2gpu.progress import Progress
-from alexnet2gpu.report import COLUMNS, colourfulness, save_conv1_kernels, save_curves, write_metrics
+from alexnet2gpu.train.report import COLUMNS, colourfulness, save_conv1_kernels, save_curves, write_metrics
 
 
 def test_colourfulness_tells_grey_towers_from_colour_towers():

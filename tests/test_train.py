@@ -53,7 +53,7 @@ def test_the_settings_table_is_plain_data_with_the_worlds_timeout():
     """config.py imports only the standard library (no torch, nothing of the package), and its --dist-timeout
     default is the one world.setup uses when called without one."""
     import ast
-    from alexnet2gpu import config
+    from alexnet2gpu.train import config
     from alexnet2gpu.distributed import world
     tree = ast.parse(Path(config.__file__).read_text())
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(tree)
@@ -64,8 +64,8 @@ def test_the_settings_table_is_plain_data_with_the_worlds_timeout():
 
 def test_effective_batch_and_lr_rule():
     from alexnet2gpu.distributed.world import Context
-    from alexnet2gpu.config import Config
-    from alexnet2gpu.run_setup import effective_lr
+    from alexnet2gpu.train.config import Config
+    from alexnet2gpu.train.setup import effective_lr
 
     assert effective_lr(Config(batch_size=256, lr_scaling="linear"), Context())[0] == pytest.approx(0.02)
     lr, rule = effective_lr(Config(batch_size=128, lr_scaling="linear"), Context(num_pairs=4))
@@ -179,7 +179,7 @@ def test_loader_workers_start_once_per_run_and_end_with_it(tmp_path, tiny, capsy
     a run of three epochs starts two, not six. They are gone when the run ends, by --max-steps mid-epoch or
     by an error (a NaN loss), even while the error's traceback, which holds the loaders, is still kept."""
     from alexnet2gpu.errors import TrainError
-    from alexnet2gpu.trainer import fit
+    from alexnet2gpu.train.trainer import fit
     processes, real_start = [], multiprocessing.process.BaseProcess.start
 
     def start(self):  # every process started (a loader's workers are such processes)

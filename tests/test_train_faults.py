@@ -14,7 +14,7 @@ import pytest
 
 from alexnet2gpu import checkpoint as ckpt
 from alexnet2gpu.checkpoint import load_checkpoint
-from alexnet2gpu.runlock import LOCK_FILE, claim_run_folder
+from alexnet2gpu.train.runlock import LOCK_FILE, claim_run_folder
 from alexnet2gpu.data.synthetic import ensure_synthetic
 
 from test_train import TINY, run_main

@@ -7,8 +7,8 @@ so the deferred mode is checked here; the immediate mode (the CPU default) is te
 import pytest
 import torch
 
-from alexnet2gpu.engine import FiniteGuard, NonFiniteLoss, train_step
-from alexnet2gpu.optim import make_optimizer
+from alexnet2gpu.train.engine import FiniteGuard, NonFiniteLoss, train_step
+from alexnet2gpu.train.optim import make_optimizer
 
 
 def test_deferred_guard_freezes_the_weights_from_the_first_non_finite_loss():

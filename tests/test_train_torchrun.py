@@ -22,8 +22,8 @@ from alexnet2gpu.cli import train
 from alexnet2gpu.data.folders import open_folders
 from alexnet2gpu.distributed.world import Context
 from alexnet2gpu.data.synthetic import ensure_synthetic
-from alexnet2gpu.config import Config, resume_config
-from alexnet2gpu.run_data import run_loaders
+from alexnet2gpu.train.config import Config, resume_config
+from alexnet2gpu.train.loaders import run_loaders
 from parity import assert_near
 from child_env import child_env
 

@@ -62,7 +62,7 @@ def test_a_missing_extra_is_named_in_one_sentence(monkeypatch, tmp_path, checkpo
     with pytest.raises(TrainError, match=r"needs the safetensors package.*pip install 'alexnet2gpu\[export\]'"):
         save_safetensors(load_weights(checkpoint10), tmp_path / "w.safetensors")
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    from alexnet2gpu.board import Board
+    from alexnet2gpu.train.board import Board
     with pytest.raises(TrainError, match=r"--tensorboard needs the tensorboard package.*alexnet2gpu\[tensorboard\]"):
         Board(tmp_path)
 

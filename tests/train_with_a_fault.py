@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from alexnet2gpu import engine
+from alexnet2gpu.train import engine
 from alexnet2gpu.cli.train import main
 
 

@@ -6,7 +6,7 @@ import torch
 
 from alexnet2gpu import checkpoint as ckpt
 from alexnet2gpu.cli import train  # noqa: F401 (the tests call train.main)
-from alexnet2gpu.config import Config
+from alexnet2gpu.train.config import Config
 from alexnet2gpu import AlexNet
 
 ROOT = Path(__file__).resolve().parents[1]

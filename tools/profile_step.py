@@ -33,7 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 from alexnet2gpu.bench.measure import host_times, make_train_step, synthetic_batch
 from alexnet2gpu.bench.variants import VARIANTS, build_variant
 from alexnet2gpu.distributed.device import AMP_DTYPES, autocast, synchronize
-from alexnet2gpu.optim import make_optimizer
+from alexnet2gpu.train.optim import make_optimizer
 
 
 def python_hotspots(step, device: torch.device, steps: int, top: int) -> list[str]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 
 from alexnet2gpu.data.folders import IMAGENET_MEAN, Batch, CorruptLog
-from ..cuda_graphs import GRAPH_OPTIONS, GraphedStep
-from ..engine import InputSpec, train_one_epoch
+from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS, GraphedStep
+from alexnet2gpu.train.engine import InputSpec, train_one_epoch
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
-from ..optim import make_optimizer
+from alexnet2gpu.train.optim import make_optimizer
 from .measure import INPUT_SIZE
 
 ROW = "train-loop"

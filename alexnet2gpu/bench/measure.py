@@ -15,11 +15,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..cuda_graphs import GraphedStep
+from alexnet2gpu.train.cuda_graphs import GraphedStep
 from alexnet2gpu.distributed.device import autocast, synchronize
-from ..engine import train_step
+from alexnet2gpu.train.engine import train_step
 from alexnet2gpu.model.layers import LAYERS, multiply_adds
-from ..optim import make_optimizer
+from alexnet2gpu.train.optim import make_optimizer
 
 INPUT_SIZE = 224
 INPUT_SCALE = 60.0  # synthetic input on the raw 0..255 scale with the mean subtracted (std of ImageNet pixels)

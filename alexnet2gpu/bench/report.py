@@ -98,7 +98,7 @@ def write_json(path, records: list[dict]) -> None:
 
 def write_plot(path, records: list[dict]) -> None:
     """Images/s per training row (and inference rows when there are no training rows) as a bar chart."""
-    from ..plot import bar_chart
+    from alexnet2gpu.train.plot import bar_chart
     rows = [r for r in records if r["mode"] == "train"] or [r for r in records if r["mode"] == "infer"]
     batches = {r["batch_size"] for r in rows}
     labels = [r["variant"] + (f" @{r['batch_size']}" if len(batches) > 1 else "") for r in rows]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..cuda_graphs import GRAPH_OPTIONS
+from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
 from .measure import alexnet_multiply_adds, count_multiply_adds

@@ -30,7 +30,7 @@ import signal
 import sys
 from dataclasses import MISSING, fields
 
-from alexnet2gpu.config import DEMO, Config
+from alexnet2gpu.train.config import DEMO, Config
 
 
 def _help(f) -> str:
@@ -103,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
     from alexnet2gpu.allocator import keep_freed_memory
     from alexnet2gpu.distributed.world import PeerLost, Stopped
     from alexnet2gpu.errors import TrainError
-    from alexnet2gpu.trainer import evaluate_checkpoint, fit
+    from alexnet2gpu.train.trainer import evaluate_checkpoint, fit
 
     keep_freed_memory()  # reuse freed activation blocks instead of page-faulting them in every step (allocator.py)
     try:

@@ -28,7 +28,7 @@ import contextlib
 
 import torch
 
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.distributed.world import first_line
 

@@ -14,17 +14,17 @@ import torch
 from alexnet2gpu.distributed import world
 from .batch_log import StepLog
 from .config import EVALUATION, PLACEMENT, Config
-from .config_checks import check_classes
+from .checks import check_classes
 from alexnet2gpu.data.gpu.loader import DecodedLoader, decode_thread_note
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
-from .run_data import Loaders, run_loaders
+from .loaders import Loaders, run_loaders
 from .run_folder import claim_run_dir, write_epoch
-from .run_setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
-from .weights_io import load_weights
+from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
+from alexnet2gpu.weights_io import load_weights
 from alexnet2gpu.distributed.world import Context, Printer
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .optional import require
+from alexnet2gpu.optional import require
 
 FOLDER = "tensorboard"
 EPOCH_SCALARS = ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s",

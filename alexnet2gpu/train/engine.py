@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from alexnet2gpu.data.folders import to_model_input
 from alexnet2gpu.distributed.device import AMP_DTYPES, autocast, synchronize
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.prefetch import device_batches
-from .progress import Progress
+from alexnet2gpu.progress import Progress
 
 
 class NonFiniteLoss(TrainError):

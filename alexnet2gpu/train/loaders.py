@@ -9,7 +9,7 @@ from typing import Any
 from .config import Config
 from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, Splits, close_loader, dataset_mean,
                                       make_loader, open_folders)
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.distributed.world import Context

@@ -7,9 +7,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checkpoint as ckpt
+from alexnet2gpu import checkpoint as ckpt
 from .config import Config
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from .report import save_conv1_kernels, save_curves, write_metrics
 from .runlock import RunFolderLock, claim_run_folder
 

@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 
 LOCK_FILE = "run.lock"
 
