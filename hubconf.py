@@ -15,6 +15,6 @@ def alexnet(weights=None, num_classes=None, in_channels=None, layout="merged", d
     a .safetensors file (None: drawn with `init`). layout: "merged" (one device) or "two-device". With
     weights the module has .classes, .mean (subtract from 0..255 input) and .crop. Returned in training
     mode, as torchvision's models are: call .eval() to predict."""
-    from alexnet2gpu.hub import load_network
+    from alexnet2gpu.weights.hub import load_network
 
     return load_network(weights, num_classes, in_channels, layout, device, devices, init, dropout)

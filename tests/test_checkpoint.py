@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from alexnet2gpu import checkpoint as ckpt
+from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.train.optim import load_momentum_buffers, make_optimizer, momentum_buffers

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet2gpu.checkpoint import load_checkpoint
+from alexnet2gpu.weights.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
 from alexnet2gpu.data.synthetic import ensure_synthetic
 from child_env import child_env

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from alexnet2gpu import checkpoint as ckpt
-from alexnet2gpu.checkpoint import load_checkpoint
+from alexnet2gpu.weights import checkpoint as ckpt
+from alexnet2gpu.weights.checkpoint import load_checkpoint
 from alexnet2gpu.train.runlock import LOCK_FILE, claim_run_folder
 from alexnet2gpu.data.synthetic import ensure_synthetic
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet2gpu.checkpoint import load_checkpoint
+from alexnet2gpu.weights.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
 from alexnet2gpu.data.folders import open_folders
 from alexnet2gpu.distributed.world import Context

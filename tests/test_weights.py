@@ -8,7 +8,7 @@ import torch
 
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu import AlexNet
-from alexnet2gpu.weights_io import Weights, initial_weights, load_weights, save_safetensors
+from alexnet2gpu.weights.io import Weights, initial_weights, load_weights, save_safetensors
 from weights_helpers import ROOT, train, write_untrained_checkpoint
 
 
@@ -98,7 +98,7 @@ def test_fine_tune_ten_classes_to_three(checkpoint10, tiny3, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"fine-tuning from {checkpoint10}" in out and "fc8, which is drawn afresh for 3 classes" in out
-    from alexnet2gpu.checkpoint import load_checkpoint
+    from alexnet2gpu.weights.checkpoint import load_checkpoint
     from alexnet2gpu.distributed.world import seed_all
     state = load_checkpoint(tmp_path / "ft")
     assert (state["epoch"], state["step"], len(state["metrics"])) == (1, 1, 1)

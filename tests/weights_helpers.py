@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet2gpu import checkpoint as ckpt
+from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.cli import train  # noqa: F401 (the tests call train.main)
 from alexnet2gpu.train.config import Config
 from alexnet2gpu import AlexNet

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..allocator import keep_freed_memory
+from .allocator import keep_freed_memory
 from alexnet2gpu.distributed.device import AMP_DTYPES, check_device
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.distributed.world import first_line

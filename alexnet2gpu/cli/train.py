@@ -100,7 +100,7 @@ def main(argv=None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from alexnet2gpu.allocator import keep_freed_memory
+    from alexnet2gpu.bench.allocator import keep_freed_memory
     from alexnet2gpu.distributed.world import PeerLost, Stopped
     from alexnet2gpu.errors import TrainError
     from alexnet2gpu.train.trainer import evaluate_checkpoint, fit

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet2gpu import checkpoint as ckpt
+from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.distributed import world
 from .config import Config, resume_config
 from .checks import check_classes, check_config, same_folder
@@ -25,7 +25,7 @@ from alexnet2gpu.model.layers import TOWERS, canonical_shapes
 from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
 from .loaders import RunData, open_data
 from .run_folder import new_run_dir
-from alexnet2gpu.weights_io import Weights, initial_weights, load_weights
+from alexnet2gpu.weights.io import Weights, initial_weights, load_weights
 from alexnet2gpu.distributed.world import Context, Printer
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)

@@ -24,7 +24,7 @@ from .report import colourfulness
 from .loaders import Loaders, run_loaders
 from .run_folder import claim_run_dir, write_epoch
 from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
-from alexnet2gpu.weights_io import load_weights
+from alexnet2gpu.weights.io import load_weights
 from alexnet2gpu.distributed.world import Context, Printer
 
 

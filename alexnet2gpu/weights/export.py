@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from .hub import load_network
 from alexnet2gpu.model.stack import StackOptions
-from .weights_io import SAFETENSORS, Weights, load_weights, save_safetensors
+from .io import SAFETENSORS, Weights, load_weights, save_safetensors
 
 FORMATS = (SAFETENSORS, ".onnx", ".pt2")
 TOLERANCE = 1e-4  # float32 logits of two runtimes agree to ~1e-6 relative; 1e-4 leaves room, catches a wrong op
@@ -89,7 +89,7 @@ def export(source, out, tolerance: float = TOLERANCE, log=print) -> float | None
 
 
 def _onnx(model, x, batch, out: Path, weights: Weights, check: torch.Tensor) -> torch.Tensor:
-    from .optional import require
+    from alexnet2gpu.optional import require
 
     for module in ("onnx", "onnxscript"):
         require(module, "exporting to .onnx")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 
 FORMAT = "alexnet2gpu-checkpoint-v1"
 CHECKPOINTS = "checkpoints"

@@ -22,10 +22,10 @@ import torch
 
 from alexnet2gpu.data.folders import EpochSampler, FolderDataset, make_loader
 from alexnet2gpu.train.engine import InputSpec, crop_probabilities
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from .hub import load_network
 from alexnet2gpu.data.imaging import IMAGE_EXTENSIONS
-from .weights_io import load_weights
+from .io import load_weights
 
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # "n01440764 tench, Tinca tinca" per line
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .errors import TrainError
+from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layers import FC8, check_state_dict
-from .optional import require
+from alexnet2gpu.optional import require
 
 SAFETENSORS = ".safetensors"
 WEIGHTS_FORMAT = "alexnet2gpu-weights-v1"
