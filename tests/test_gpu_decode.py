@@ -19,7 +19,8 @@ from alexnet2gpu.data.gpu import decode as gpu_decode
 from alexnet2gpu.data.prepare import prepare
 from alexnet2gpu.data.folders import CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
 from alexnet2gpu.data.gpu.loader import DecodedLoader
-from alexnet2gpu.train.engine import InputSpec, evaluate, train_one_epoch
+from alexnet2gpu.data.device_input import InputSpec
+from alexnet2gpu.train.engine import evaluate, train_one_epoch
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import decode_batch, decode_encoded, decode_images, resolve_decode
 from child_env import child_env

@@ -7,7 +7,7 @@ import torch
 
 from alexnet2gpu.train.config import Config
 from alexnet2gpu.data.folders import open_folders
-from alexnet2gpu.train.engine import InputSpec
+from alexnet2gpu.data.device_input import InputSpec
 from alexnet2gpu.data.gpu.loader import DecodedLoader
 from alexnet2gpu.data.prefetch import ThreadClock
 from alexnet2gpu.train.loaders import run_loaders

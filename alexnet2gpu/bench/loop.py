@@ -12,7 +12,8 @@ import torch
 
 from alexnet2gpu.data.folders import IMAGENET_MEAN, Batch, CorruptLog
 from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS, GraphedStep
-from alexnet2gpu.train.engine import InputSpec, train_one_epoch
+from alexnet2gpu.data.device_input import InputSpec
+from alexnet2gpu.train.engine import train_one_epoch
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.train.optim import make_optimizer

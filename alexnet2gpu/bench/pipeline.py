@@ -16,7 +16,7 @@ from alexnet2gpu.data.folders import (IMAGENET_MEAN, EpochSampler, FolderDataset
                                       open_folders)
 from alexnet2gpu.data.gpu.loader import DecodedLoader
 from alexnet2gpu.distributed.device import synchronize
-from alexnet2gpu.train.engine import InputSpec
+from alexnet2gpu.data.device_input import InputSpec
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.data.synthetic import ensure_synthetic
 

@@ -10,7 +10,6 @@ uninterrupted one would have.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -355,30 +354,3 @@ def dataset_mean(root, samples, in_channels: int, max_images: int, workers: int,
     except OSError as e:
         log(f"note: could not cache the mean in {cache} ({e.strerror}); it will be computed again next time")
     return mean
-
-
-@functools.lru_cache(maxsize=None)
-def pca_noise_on(pca: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """PCA_NOISE[pca] on `device`, copied once: a copy from the host each batch would wait for the GPU."""
-    strength, vectors = PCA_NOISE[pca]
-    return strength.to(device), vectors.T.contiguous().to(device)
-
-
-def to_model_input(images: torch.Tensor, alphas: torch.Tensor, mean: torch.Tensor, pca: str | None,
-                   device, channels_last: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 crops -> float on `device`, mean subtracted on the 0..255 scale, plus PCA colour noise.
-    Copies from pinned batches do not wait; `mean` is best already on `device` (a copy otherwise).
-    The mean and the noise are folded into one offset per image and channel, so the images are read once and
-    the float maps written once, in their final layout, where converting, subtracting, adding and re-laying
-    them out would each pass over the whole batch. Computed in float32 and rounded once to `dtype` as it is
-    written: bfloat16 gives the very values autocast would cast conv1's float32 input to."""
-    device = torch.device(device)
-    x = images.to(device, non_blocking=True)
-    offset = mean.to(device, non_blocking=True).float().view((1,) * (x.dim() - 3) + (-1, 1, 1))  # over N, crops
-    if pca and pca != "none":
-        strength, vectors_t = pca_noise_on(pca, device)
-        shift = (alphas.to(device, non_blocking=True) * strength) @ vectors_t  # N x 3 in R, G, B
-        offset = offset - shift.view(len(shift), 3, 1, 1)  # x - mean + shift
-    layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
-    out = torch.empty(x.shape, dtype=dtype, device=device, memory_format=layout)
-    return torch.sub(x, offset, out=out)

@@ -14,68 +14,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu.data.folders import to_model_input
-from alexnet2gpu.distributed.device import AMP_DTYPES, autocast, synchronize
+from alexnet2gpu.data.device_input import InputSpec, crop_probabilities
+from alexnet2gpu.distributed.device import synchronize
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.data.prefetch import device_batches
 from alexnet2gpu.progress import Progress
 
 
 class NonFiniteLoss(TrainError):
     pass
-
-
-@dataclass
-class InputSpec:
-    """How uint8 batches become model input: where, minus which mean, with which colour noise."""
-
-    device: torch.device
-    mean: torch.Tensor
-    pca: str | None = None
-    channels_last: bool = False
-    amp: str | None = None  # "bf16" on CUDA
-
-    def __post_init__(self):
-        self.mean = self.mean.to(self.device)  # once: a copy from the host per batch would wait for the GPU
-
-    def __call__(self, batch, train: bool) -> torch.Tensor:
-        if batch.images is None:
-            raise ValueError("this batch still holds JPEG bytes: pass it through InputSpec.decode first.")
-        return to_model_input(batch.images, batch.alphas, self.mean, self.pca if train else None,
-                              self.device, self.channels_last, self.input_dtype)
-
-    @property
-    def input_dtype(self) -> torch.dtype:
-        """bf16 under --amp bf16 on CUDA: autocast's conv1 reads its input in bf16 anyway, so writing it so halves
-        the maps' traffic (and a CUDA graph's copy of them) with the same values; float32 otherwise."""
-        return AMP_DTYPES[self.amp] if self.amp and self.device.type == "cuda" else torch.float32
-
-    def batches(self, loader, train: bool):
-        """(batch, model input, targets) on the device for each batch of `loader`; on CUDA the next batch's
-        are made on a side stream while the current step runs (prefetch.py)."""
-        prepare = lambda b: (self(b, train), b.targets.to(self.device, non_blocking=True))
-        for batch, (images, targets) in device_batches(loader, prepare, self.device):
-            yield batch, images, targets
-
-    def decode(self, batch, decoded=None):
-        """A batch of JPEG bytes (FolderDataset(decode="gpu")) decoded and cropped on `device`, images no
-        decoder can read dropped and named in batch.corrupt; any other batch as it is. `decoded`: its files
-        decoded already (`decode_files`, in another thread)."""
-        if getattr(batch, "encoded", None) is None:
-            return batch
-        from alexnet2gpu.data.gpu.decode import decode_batch  # imports torchvision's decoders only for the GPU data path
-        return decode_batch(batch, self.device, decoded)
-
-    def decode_files(self, batch) -> tuple:
-        """The first half of `decode`, for a thread of its own: (batch, its JPEG files decoded on `device`), or
-        (batch, None) for a batch that holds no JPEG bytes."""
-        if getattr(batch, "encoded", None) is None:
-            return batch, None
-        from alexnet2gpu.data.gpu.decode import decode_encoded
-        return batch, decode_encoded(batch, self.device)
-
-    def autocast(self):
-        return autocast(self.device, self.amp)
 
 
 class FiniteGuard:
@@ -244,15 +190,6 @@ def _counted(loader, corrupt, stats: EpochStats | None = None, skipped: list | N
             stats.decode_seconds += batch.seconds
         if len(batch):
             yield batch
-
-
-def crop_probabilities(model, x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """N x classes softmax probabilities; ten-crop input (N x 10 x C x H x W) averages the crops'
-    probabilities, not their logits (paper §4.1)."""
-    crops = x.shape[1] if x.dim() == 5 else 1
-    with spec.autocast():
-        logits = model(x.flatten(0, 1) if crops > 1 else x).float()
-    return logits.softmax(dim=1).view(x.shape[0], crops, -1).mean(dim=1)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from .checks import check_classes, check_config, same_folder
 from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
 from alexnet2gpu.data.folders import CorruptLog
 from alexnet2gpu.distributed.device import check_device, default_device_type
-from .engine import InputSpec
+from alexnet2gpu.data.device_input import InputSpec
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import resolve_decode
 from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_process_layout

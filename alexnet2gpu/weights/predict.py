@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from alexnet2gpu.data.folders import EpochSampler, FolderDataset, make_loader
-from alexnet2gpu.train.engine import InputSpec, crop_probabilities
+from alexnet2gpu.data.device_input import InputSpec, crop_probabilities
 from alexnet2gpu.errors import TrainError
 from .hub import load_network
 from alexnet2gpu.data.imaging import IMAGE_EXTENSIONS
