@@ -34,7 +34,7 @@ from alexnet2gpu.train.config import DEMO, Config
 
 
 def _help(f) -> str:
-    """A setting's help with its defaults, from alexnet2gpu/config.py (the one place they are stated)."""
+    """A setting's help with its defaults, from alexnet2gpu/train/config.py (the one place they are stated)."""
     meta = f.metadata
     value = f.default_factory() if f.default is MISSING else f.default
     default = meta["shown"] or (None if value is None or value is False or value == [] else _flag_text(value))

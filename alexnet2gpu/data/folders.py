@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .batch import Batch, DecodedImage, EncodedImage, Unreadable, collate  # the loader's batches (also imported from here)
+from .batch import DecodedImage, EncodedImage, Unreadable, collate
 from alexnet2gpu.errors import TrainError
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center, to_grey, to_rgb, why_unreadable
-from .prepare.prepare import prepared_info
 from .walk import walk_files
 
 MEAN_FILE = "alexnet2gpu_mean.json"

@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .lrn_op import TRITON_AVAILABLE, WINDOW, fused_relu_lrn
+from .kernels.sizes import WINDOW
+from .lrn_op import TRITON_AVAILABLE, fused_relu_lrn
 from .maps import plus_bias
 
 LRN_IMPLS = ("auto", "chunked", "triton", "formula")

@@ -15,7 +15,6 @@ from typing import Optional
 
 import torch
 
-from .kernels.sizes import WINDOW
 from .maps import dense
 
 

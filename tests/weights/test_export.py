@@ -1,0 +1,71 @@
+"""python -m alexnet2gpu.export: each format written, read back and run, with logits matching the
+checkpoint's (ONNX Runtime within 1e-4 relative, as the command itself checks)."""
+import json
+
+import pytest
+import torch
+
+from alexnet2gpu.weights.export import (CHECK_BATCH, PT2_META, TOLERANCE, exportable, main, random_input,
+                                        relative_difference)
+from alexnet2gpu.weights.hub import load_network
+from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.weights.io import load_weights
+from tests.helpers.weights import write_untrained_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("run"), num_classes=10)
+
+
+def reference_logits(checkpoint, x):
+    with torch.no_grad():
+        return load_network(checkpoint).eval()(x)
+
+
+def test_bad_suffix_and_missing_weights_are_one_sentence(tmp_path, checkpoint, capsys):
+    assert main([str(checkpoint), str(tmp_path / "w.bin")]) == 1
+    assert "cannot tell the format of" in capsys.readouterr().err
+    assert main([str(tmp_path / "none.safetensors"), str(tmp_path / "w.onnx")]) == 1
+    assert "none.safetensors does not exist" in capsys.readouterr().err
+
+
+def test_the_exported_network_differs_only_in_its_lrn_form(checkpoint):
+    """What the exporters trace: the same network, its LRN as the plain formula, in inference mode."""
+    weights = load_weights(checkpoint)
+    model, traced = load_network(weights).eval(), exportable(weights)
+    assert traced.stack.options == StackOptions(lrn="formula") and not traced.training
+    assert model.stack.options == StackOptions()
+    x = random_input(weights, 2)
+    with torch.no_grad():
+        assert relative_difference(traced(x), model(x)) < 1e-5
+
+
+@pytest.mark.slow
+def test_onnx_runs_in_onnx_runtime_with_the_checkpoints_logits(checkpoint, tmp_path, capsys):
+    import onnxruntime as ort
+    out = tmp_path / "a.onnx"
+    assert main([str(checkpoint), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ONNX Runtime vs PyTorch logits on a random batch of {CHECK_BATCH}: largest difference" in printed
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 224, 224) * 60  # another batch size than traced: the batch is dynamic
+    got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    assert relative_difference(got, reference_logits(checkpoint, x)) < TOLERANCE
+    meta = {p.key: p.value for p in __import__("onnx").load(str(out), load_external_data=False).metadata_props}
+    assert json.loads(meta["classes"]) == [f"c{i}" for i in range(10)] and meta["crop"] == "224"
+
+
+@pytest.mark.slow
+def test_pt2_and_safetensors_reload_with_the_checkpoints_logits(checkpoint, tmp_path, capsys):
+    assert main([str(checkpoint), str(tmp_path / "a.safetensors")]) == 0
+    # the .pt2 is made from the .safetensors file: every exporter reads every weights format
+    assert main([str(tmp_path / "a.safetensors"), str(tmp_path / "a.pt2")]) == 0
+    x = torch.randn(4, 3, 224, 224) * 60
+    want = reference_logits(checkpoint, x)
+    torch.testing.assert_close(reference_logits(tmp_path / "a.safetensors", x), want, rtol=0, atol=0)
+    extra = {PT2_META: ""}
+    program = torch.export.load(str(tmp_path / "a.pt2"), extra_files=extra)
+    with torch.no_grad():
+        assert relative_difference(program.module()(x), want) < 1e-5
+    assert json.loads(json.loads(extra[PT2_META])["mean"]) == [120.0, 115.0, 100.0]

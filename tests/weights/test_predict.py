@@ -1,0 +1,71 @@
+"""python -m alexnet2gpu.predict: a network trained on the built-in set names the class of newly generated
+images; folders, the centre-crop option, ILSVRC words for wnids and unreadable files."""
+import dataclasses
+
+import pytest
+
+from alexnet2gpu.weights.predict import class_names, main, read_synsets
+from alexnet2gpu.data.synthetic import ensure_synthetic, make_image
+from alexnet2gpu.weights.io import load_weights, save_safetensors
+from tests.helpers.weights import train
+
+
+def test_wnids_get_their_words_from_the_synset_file(tmp_path):
+    (tmp_path / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n")
+    words = read_synsets(tmp_path / "LOC_synset_mapping.txt")
+    assert words == {"n01440764": "tench", "n01443537": "goldfish"}
+    assert class_names(["n01443537", "n09999999", "02_cat"], 3, words) == ["goldfish (n01443537)", "n09999999",
+                                                                           "02_cat"]
+    assert class_names(None, 2, words) == ["class 0", "class 1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two classes of the built-in set (a red disc, a cyan square), 12 steps: enough to tell them apart."""
+    data = ensure_synthetic(2, 8, 1, cache_dir=tmp_path_factory.mktemp("data"), log=lambda *a: None)
+    out = tmp_path_factory.mktemp("runs")
+    code = train.main(["--data", str(data), "--out", str(out), "--run-name", "r", "--epochs", "3", "--batch-size",
+                       "4", "--workers", "0", "--device", "cpu", "--init", "caffe", "--pca", "none",
+                       "--schedule", "step", "--lr-steps", "100", "--val-per-class", "1"])
+    assert code == 0
+    return out / "r"  # the run folder: its latest checkpoint
+
+
+@pytest.mark.slow
+def test_predict_names_the_class_of_new_images(trained, tmp_path, capsys):
+    folder = tmp_path / "images"
+    (folder / "more").mkdir(parents=True)
+    truth = {}
+    for label in (0, 1):
+        for i in range(2):  # indices the training run never saw
+            path = folder / ("more" if i else "") / f"img_{label}_{i}.{'png' if i else 'jpg'}"
+            make_image(label, 2, "val", 100 + i).save(path)
+            truth[str(path)] = label
+    classes = load_weights(trained).classes
+    for crop_args in ([], ["--center-crop"]):
+        assert main([str(trained), str(folder), "--top", "2"] + crop_args) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 4
+        for line in lines:
+            path, ranked = line.split(": ", 1)
+            (top1, p1), (top2, p2) = [item.rsplit(" ", 1) for item in ranked.split(" | ")]
+            assert top1 == classes[truth[path]] and top2 == classes[1 - truth[path]], line
+            assert float(p1) > float(p2) and abs(float(p1) + float(p2) - 1) < 2e-3
+
+
+@pytest.mark.slow
+def test_predict_shows_ilsvrc_words_and_names_unreadable_files(trained, tmp_path, capsys):
+    root = tmp_path / "ilsvrc"
+    root.mkdir()
+    (root / "synset_words.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n")
+    weights = load_weights(trained)
+    renamed = dataclasses.replace(weights, classes=["n01440764", "n01443537"], config=dict(weights.config, data=str(root)))
+    save_safetensors(renamed, tmp_path / "w.safetensors")
+    make_image(0, 2, "val", 200).save(tmp_path / "red.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 cut short")
+    code = main([str(tmp_path / "w.safetensors"), str(tmp_path / "red.jpg"), str(tmp_path / "broken.jpg")])
+    out, err = capsys.readouterr()
+    assert code == 1 and f"{tmp_path / 'broken.jpg'} could not be read as an image" in err
+    assert out.startswith(f"{tmp_path / 'red.jpg'}: tench (n01440764) ") and len(out.splitlines()) == 1
+    assert main([str(trained), str(tmp_path / "nowhere")]) == 1
+    assert "nowhere does not exist" in capsys.readouterr().err
