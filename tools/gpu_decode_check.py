@@ -1,8 +1,8 @@
 """Check the GPU data path on a CUDA machine: how fast nvJPEG and decode_images are (by call size, from two
 threads, and from two processes at once: whether decoding in more than one process would pay; and the crops
-alone, the crop thread's share of decoded_loader.py's two threads), what the input
+alone, the crop thread's share of data/gpu/loader.py's two threads), what the input
 pipeline delivers with --decode cpu and with --decode gpu at several CPU shares (--cpu-decode-share: which one
-feeds most sets gpu_decode's rate constants), and that the paths cut the same crops.
+feeds most sets data/gpu/decode.py's rate constants), and that the paths cut the same crops.
 
     PYTHONPATH=. python3 tools/gpu_decode_check.py --out DIR
     PYTHONPATH=. python3 tools/gpu_decode_check.py --device cpu --images 64 --out DIR   # the CPU-safe parts
@@ -67,7 +67,7 @@ def in_threads(items, work, threads: int) -> None:
 
 
 def crop_maths_difference(batch, device) -> int:
-    """decode_images' crops against data.py's own slicing of the same decoded pixels: 0 when the device's
+    """decode_images' crops against data/folders.py's own slicing of the same decoded pixels: 0 when the device's
     indexing cuts exactly the CPU path's windows and flips."""
     import torch
     from alexnet2gpu.data.gpu import decode as gpu_decode
@@ -206,7 +206,7 @@ def check(args, started: float) -> str:
         say("checking the crop maths and the two paths' pixels")
         maths = crop_maths_difference(batches[0], device)
         if maths:
-            raise CheckFailed(f"the device's crops differ from data.py's slicing of the same pixels by up to {maths}: "
+            raise CheckFailed(f"the device's crops differ from data/folders.py's slicing of the same pixels by up to {maths}: "
                               "crop_windows cuts the wrong windows.")
         (worst, mean), (mixed_worst, mixed_mean) = path_differences(samples[:4 * args.batch], args.batch, device,
                                                                     (0.0, MIXED_SHARE))
@@ -240,7 +240,7 @@ def check(args, started: float) -> str:
     lines += [f"  {label:60s} {'skipped (--budget)' if value is None else f'{value:10,.0f}':>10s}" for label, value in rows]
     lines += [f"  (c), (d): {total} samples ({copies} links to each file), {batches_total - 1} batches timed; "
               f"fastest share {best[1]:.2f}",
-              f"  crop maths, device vs data.py slicing of the same pixels: max abs pixel difference {maths}",
+              f"  crop maths, device vs data/folders.py slicing of the same pixels: max abs pixel difference {maths}",
               f"  decode=gpu vs decode=cpu crops ({decoder} vs PIL): max abs pixel difference {worst}, mean {mean:.3f}",
               f"  the same with CPU share {MIXED_SHARE} (libjpeg in the workers): max {mixed_worst}, mean {mixed_mean:.3f}",
               f"  fallbacks (mean abs difference to the CPU path): {odd}"]

@@ -1,7 +1,7 @@
 """Time the Triton ReLU + LRN kernels alone on AlexNet's two LRN layers (batch 256, both towers), for each
 kernel form at a few tiles and warp counts: the numbers that choose lrn_kernels' defaults; then, per layer, the
 bias in the kernels against passes of its own, and the backward of ReLU + LRN + max-pool as one kernel
-(lrn_pool_kernels.py) against the pool's and the LRN's kernels in turn.
+(ops/kernels/lrn_pool.py) against the pool's and the LRN's kernels in turn.
 Needs a CUDA device.
 
     PYTHONPATH=. python3 tools/lrn_microbench.py [--dtype bf16] [--layout channels-last] [--quick]
@@ -18,7 +18,7 @@ from microbench_args import parse  # a sibling in tools/
 LAYERS = {"lrn1": (256, 96, 55, 55), "lrn2": (256, 256, 27, 27)}  # conv1 and conv2 outputs, batch 256
 ALPHA, BETA, K = 1e-4, 0.75, 2.0
 # (elements a program, warps) timed for each pass and form; the first is the form's --quick point. The tile
-# form was best at 512 x 4 warps backward, the forward at 1024 (docs/BENCHMARKS.md). The gather form holds
+# form was best at 512 x 4 warps backward, the forward at 1024 (docs/benchmarks.md). The gather form holds
 # a whole tile of each tensor in registers: past about 2048 elements at 4 warps its backward spills (ptxas
 # for sm_90). Few points: the run should take about a
 # minute on an H100, compiles included.

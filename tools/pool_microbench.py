@@ -1,4 +1,4 @@
-"""Time the Triton max-pool kernels (pool_kernels.py) against ATen's on AlexNet's three pools (batch 256, both
+"""Time the Triton max-pool kernels (ops/kernels/pool.py) against ATen's on AlexNet's three pools (batch 256, both
 towers), forward and backward, for a few tiles and warp counts: the numbers that choose pool_kernels' defaults.
 Prints microseconds per call, the bandwidth that implies (bytes each kernel must move) and the largest
 difference from ATen's result. Needs a CUDA device.

@@ -1,7 +1,7 @@
 """Count the ATen ops one training step dispatches, for merged, two-device and torchvision's alexnet, on the CPU
 with the model set up as on CUDA: conv1 as space-to-depth, the Triton LRN and max-pool forced on (interpreted,
 their launches made no-ops: only the host's side is counted), channels-last, bf16 autocast. An eager step on a
-GPU waits for its host, so what it asks of the dispatcher is part of its time (docs/BENCHMARKS.md).
+GPU waits for its host, so what it asks of the dispatcher is part of its time (docs/benchmarks.md).
 
     python3 tools/step_ops.py            # one line per net: ops a step, then the most frequent ones
 """

@@ -1,4 +1,4 @@
-"""Host memory allocation: keep freed memory for reuse (a CPU speed fix; figures in docs/BENCHMARKS.md).
+"""Host memory allocation: keep freed memory for reuse (a CPU speed fix; figures in docs/benchmarks.md).
 
 glibc's malloc hands blocks larger than its mmap threshold (at most 32 MB by default) straight back to the
 operating system when they are freed, so the next step's allocation of the same size page-faults and zeroes

@@ -1,8 +1,8 @@
 """The input-pipeline rows: how many images/s train.py's real loader delivers, to set beside the model's step
 rate. `input-pipeline`: JPEG decode, random crop and flip in worker processes; `input-pipeline-gpu`: workers
-read the files and the device decodes and crops them (gpu_decode.py), except for
+read the files and the device decodes and crops them (data/gpu/decode.py), except for
 the share the workers decode (--cpu-decode-share, train.py's default "auto" unless given), through train.py's
-own decoding and cropping threads (decoded_loader.py). Mean and PCA noise on the device in both.
+own decoding and cropping threads (loader.py). Mean and PCA noise on the device in both.
 
 It reads the built-in data set (generated once into the cache, as `python train.py` does) or --data DIR.
 """

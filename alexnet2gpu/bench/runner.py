@@ -160,7 +160,7 @@ def _record(variant, mode, device, batch, seconds, flops, rate, threads, process
 
 
 def settings() -> str:
-    """Process-wide settings that move CPU timings a lot (docs/BENCHMARKS.md), for the record."""
+    """Process-wide settings that move CPU timings a lot (docs/benchmarks.md), for the record."""
     return (f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
             f"malloc keeps freed memory={_kept_freed_memory}, torch {torch.__version__}")
 

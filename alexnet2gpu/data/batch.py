@@ -44,7 +44,7 @@ class Batch:
     targets: torch.Tensor  # N
     corrupt: list[str]  # paths skipped in this batch because they could not be read
     seconds: float = 0.0  # time the loader spent on this batch (for encoded files: reading only)
-    # FolderDataset(decode="gpu") batches: still-encoded files, decoded on the device by gpu_decode, and the
+    # FolderDataset(decode="gpu") batches: still-encoded files, decoded on the device by gpu/decode.py, and the
     # crops of the CPU share (`decoded_in_worker`), which the workers decoded. The bytes travel as one tensor:
     # a worker hands each tensor over with its own file descriptor, and N per batch times the prefetched
     # batches would pass the usual limit of 1024 open files.
@@ -104,7 +104,7 @@ def stack_crops(crops) -> torch.Tensor:
     """uint8 crops, each C x H x W (ten crops: 10 x C x H x W), as one N x C x H x W (N x 10 x C x H x W) batch
     whose memory is channels-last. The loader cuts each crop as a view of H x W x C pixels (decoders give that),
     so the batch is one plain copy of them: stacked into N x C x H x W memory, every byte moved to a new place,
-    it took 5x the time on a 2-core CPU (docs/BENCHMARKS.md). In a loader worker the batch is written straight
+    it took 5x the time on a 2-core CPU (docs/benchmarks.md). In a loader worker the batch is written straight
     into shared memory, as torch's default_collate does: the queue to the training process would copy it there."""
     pixels_last = (1, 2, 0) if crops[0].dim() == 3 else (0, 2, 3, 1)
     planes_first = (0, 3, 1, 2) if crops[0].dim() == 3 else (0, 1, 4, 2, 3)

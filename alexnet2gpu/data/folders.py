@@ -2,7 +2,7 @@
 
 Workers decode and crop to uint8; the float work (mean subtraction, PCA noise) runs on the training device
 (`to_model_input`), so a GPU gets uint8 batches. With `decode="gpu"` workers only read the files' bytes, and
-the JPEG decoding and the same crops and flips run on the device too (gpu_decode.py), except for a share of
+the JPEG decoding and the same crops and flips run on the device too (gpu/decode.py), except for a share of
 the images the workers decode themselves to help the device along. Every random choice
 of an image's augmentation is a function of (seed, epoch, sample index) only: the two ranks of a tower pair
 see bit-identical batches whatever their worker count, and a resumed run draws exactly what an
@@ -142,9 +142,9 @@ class FolderDataset(torch.utils.data.Dataset):
     an unreadable image gives None and is skipped by `collate`.
 
     decode="cpu" (default): the worker decodes and crops. decode="gpu": the worker reads the file's bytes and
-    computes the same crop offsets and flip, and gpu_decode.decode_images decodes and crops on the device;
+    computes the same crop offsets and flip, and gpu.decode.decode_images decodes and crops on the device;
     except for the `cpu_share` of the samples (`decoded_in_worker`), which the worker decodes itself as the
-    device path would (gpu_decode.decode_in_worker) and crops with the same parameters."""
+    device path would (gpu.decode.decode_in_worker) and crops with the same parameters."""
 
     def __init__(self, samples: list[tuple[str, int]], mode: str, in_channels: int = 3, seed: int = 0, crop: int = 224,
                  decode: str = "cpu", cpu_share: float = 0.0):
@@ -157,7 +157,7 @@ class FolderDataset(torch.utils.data.Dataset):
         self.samples, self.mode, self.in_channels, self.seed, self.crop = samples, mode, in_channels, seed, crop
         self.decode, self.cpu_share = decode, cpu_share
         if decode == "gpu" and cpu_share > 0:
-            from .gpu.decode import import_decoders  # gpu_decode imports this module
+            from .gpu.decode import import_decoders  # on first use: only the GPU data path needs torchvision's decoders
             import_decoders()
 
     def __len__(self) -> int:
@@ -214,7 +214,7 @@ class FolderDataset(torch.utils.data.Dataset):
     def _decoded_here(self, path: str, label: int, epoch: int, index: int) -> DecodedImage | Unreadable | None:
         """The file decoded on this worker's CPU as the device path decodes it, then cut as `_encoded`'s
         parameters say; None when the file cannot be read, Unreadable when no decoder reads it."""
-        from .gpu.decode import decode_in_worker  # gpu_decode imports this module
+        from .gpu.decode import decode_in_worker  # on first use: only the GPU data path needs torchvision's decoders
         data = self._read(path)
         if data is None:
             return None

@@ -32,7 +32,7 @@ def device_batches(loader: Iterable, prepare: Callable, device: torch.device) ->
     pending = None
     batches = iter(loader)
     while True:
-        with torch.cuda.stream(side):  # a loader that decodes on the GPU (gpu_decode.py) decodes here too
+        with torch.cuda.stream(side):  # a loader that decodes on the GPU (gpu/decode.py) decodes here too
             batch = next(batches, None)
             if batch is None:
                 break
@@ -81,7 +81,7 @@ def made_ahead(items: Iterable, make: Callable, device: torch.device, depth: int
     when given, adds up the thread's time; `finished`, when given, is cleared when the thread starts and set
     once it has ended (it can outlive the loop, see the end).
 
-    For JPEG decoding on the GPU (decoded_loader.DecodedLoader): nvJPEG decodes on the host thread that calls
+    For JPEG decoding on the GPU (gpu/loader.py's DecodedLoader): nvJPEG decodes on the host thread that calls
     it and releases the GIL while it works, so in a thread of its own it overlaps the training step's host work
     instead of adding to it. On CUDA the thread works on a stream of its own, and each result is handed over
     behind an event the consumer's current stream waits for. An error in the thread is raised here; leaving

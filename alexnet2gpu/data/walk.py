@@ -1,6 +1,6 @@
 """Listing the files under a class folder: links followed, each real folder listed once.
 
-Shared by training (data.list_samples) and the data preparation (prepare_plan.class_pairs), so both see the
+Shared by training (folders.list_samples) and the data preparation (prepare/plan.class_pairs), so both see the
 same images. Links are followed because data sets are often assembled from links into other trees; a link
 back up its own tree (or to a folder already listed) would list the same files again and again until the
 path grows too long, so such a folder is skipped and named in a warning. A folder that cannot be listed

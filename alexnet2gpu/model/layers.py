@@ -154,7 +154,7 @@ def check_input(x: torch.Tensor, in_channels: int, weight: torch.Tensor | None =
                          "with torch.as_tensor(x).")
     if weight is not None and x.dtype != weight.dtype and not (
             x.is_floating_point() and torch.is_autocast_enabled(weight.device.type)):
-        hint = (f"x.to({weight.dtype}) after subtracting the mean (data.device_input.to_model_input)" if not x.is_floating_point()
+        hint = (f"x.to({weight.dtype}) after subtracting the mean (to_model_input)" if not x.is_floating_point()
                 else f"x.to({weight.dtype})" + (", or run under torch.autocast" if x.element_size() == 2 else ""))
         raise ValueError(f"AlexNet's weights are {weight.dtype} and the input is {x.dtype}: pass {hint}.")
     if weight is not None and not moved and x.device != weight.device:

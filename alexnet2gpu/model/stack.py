@@ -78,7 +78,7 @@ class TowerStack(nn.Module):
 
     Where the Triton ReLU + LRN runs, conv1 and conv2 run without their bias and the LRN's kernels add it as
     they read the maps; where the Triton max-pool runs too, on channels-last maps, ReLU + LRN + max-pool is one
-    autograd step with one backward kernel (lrn_pool_op.py). Both pay inside a CUDA graph.
+    autograd step with one backward kernel (ops/lrn_pool.py). Both pay inside a CUDA graph.
 
     Memory layout: the convolution weights are channels-last (N x H x W x C in memory; shapes and the
     canonical state dict unchanged), and the input is brought into the layout of conv1's weight, so every

@@ -4,7 +4,7 @@ stride 4):
 - `conv2d_chunked_weight_grad`, a CPU speed fix. On a small CPU, oneDNN's backward-weights kernel for conv1
   does not scale with the batch: at batch 128 it takes far longer than twice its time at batch 64, while
   every other layer scales linearly. Summing the weight gradients of slices of at most `CHUNK_IMAGES`
-  images avoids that (figures: docs/BENCHMARKS.md, "conv1's weight gradient over slices"). Only the order
+  images avoids that (figures: docs/benchmarks.md). Only the order
   of the gradient's sum changes (rounding).
 - `conv1_space_to_depth`, for GPUs. With 3 input maps, a GPU's convolution kernels pad the channels (to 8
   on cuDNN's tensor-core paths) and waste most of the work on an 11x11 window. Cut into 4x4 blocks of

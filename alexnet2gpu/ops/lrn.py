@@ -6,13 +6,13 @@ torch.nn.LocalResponseNorm does, so the paper's printed constants give the netwo
 
 Why a hand-written autograd function: `F.local_response_norm` is a composite of ~8 operations (pad,
 avg_pool3d, pow, div...) that autograd differentiates one by one, a large share of a CPU training step of
-the merged net (docs/BENCHMARKS.md). `LRNFunction` applies the closed-form backward
+the merged net (docs/benchmarks.md). `LRNFunction` applies the closed-form backward
 
     d_j = k + alpha/n * sum_{i in win(j)} a_i^2,    b_j = a_j d_j^-beta,
     dL/da_i = g_i d_i^-beta - 2 beta alpha/n * a_i * sum_{j in win(i)} g_j b_j / d_j
 
 (the window is symmetric, so the backward's sum is the same window sum), saving only a, b, d and d^-beta.
-Every step is elementwise, so what costs is memory traffic, not arithmetic (docs/BENCHMARKS.md): the maps
+Every step is elementwise, so what costs is memory traffic, not arithmetic (docs/benchmarks.md): the maps
 are processed in chunks of rows small enough to stay in the CPU's cache (`chunk_elements`), each chunk going
 through the whole chain (square, window sum, power, product) before the next is read. The window sum runs
 over a flat buffer in which every tower's row of channels sits between n//2 pad slots on each side, so all
@@ -160,7 +160,7 @@ class LRNFunction(torch.autograd.Function):
 def _formula_per_tower(x5: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """The formula in plain tensor operations: the window sum as `size` shifted slices of the squares padded by
     size//2 zero channels on each side of every tower: slow in eager mode, and torch.compile's fusion of it and
-    its backward was slower still than the Triton op on an H100 (docs/BENCHMARKS.md). Plain ops any exporter
+    its backward was slower still than the Triton op on an H100 (docs/benchmarks.md). Plain ops any exporter
     or compiler can read."""
     pad = size // 2
     channels = x5.shape[2]

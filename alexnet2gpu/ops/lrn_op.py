@@ -1,11 +1,11 @@
-"""ReLU + per-tower LRN as one `torch.library` custom op with its autograd formula (Triton kernels, lrn_kernels.py).
+"""ReLU + per-tower LRN as one `torch.library` custom op with its autograd formula (Triton kernels, kernels/lrn.py).
 
 As a custom op with a fake (shape-only) implementation, torch.compile and CUDA graphs take it whole, with no
 graph break: `torch.ops.alexnet2gpu.relu_lrn(z, towers, alpha, beta, k)`. Its backward is a custom op too.
 The op runs where Triton does: CUDA tensors, or any tensor with TRITON_INTERPRET=1 (the CPU tests).
 
 Eager calls take `fused_relu_lrn`, which runs the same kernels through a plain autograd.Function: torch.library's
-dispatch costs host time on every call, and an eager bf16 step on a GPU waits for its host (docs/BENCHMARKS.md).
+dispatch costs host time on every call, and an eager bf16 step on a GPU waits for its host (docs/benchmarks.md).
 """
 from __future__ import annotations
 

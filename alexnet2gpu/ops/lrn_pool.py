@@ -1,7 +1,7 @@
 """ReLU + per-tower LRN + the overlapping max-pool as one autograd step (conv1's and conv2's blocks, paper §3.3-3.4).
 
 The forward runs the two ops' own kernels in turn (lrn_kernels' ReLU + LRN, then pool_kernels' max-pool); the
-backward is one kernel (lrn_pool_kernels.py), which gathers the pool's gradient and applies
+backward is one kernel (kernels/lrn_pool.py), which gathers the pool's gradient and applies
 the LRN's in one pass. Only z, the bias and the pool's one-byte argmax are kept for the backward: the LRN's
 output is freed as soon as it is pooled, where apart it was kept for both backwards.
 

@@ -2,12 +2,12 @@
 in eager mode and under torch.compile.
 
 Where Triton runs (CUDA tensors, or any tensor with TRITON_INTERPRET=1: the CPU tests), the op's forward and
-backward are the Triton kernels of pool_kernels.py, which keep each window's argmax in one byte; elsewhere
+backward are the Triton kernels of kernels/pool.py, which keep each window's argmax in one byte; elsewhere
 they are ATen's own kernels (an int64 flat index per output). Either way the op returns
 (pooled maps, argmax), and its backward reads the argmax's dtype to pick the matching kernel.
 
 As a custom op with fake implementations, the compiler keeps it whole (Inductor's own max-pool lowering, after
-the fused ReLU + LRN op, ran several times slower than ATen's: docs/BENCHMARKS.md) and fuses everything around
+the fused ReLU + LRN op, ran several times slower than ATen's: docs/benchmarks.md) and fuses everything around
 it. Eager CUDA calls run the same Triton kernels through a plain autograd.Function (`overlapping_max_pool`),
 which spares torch.library's dispatch on every call; CPU code calls F.max_pool2d directly, unchanged.
 """
@@ -91,7 +91,7 @@ max_pool.register_autograd(_backward, setup_context=_setup_context)
 
 class _EagerTritonMaxPool(torch.autograd.Function):
     """The Triton max-pool without torch.library's dispatch, whose host time an eager step on a GPU pays on
-    every call (docs/BENCHMARKS.md); the op is for torch.compile."""
+    every call (docs/benchmarks.md); the op is for torch.compile."""
 
     @staticmethod
     def forward(ctx, x):

@@ -108,7 +108,7 @@ class Config:
     cpu_decode_share: str | float = setting(
         "auto", "with --decode gpu: the fraction of JPEGs the loader workers decode on their cores (libjpeg-turbo), "
                 "the rest on the GPU; auto: W*c / (W*c + G) for W workers at c images/s each and the GPU's G "
-                "(gpu_decode.py)", parse=_auto_or_number, resume=True, evaluate=True)
+                "(data/gpu/decode.py)", parse=_auto_or_number, resume=True, evaluate=True)
     init_from: str | None = setting(None, "start a new run (epoch 1, fresh optimizer) from the weights of a checkpoint, "
                                           "run folder or .safetensors file; fc8 is drawn afresh when the number of "
                                           "classes differs", parse=str)

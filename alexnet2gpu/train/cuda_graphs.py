@@ -1,7 +1,7 @@
 """A training step's forward and backward captured once as a CUDA graph, then replayed (`--cuda-graphs`).
 
 Why: an eager bf16 step of this network launches a few hundred kernels, and on an H100 the host takes longer
-to launch them than the GPU takes to run them (docs/BENCHMARKS.md). A replayed graph launches them all in
+to launch them than the GPU takes to run them (docs/benchmarks.md). A replayed graph launches them all in
 one call, so the GPU never waits for Python.
 
 What is captured: the forward (under the run's autocast), the cross-entropy and the backward into every
@@ -128,7 +128,7 @@ class GraphedStep:
         self.grads = [p.grad for p in self.params]
         self.replay = replay
 
-    # The CUDA side (tests/test_cuda_graphs.py stands in for the three methods below on the CPU).
+    # The CUDA side (tests/train/test_cuda_graphs.py stands in for the three methods below on the CPU).
     def _synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
 

@@ -128,7 +128,7 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total
                     first_step: int = 0, max_steps: int | None = None, show: bool = True, log=None,
                     graphed=None) -> EpochStats:
     """Train over `loader`; stop early once the run's step count reaches max_steps. `corrupt` (a
-    data.CorruptLog) records the unreadable images; `total_images` and `desc` are the progress bar's, which
+    data.folders.CorruptLog) records the unreadable images; `total_images` and `desc` are the progress bar's, which
     `show` turns off; `ctx` (a world.Context) averages the gradients over tower pairs; `graphed` (a
     cuda_graphs.GraphedStep, kept from epoch to epoch) replays the forward and backward from a CUDA graph.
 

@@ -42,7 +42,7 @@ class Loaders:
     """This rank's train and val loaders (`run_loaders`). Only the train sampler's epoch changes between
     epochs: the samplers hand (epoch, index) keys to the workers, whose datasets hold no per-epoch state."""
 
-    train: Any  # a DataLoader, or a decoded_loader.DecodedLoader around one
+    train: Any  # a DataLoader, or a data.gpu.loader.DecodedLoader around one
     n_train: int  # this pair's images per epoch
     val: Any
     n_val: int

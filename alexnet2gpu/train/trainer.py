@@ -192,7 +192,7 @@ class Run:
 
 
 def start(cfg: Config, ctx: Context, given: dict | None = None) -> Run:
-    """A run set up step by step (run_setup.py); `given` holds the flags set explicitly."""
+    """A run set up step by step (setup.py); `given` holds the flags set explicitly."""
     say = ctx.say
     # The main rank goes first: it generates the built-in set and caches the mean, which the others then
     # find; a mistake (a bad flag, a missing folder) is reported once, by the main rank.

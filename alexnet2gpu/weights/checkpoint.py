@@ -86,7 +86,7 @@ def load_checkpoint(path) -> dict:
             raise TrainError(f"{path} holds no checkpoints: pass a run folder with {CHECKPOINTS}/epoch_NNNN.pt "
                              "or a checkpoint file.")
         path = files[-1]
-    if path.suffix == ".safetensors":  # weights only: weights_io.load_weights reads it
+    if path.suffix == ".safetensors":  # weights only: io.load_weights reads it
         raise TrainError(f"{path} holds weights only, without the optimizer state and epoch a run continues from: "
                          f"start a new run from it with --init-from {path}, or resume from a .pt checkpoint.")
     if not path.is_file():

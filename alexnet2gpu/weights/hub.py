@@ -2,7 +2,7 @@
 
     torch.hub.load("path/to/alexnet2gpu", "alexnet", source="local", weights="runs/RUN/checkpoints/best.pt")
 
-`weights` is anything `weights_io.load_weights` reads: a train.py checkpoint, a run folder or a .safetensors
+`weights` is anything `io.load_weights` reads: a train.py checkpoint, a run folder or a .safetensors
 file. With weights, the module also carries what using them needs: `classes` (names in label order),
 `mean` (per channel, on 0..255, to subtract from the input) and `crop` (224 or 227).
 """

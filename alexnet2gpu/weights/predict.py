@@ -4,7 +4,7 @@
     python -m alexnet2gpu.predict alexnet.safetensors photos/ --center-crop --top 3
 
 WEIGHTS: a train.py checkpoint, a run folder or a .safetensors file. Each image goes through the
-validation path of training (data.py: shorter side to 256, centre 256x256, then ten crops: four corners,
+validation path of training (data/folders.py: shorter side to 256, centre 256x256, then ten crops: four corners,
 centre and their mirror images, whose softmax probabilities are averaged, paper §4.1; or the centre crop
 alone with --center-crop), minus the training mean. A folder stands for every image in it (and in its
 sub-folders). Each line: the image's path, then the top-5 classes with their probabilities. Class names

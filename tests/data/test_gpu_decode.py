@@ -106,7 +106,7 @@ def test_unreadable_files_are_dropped_with_their_labels_and_named(jpegs, tmp_pat
 
 
 def test_files_decoded_in_another_step_give_the_same_batch(jpegs, tmp_path):
-    """decode_encoded then decode_batch(decoded=...), the two threads of decoded_loader.py, give what one call
+    """decode_encoded then decode_batch(decoded=...), the two threads of data/gpu/loader.py, give what one call
     gives: the same crops, labels and dropped files, with a CPU share among them; a decoded list of another
     batch is refused."""
     garbage = tmp_path / "garbage.jpg"

@@ -59,7 +59,7 @@ def test_leaving_the_loop_early_stops_the_thread():
 
 
 def test_a_chain_of_two_threads_keeps_order_errors_and_stops_both():
-    """decoded_loader.py chains two made_ahead threads (decoding, then cropping): the items come in order,
+    """data/gpu/loader.py chains two made_ahead threads (decoding, then cropping): the items come in order,
     an error in the first thread reaches the loop, and leaving the loop early stops both threads."""
     def first(i):
         if i == 7:

@@ -1,4 +1,4 @@
-"""A tiny torchrun job for tests/test_torchrun.py: one exchange between the two towers of a pair; on the
+"""A tiny torchrun job for tests/distributed/test_torchrun.py: one exchange between the two towers of a pair; on the
 first attempt rank 1 dies between the forward and the backward pass, so torchrun must restart the job."""
 import os
 

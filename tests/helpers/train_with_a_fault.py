@@ -1,4 +1,4 @@
-"""train.py with a fault installed, for the fault tests under torchrun (tests/test_train_torchrun.py):
+"""train.py with a fault installed, for the fault tests under torchrun (tests/train/test_train_torchrun.py):
 
     torchrun ... tests/train_with_a_fault.py RANK:STEP [train.py's arguments]
 

@@ -66,7 +66,7 @@ def test_logits_and_gradients_unchanged(setup, lrn, convs, layout, monkeypatch):
     conv1's and conv2's biases themselves and sum their gradients; on channels-last maps with the max-pool after
     them as one step and one backward kernel, on contiguous ones apart (then F.max_pool2d on the CPU)."""
     if lrn == "triton" and torch.cuda.is_available():  # no interpreter where there is a GPU (conftest.py)
-        pytest.skip("the kernels on CPU tensors need the interpreter; tests/test_cuda.py checks them compiled")
+        pytest.skip("the kernels on CPU tensors need the interpreter; tests/model/test_cuda.py checks them compiled")
     from alexnet2gpu.ops.kernels import lrn as lrn_kernels, lrn_pool as lrn_pool_kernels, pool as pool_kernels
     for module, tile in ((lrn_kernels, "WINDOW_TILE"), (lrn_pool_kernels, "TILE"), (pool_kernels, "FORWARD_TILE")):
         monkeypatch.setattr(module, tile, 1 << 16)

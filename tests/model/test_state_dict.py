@@ -1,7 +1,7 @@
 """Every layout's state dict under the wrappers people put models in: nn.Sequential, a parent module,
 DistributedDataParallel, torch.compile and AveragedModel must each save `prefix + canonical name`
 (conv1.weight ... fc8.bias) and load it back. The tower-parallel layout's wrappers are checked in
-tests/test_tower_parallel.py, inside a world of two ranks."""
+tests/distributed/test_tower_parallel.py, inside a world of two ranks."""
 import pytest
 import torch
 import torch.distributed as dist

@@ -1,4 +1,4 @@
-"""ReLU + LRN + max-pool as one step (lrn_pool_op.py, its backward kernel in lrn_pool_kernels.py).
+"""ReLU + LRN + max-pool as one step (ops/lrn_pool.py, its backward kernel in ops/kernels/lrn_pool.py).
 
 Without a GPU, conftest.py sets TRITON_INTERPRET=1 and the kernels run on small CPU tensors; with one, on the GPU.
 The fused backward must compute exactly what the LRN's and the pool's backward kernels compute in turn (it rounds

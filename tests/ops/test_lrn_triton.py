@@ -1,4 +1,4 @@
-"""The fused Triton ReLU + LRN (lrn_op.py, lrn_kernels.py) against the formula, forward and backward.
+"""The fused Triton ReLU + LRN (ops/lrn_op.py, ops/kernels/lrn.py) against the formula, forward and backward.
 
 Without a GPU, conftest.py sets TRITON_INTERPRET=1 and these kernels run on CPU tensors; with one, on the GPU.
 A mismatch means the CUDA default no longer computes relu then the paper's LRN (§3.3) per tower: a wrong
@@ -147,7 +147,7 @@ def test_the_cuda_default_resolves_without_an_import_lookup(monkeypatch):
     assert resolve_impl("auto", torch.device("cpu"), LRN_SIZE, after_relu=True) == "chunked"
 
 
-# The window forms (lrn_window_kernels.py): each tensor loaded once per tile, the window summed in registers.
+# The window forms (lrn_window.py): each tensor loaded once per tile, the window summed in registers.
 WINDOW_FORMS = ["gather"]
 WINDOW_SHAPES = [(2, 9), (1, 48), (2, 16)]  # 9 and 48 pad a power-of-two tile, 16 fills one; 9 and 16 < 16 rows
 

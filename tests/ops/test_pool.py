@@ -1,4 +1,4 @@
-"""The max-pool custom op (pool_op.py, Triton kernels in pool_kernels.py) against F.max_pool2d, forward and
+"""The max-pool custom op (ops/pool.py, Triton kernels in ops/kernels/pool.py) against F.max_pool2d, forward and
 backward, in both memory layouts, and as a whole op to the compiler.
 
 Without a GPU, conftest.py sets TRITON_INTERPRET=1 and the Triton kernels run on small CPU tensors; with one,

@@ -77,7 +77,7 @@ def test_lrn_microbench_times_the_fused_pool_kernels_against_the_pairs(monkeypat
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the kernels compiled, or interpreted (conftest.py)
     z = torch.randn(2, 8, 7, 7, device=device).contiguous(memory_format=torch.channels_last)
     timer = lambda run: run() is None or 0.002
-    exact = device == "cpu"  # compiled, the kernels may round differently from the pair (test_lrn_pool.py)
+    exact = device == "cpu"  # compiled, the kernels may round differently from the pair (tests/ops/test_lrn_pool.py)
     line = tool.pool_line("lrn1", lrn_kernels, z, timer, quick=True)
     assert re.fullmatch(r"lrn1  \+pool backward: apart 2\.0 us; fused 2\.0 us at 1024 x 4 warps "
                         r"\(rel\.diff (0\.0e\+00|\d\.\de-\d\d)\);", line), line

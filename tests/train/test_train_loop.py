@@ -2,7 +2,7 @@
 
 On CUDA (fused SGD) the check is deferred: a flag on the device turns the fused update of the bad step and
 of every later one into a no-op, and the loop reads it at its log interval. Fused SGD runs on the CPU too,
-so the deferred mode is checked here; the immediate mode (the CPU default) is test_train.py's NaN test.
+so the deferred mode is checked here; the immediate mode (the CPU default) is tests/train/test_train.py's NaN test.
 """
 import pytest
 import torch

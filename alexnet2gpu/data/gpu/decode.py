@@ -3,7 +3,7 @@
 Loader workers only read the files' bytes (FolderDataset(decode="gpu")); here a batch is decoded in one
 call, resized where needed, and cut with the very crops and flips the CPU path takes (the worker computed
 them from (seed, epoch, index) as it always does), so the augmentation is the same bit for bit.
-tests/test_gpu_decode.py checks that on the CPU, where decode_jpeg runs libjpeg and gives PIL's pixels.
+tests/data/test_gpu_decode.py checks that on the CPU, where decode_jpeg runs libjpeg and gives PIL's pixels.
 
 Decoder: torchvision.io.decode_jpeg on a list of tensors, which is one batched nvJPEG decode on CUDA. Measured on an H200 box: 30.0 k images/s on 256x256 JPEGs, against 22.0 k/s for
 torchcodec 0.17 (identical pixels), and it needs no new dependency. torchvision deprecated its image decoding
@@ -52,7 +52,7 @@ READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by chan
 CROP_MODES = ("train", "center", "ten")
 CPU = torch.device("cpu")
 
-# Decode rates, images/s of 256x256 JPEGs, that set `--cpu-decode-share auto` (docs/BENCHMARKS.md, the GPU
+# Decode rates, images/s of 256x256 JPEGs, that set `--cpu-decode-share auto` (docs/benchmarks.md, the GPU
 # data path): one loader worker decoding and cropping with torchvision.io.decode_jpeg on its core, and
 # nvJPEG's batched decode on one GPU with its host thread in the training process.
 WORKER_DECODE_RATE = 1500
@@ -163,7 +163,7 @@ def decode_in_worker(data: torch.Tensor, in_channels: int) -> torch.Tensor | Non
 # ---------------------------------------------------------------- geometry
 
 def to_256(image: torch.Tensor) -> torch.Tensor:
-    """C x H x W uint8 -> C x 256 x 256 as data.load_image: shorter side to 256, then the centre."""
+    """C x H x W uint8 -> C x 256 x 256 as folders.load_image: shorter side to 256, then the centre."""
     _, h, w = image.shape
     if (h, w) == (RESIZE, RESIZE):
         return image
@@ -223,7 +223,7 @@ def decode_encoded(batch: Batch, device) -> list[torch.Tensor | None]:
     """The batch's encoded files decoded on `device` (None where nothing can read one), in the order of
     batch.files(): the part of `decode_images` that holds its thread, since nvJPEG's call returns only once
     the batch is decoded. A thread of its own can run it while another cuts the last batch's crops
-    (decoded_loader.py)."""
+    (loader.py)."""
     return decode_files(batch.files(), torch.device(device), batch.in_channels) if batch.encoded_sizes else []
 
 

@@ -2,11 +2,11 @@
 into crops on the device by threads of their own, ahead of the training loop.
 
 Two threads, one after the other (prefetch.made_ahead twice):
-- the decoding thread takes each batch from the loader and decodes its files (gpu_decode.decode_encoded).
+- the decoding thread takes each batch from the loader and decodes its files (decode.decode_encoded).
   torchvision's nvJPEG call returns only once the whole batch is decoded, so this thread is held for as long
   as the decoder works;
 - the crop thread stacks the decoded images, cuts the crops and adds the loader workers' own crops (the
-  CPU share) at their places (gpu_decode.decode_batch).
+  CPU share) at their places (decode.decode_batch).
 With one thread doing both, the decoder stood idle while the crops of the last batch were cut and the next
 batch was taken from the loader; now the decoder starts on the next batch as soon as it hands one over. Each
 thread keeps a clock (`prefetch.ThreadClock`), and `decode_thread_note` says after every epoch which part of

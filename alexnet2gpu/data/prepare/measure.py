@@ -1,7 +1,7 @@
 """The measurements behind prepare's defaults (docs/prepare.md), on generated photo-like images.
 
-    python -m alexnet2gpu.prepare_measure                         # quality table, decode costs, images/s
-    python -m alexnet2gpu.prepare_measure --images 200 --workers 2 --qualities 75,85,90,95,100
+    python -m alexnet2gpu.data.prepare.measure                  # quality table, decode costs, images/s
+    python -m alexnet2gpu.data.prepare.measure --images 200 --workers 2 --qualities 75,85,90,95,100
 
 Quality: each source is brought to 256x256 exactly as prepare does (kept uncompressed as the reference),
 then JPEG-encoded at each quality; reported are the mean file size and the PSNR of the decoded file

@@ -4,7 +4,7 @@ compute in.
 triton.cdiv and triton.next_power_of_2 are constexpr functions: called from Python each unwraps its arguments
 through Triton's machinery, tens of microseconds a call on a slow host, and an eager training step makes a
 dozen such calls around its ten Triton launches, all of it host time a GPU step waits for
-(docs/BENCHMARKS.md).
+(docs/benchmarks.md).
 """
 from __future__ import annotations
 

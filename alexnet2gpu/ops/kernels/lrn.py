@@ -10,7 +10,7 @@ clipped at the tower's edges:
 BLOCK_P pixels x one tower's channels; a window sum is the sum of the tile loaded at channel shifts -n/2 ..
 n/2, which are cache hits after the first. The backward recomputes the d's from z and takes the saved output:
 g_j a_j d_j^(-beta-1) = g_j y_j / d_j, a division where a power would cost an exp and a log per neighbour.
-The gather form (lrn_window_kernels.py) loads each tensor once per tile and forms the window sums in registers;
+The gather form (lrn_window.py) loads each tensor once per tile and forms the window sums in registers;
 it is the default for channels-last maps, these kernels for contiguous ones. tools/lrn_microbench.py times both.
 
 Layouts: a pixel p = (image, h, w) of the maps sits at image * stride_n + (h*W + w) * stride_p, and channel c
@@ -33,7 +33,7 @@ from .sizes import WINDOW
 from ..maps import memory_format_of, plus_bias
 
 SIZE = WINDOW  # the only window these kernels take (paper §3.3: n = 5)
-# Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/BENCHMARKS.md); 4 warps. The tile
+# Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/benchmarks.md); 4 warps. The tile
 # form runs best at 1024 (forward) and 512 (backward), the gather form at 1024 both ways.
 FORWARD_TILE, BACKWARD_TILE, WINDOW_TILE = 1024, 512, 1024
 
@@ -143,7 +143,7 @@ def _geometry(z: torch.Tensor, towers: int, tile: int):
     return grid, args, dict(BLOCK_P=block_p, BLOCK_C=block_c, COMPUTE=compute_type(z))
 
 
-# "gather" loads each tensor once per tile (lrn_window_kernels.py); channels-last maps only.
+# "gather" loads each tensor once per tile (lrn_window.py); channels-last maps only.
 FORMS = ("tile",) + WINDOW_FORMS
 
 

@@ -2,7 +2,7 @@
 
 Apart, the block's backward is two kernels: the max-pool's gathers the pooled gradient into a full-size
 gradient g at the LRN's output and writes it, then the LRN's reads g, the saved LRN output y and z and writes
-dz. Here one kernel does both, on lrn_window_kernels' tile (BLOCK_P pixels x one tower's channels of
+dz. Here one kernel does both, on lrn_window.py's tile (BLOCK_P pixels x one tower's channels of
 channels-last maps): each pixel gathers g from the at most 2 x 2 pooling windows whose argmax points at it
 (pool_kernels' rule and order), and y = a d^-beta is recomputed from z, whose d the backward needs anyway. So
 g is never written or read, y is neither read nor kept from the forward, and one launch is saved.
@@ -20,7 +20,7 @@ from .lrn_window import _conv_output, _launch, _relu, _row_tile, _store_input_gr
 from ..maps import memory_format_of
 from .pool import gathered_grad, pooled_shape
 
-TILE = 1024  # elements per program, as the LRN's gather form (lrn_kernels.WINDOW_TILE); 4 warps
+TILE = 1024  # elements per program, as the LRN's gather form (lrn.WINDOW_TILE); 4 warps
 
 
 @triton.jit
@@ -37,7 +37,7 @@ def relu_lrn_pool_backward_kernel(z_ptr, b_ptr, g_ptr, arg_ptr, dz_ptr, part_ptr
     g = gathered_grad(g_ptr, arg_ptr, image, ih, iw, (tl.program_id(1) * channels + c).to(tl.int64), mask, out_h,
                       out_w, sgn, sgc, sgh, sgw, san, sac, sah, saw, False, COMPUTE)
     g = g.to(dz_ptr.dtype.element_ty).to(COMPUTE)  # as the pool's backward stores it
-    # The LRN's backward (lrn_window_kernels.relu_lrn_backward_window_kernel), with y recomputed.
+    # The LRN's backward (lrn_window.relu_lrn_backward_window_kernel), with y recomputed.
     a = _relu(_conv_output(z_ptr, b_ptr, at, c, mask, channels, HAS_BIAS, COMPUTE))
     d = k + alpha_n * _window(a * a, c, channels, BLOCK_C)
     scale = tl.exp(-beta * tl.log(d))
@@ -50,7 +50,7 @@ def relu_lrn_pool_backward(grad: torch.Tensor, z: torch.Tensor, argmax: torch.Te
                            beta: float, k: float, bias: torch.Tensor | None = None, tile: int | None = None,
                            num_warps: int = 4) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dL/dz, dL/dbias or None without a bias) of max_pool(LRN(relu(z + bias))) for channels-last z, from the
-    gradient at the pooled maps (any layout) and the pool's int8 argmax (pool_kernels.max_pool_forward's)."""
+    gradient at the pooled maps (any layout) and the pool's int8 argmax (pool.max_pool_forward's)."""
     if memory_format_of(z) != torch.channels_last:
         raise ValueError("the fused ReLU + LRN + max-pool backward needs channels-last maps: run the LRN and the "
                          "pool apart for contiguous ones.")

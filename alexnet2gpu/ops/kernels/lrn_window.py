@@ -8,7 +8,7 @@ and the tile starts at a tower's first channel, so these are aligned vector load
 tower's channels are then formed in registers: the neighbours at channel shifts -2 .. 2 come from `tl.gather`
 along the channel axis, with clamped indices and a mask at the tower's edges, which are the tile's edges
 (BLOCK_C = C rounded up to a power of two). A second form, the window sum as a product with a 0/1 band matrix
-on tensor cores, was slower on an H100 at both layers and was dropped (docs/BENCHMARKS.md).
+on tensor cores, was slower on an H100 at both layers and was dropped (docs/benchmarks.md).
 
 The formulas are lrn_kernels' (forward: d_i = k + alpha/n sum_win a_j^2, y_i = a_i d_i^-beta; backward:
 dz_i = [z_i > 0] (g_i d_i^-beta - 2 beta alpha/n a_i sum_win g_j y_j / d_j)), with the window clipped at each
