@@ -87,6 +87,7 @@ def write_test_files(tmp: Path, images: int) -> tuple[Path, list, list]:
     """(the data folder, its training samples, their bytes as uint8 tensors): `images` photo-like JPEGs written
     into class folders under `tmp`, and the odd files in tmp/odd."""
     import torch
+
     from alexnet2gpu.data.folders import open_folders
     root = tmp / "data"
     say(f"writing {images} photo-like 256x256 JPEGs (quality 90) in {root}")

@@ -22,8 +22,8 @@ def _decode_in_process(paths, batch, device, repeats, barrier, results) -> None:
     try:
         import torch
 
-        from alexnet2gpu.distributed.device import synchronize
         from alexnet2gpu.data.gpu.decode import decode_on_device
+        from alexnet2gpu.distributed.device import synchronize
         files = [torch.from_numpy(np.fromfile(p, dtype=np.uint8)) for p in paths]
         chunks = [files[s:s + batch] for s in range(0, len(files), batch)]
         device = torch.device(device)

@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from alexnet2gpu.data.prepare.prepare import prepare  # noqa: E402
-from alexnet2gpu.data.prepare.measure import SOURCE_QUALITY, photo_like  # noqa: E402
 from check_common import CLASSES, generate, link_copies  # noqa: E402  (a sibling in tools/)
 
+from alexnet2gpu.data.prepare.measure import SOURCE_QUALITY, photo_like  # noqa: E402
+from alexnet2gpu.data.prepare.prepare import prepare  # noqa: E402
 
 PROGRESS = re.compile(r"\| ([\d.]+) img/s \| data wait (\d+) %")
 

@@ -70,6 +70,7 @@ def crop_maths_difference(batch, device) -> int:
     """decode_images' crops against data/folders.py's own slicing of the same decoded pixels: 0 when the device's
     indexing cuts exactly the CPU path's windows and flips."""
     import torch
+
     from alexnet2gpu.data.gpu import decode as gpu_decode
     full = torch.stack([gpu_decode.to_256(im) for im in gpu_decode.decode_files(batch.files(), device, 3)])
     on_device = gpu_decode.crop_batch(full, batch.crop_flip, "train", 224).cpu()
@@ -135,8 +136,8 @@ def pipeline_rate(root: Path, batch: int, device, decode: str, workers: int, bat
 def parse_shares(text: str) -> list:
     """--shares: comma-separated --cpu-decode-share values; 0 comes first whether listed or not (the all-GPU
     baseline)."""
-    from alexnet2gpu.errors import TrainError
     from alexnet2gpu.data.gpu.decode import resolve_cpu_share
+    from alexnet2gpu.errors import TrainError
     shares = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         try:
@@ -169,6 +170,7 @@ def share_sweep(root: Path, batch: int, device, workers: int, batches: int, shar
 
 def check(args, started: float) -> str:
     import torch
+
     from alexnet2gpu.data.folders import default_workers
     from alexnet2gpu.data.gpu.decode import decode_encoded, decode_images, decode_on_device
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 
 from alexnet2gpu.data.batch import Batch
-from alexnet2gpu.data.folders import IMAGENET_MEAN, CorruptLog
-from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS, GraphedStep
 from alexnet2gpu.data.device_input import InputSpec
-from alexnet2gpu.train.engine import train_one_epoch
+from alexnet2gpu.data.folders import IMAGENET_MEAN, CorruptLog
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS, GraphedStep
+from alexnet2gpu.train.engine import train_one_epoch
 from alexnet2gpu.train.optim import make_optimizer
+
 from .measure import INPUT_SIZE
 
 ROW = "train-loop"

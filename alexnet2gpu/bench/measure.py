@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from alexnet2gpu.train.cuda_graphs import GraphedStep
 from alexnet2gpu.distributed.device import autocast, synchronize
-from alexnet2gpu.train.engine import train_step
 from alexnet2gpu.model.layers import LAYERS, multiply_adds
+from alexnet2gpu.train.cuda_graphs import GraphedStep
+from alexnet2gpu.train.engine import train_step
 from alexnet2gpu.train.optim import make_optimizer
 
 INPUT_SIZE = 224

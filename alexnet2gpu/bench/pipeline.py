@@ -12,13 +12,13 @@ import time
 
 import torch
 
+from alexnet2gpu.data.device_input import InputSpec
 from alexnet2gpu.data.folders import (IMAGENET_MEAN, EpochSampler, FolderDataset, default_workers, make_loader,
                                       open_folders)
-from alexnet2gpu.data.gpu.loader import DecodedLoader
-from alexnet2gpu.distributed.device import synchronize
-from alexnet2gpu.data.device_input import InputSpec
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
+from alexnet2gpu.data.gpu.loader import DecodedLoader
 from alexnet2gpu.data.synthetic import ensure_synthetic
+from alexnet2gpu.distributed.device import synchronize
 
 ROW = "input-pipeline"
 GPU_ROW = "input-pipeline-gpu"

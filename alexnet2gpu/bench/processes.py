@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .allocator import keep_freed_memory
-from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.distributed.world import setup, teardown
-from .measure import PeakMemory, allreduce_bytes, process_peak_bytes, make_infer_step, make_train_step, median, parameter_count
-from .measure import synthetic_batch, time_steps
+from alexnet2gpu.model.layouts import build_model
+
+from .allocator import keep_freed_memory
+from .measure import (PeakMemory, allreduce_bytes, make_infer_step, make_train_step, median, parameter_count,
+                      process_peak_bytes, synthetic_batch, time_steps)
 
 KINDS = ("tower-parallel", "data-parallel")
 PROCESSES = 2

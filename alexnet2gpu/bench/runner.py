@@ -13,18 +13,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .allocator import keep_freed_memory
-from alexnet2gpu.distributed.device import AMP_DTYPES, check_device
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
+from alexnet2gpu.distributed.device import AMP_DTYPES, check_device
 from alexnet2gpu.distributed.world import first_line
-from .measure import PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops
-from .measure import synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus
-from .loop import GRAPHS_ROW as LOOP_GRAPHS_ROW
-from .loop import ROW as LOOP_ROW
-from .loop import measure_train_loop, reference_variant
-from .pipeline import GPU_ROW as PIPELINE_GPU_ROW
-from .pipeline import ROW as PIPELINE_ROW
-from .pipeline import measure_input_pipeline
+
+from .allocator import keep_freed_memory
+from .loop import GRAPHS_ROW as LOOP_GRAPHS_ROW, ROW as LOOP_ROW, measure_train_loop, reference_variant
+from .measure import (PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops,
+                      synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus)
+from .pipeline import GPU_ROW as PIPELINE_GPU_ROW, ROW as PIPELINE_ROW, measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import VARIANTS, available, build_variant, variant_multiply_adds
 

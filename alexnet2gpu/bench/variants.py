@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS
+
 from .measure import alexnet_multiply_adds, count_multiply_adds
 
 

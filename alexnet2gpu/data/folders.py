@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .batch import DecodedImage, EncodedImage, Unreadable, collate
 from alexnet2gpu.errors import TrainError
+
+from .batch import DecodedImage, EncodedImage, Unreadable, collate
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center, to_grey, to_rgb, why_unreadable
 from .walk import walk_files
 

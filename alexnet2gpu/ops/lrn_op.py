@@ -17,8 +17,6 @@ import torch
 
 from .maps import dense
 
-
-
 # Looked up once, at import: torch.compile (torch 2.11) cannot trace importlib's lookup, and a call per LRN
 # split every compiled graph at each LRN.
 TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None

@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from .lrn import runs_triton
 from .kernels.sizes import WINDOW
+from .lrn import runs_triton
 from .lrn_op import _kernels as _lrn_kernels, _vector
 from .maps import dense, memory_format_of
 from .pool import _kernels as _pool_kernels, uses_triton

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 
 from alexnet2gpu.data.folders import PCA_NOISE
-from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
+from alexnet2gpu.errors import TrainError
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
 

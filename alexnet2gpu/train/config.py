@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 
 
-
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 

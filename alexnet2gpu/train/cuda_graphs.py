@@ -28,9 +28,9 @@ import contextlib
 
 import torch
 
+from alexnet2gpu.distributed.world import first_line
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.stack import StackOptions
-from alexnet2gpu.distributed.world import first_line
 
 WARMUP_STEPS = 3  # eager steps before the capture, as in PyTorch's own examples of whole-network capture
 # How a model that runs under a graph is built: conv2, conv4 and conv5 per tower on dense maps ("towers"). That

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config
 from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, Splits, close_loader, dataset_mean,
                                       make_loader, open_folders)
-from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.distributed.world import Context
+from alexnet2gpu.errors import TrainError
+
+from .config import Config
 
 
 @dataclass

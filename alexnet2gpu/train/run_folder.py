@@ -7,9 +7,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from alexnet2gpu.weights import checkpoint as ckpt
-from .config import Config
 from alexnet2gpu.errors import TrainError
+from alexnet2gpu.weights import checkpoint as ckpt
+
+from .config import Config
 from .report import save_conv1_kernels, save_curves, write_metrics
 from .runlock import RunFolderLock, claim_run_folder
 

@@ -9,24 +9,25 @@ from pathlib import Path
 
 import torch
 
-from alexnet2gpu.weights import checkpoint as ckpt
-from alexnet2gpu.distributed import world
-from .config import Config, resume_config
-from .checks import check_classes, check_config, same_folder
-from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
-from alexnet2gpu.data.folders import CorruptLog
-from alexnet2gpu.distributed.device import check_device, default_device_type
 from alexnet2gpu.data.device_input import InputSpec
-from alexnet2gpu.errors import TrainError
+from alexnet2gpu.data.folders import CorruptLog
 from alexnet2gpu.data.gpu.decode import resolve_decode
+from alexnet2gpu.distributed import world
+from alexnet2gpu.distributed.device import check_device, default_device_type
+from alexnet2gpu.distributed.world import Context, Printer
+from alexnet2gpu.errors import TrainError
+from alexnet2gpu.model.layers import TOWERS, canonical_shapes
 from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_process_layout
 from alexnet2gpu.model.stack import StackOptions
-from alexnet2gpu.model.layers import TOWERS, canonical_shapes
-from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
-from .loaders import RunData, open_data
-from .run_folder import new_run_dir
+from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.weights.io import Weights, initial_weights, load_weights
-from alexnet2gpu.distributed.world import Context, Printer
+
+from .checks import check_classes, check_config, same_folder
+from .config import Config, resume_config
+from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
+from .loaders import RunData, open_data
+from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
+from .run_folder import new_run_dir
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
 

@@ -11,21 +11,22 @@ from dataclasses import asdict, fields
 
 import torch
 
-from alexnet2gpu.distributed import world
-from .batch_log import StepLog
-from .config import EVALUATION, PLACEMENT, Config
-from .checks import check_classes
-from alexnet2gpu.data.gpu.loader import DecodedLoader, decode_thread_note
-from .engine import NonFiniteLoss, evaluate, train_one_epoch
-from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
+from alexnet2gpu.data.gpu.loader import DecodedLoader, decode_thread_note
+from alexnet2gpu.distributed import world
+from alexnet2gpu.distributed.world import Context, Printer
+from alexnet2gpu.errors import TrainError
+from alexnet2gpu.weights.io import load_weights
+
+from .batch_log import StepLog
+from .checks import check_classes
+from .config import EVALUATION, PLACEMENT, Config
+from .engine import NonFiniteLoss, evaluate, train_one_epoch
+from .loaders import Loaders, run_loaders
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
-from .loaders import Loaders, run_loaders
 from .run_folder import claim_run_dir, write_epoch
 from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
-from alexnet2gpu.weights.io import load_weights
-from alexnet2gpu.distributed.world import Context, Printer
 
 
 class Run:

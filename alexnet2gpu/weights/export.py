@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from alexnet2gpu.errors import TrainError
-from .hub import load_network
 from alexnet2gpu.model.stack import StackOptions
+
+from .hub import load_network
 from .io import SAFETENSORS, Weights, load_weights, save_safetensors
 
 FORMATS = (SAFETENSORS, ".onnx", ".pt2")

@@ -12,6 +12,7 @@ from torch import nn
 
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
+
 from .io import Weights, load_weights
 
 HUB_LAYOUTS = ("merged", "two-device")  # tower-parallel needs one process per tower (torchrun): not a hub model

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layers import FC8, check_state_dict
 from alexnet2gpu.optional import require
+
+from . import checkpoint as ckpt
 
 SAFETENSORS = ".safetensors"
 WEIGHTS_FORMAT = "alexnet2gpu-weights-v1"

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from alexnet2gpu.data.folders import EpochSampler, FolderDataset, make_loader
 from alexnet2gpu.data.device_input import InputSpec, crop_probabilities
-from alexnet2gpu.errors import TrainError
-from .hub import load_network
+from alexnet2gpu.data.folders import EpochSampler, FolderDataset, make_loader
 from alexnet2gpu.data.imaging import IMAGE_EXTENSIONS
+from alexnet2gpu.errors import TrainError
+
+from .hub import load_network
 from .io import load_weights
 
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # "n01440764 tench, Tinca tinca" per line

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from alexnet2gpu.bench import report, runner
-from alexnet2gpu.bench.measure import alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops
-from alexnet2gpu.bench.measure import tower_exchange_bytes
+from alexnet2gpu.bench.measure import (alexnet_multiply_adds, allreduce_bytes, count_multiply_adds, step_flops,
+                                       tower_exchange_bytes)
 from alexnet2gpu.bench.variants import VARIANTS, available, build_variant
 from alexnet2gpu.cli import bench
-from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.data.synthetic import ensure_synthetic
+from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
-from tests.helpers.child_env import child_env
 from tests.helpers import ROOT
+from tests.helpers.child_env import child_env
 
 KEYS = {"variant", "mode", "device", "batch_size", "images_per_s", "ms_per_step", "gflops", "peak_fraction",
         "processes", "threads", "peak_memory_mb", "exchange_mb"}

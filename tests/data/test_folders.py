@@ -10,14 +10,13 @@ from PIL import Image
 
 from alexnet2gpu.data import folders as data
 from alexnet2gpu.data.batch import Batch
+from alexnet2gpu.data.device_input import InputSpec, to_model_input
 from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, augmentation, collate, dataset_mean,
                                       load_image, open_folders, ten_crops)
-from alexnet2gpu.data.device_input import to_model_input
-from alexnet2gpu.data.device_input import InputSpec
-from alexnet2gpu.train.engine import evaluate
-from alexnet2gpu.errors import TrainError
 from alexnet2gpu.data.prepare.plan import class_pairs
 from alexnet2gpu.data.synthetic import ensure_synthetic, make_image
+from alexnet2gpu.errors import TrainError
+from alexnet2gpu.train.engine import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 
 from alexnet2gpu.data import folders as data
-from alexnet2gpu.data.gpu import decode as gpu_decode
-from alexnet2gpu.data.prepare import prepare
-from alexnet2gpu.data.folders import CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
-from alexnet2gpu.data.gpu.loader import DecodedLoader
 from alexnet2gpu.data.device_input import InputSpec
-from alexnet2gpu.train.engine import evaluate, train_one_epoch
-from alexnet2gpu.errors import TrainError
+from alexnet2gpu.data.folders import CorruptLog, EpochSampler, FolderDataset, collate, load_image, make_loader
+from alexnet2gpu.data.gpu import decode as gpu_decode
 from alexnet2gpu.data.gpu.decode import decode_batch, decode_encoded, decode_images, resolve_decode
-from tests.helpers.child_env import child_env
+from alexnet2gpu.data.gpu.loader import DecodedLoader
+from alexnet2gpu.data.prepare import prepare
+from alexnet2gpu.errors import TrainError
+from alexnet2gpu.train.engine import evaluate, train_one_epoch
 from tests.helpers import ROOT
+from tests.helpers.child_env import child_env
 
 CPU = torch.device("cpu")
 
@@ -382,10 +382,10 @@ def test_the_auto_share_balances_the_decode_rates_and_spreads_evenly():
 
 def test_cpu_decode_share_is_a_train_py_and_bench_flag(tmp_path, capsys):
     from alexnet2gpu.cli import bench, train
+    from alexnet2gpu.distributed.world import Context
     from alexnet2gpu.train.config import Config
     from alexnet2gpu.train.loaders import run_loaders
     from alexnet2gpu.train.trainer import Run
-    from alexnet2gpu.distributed.world import Context
     code = train.main(["--data", str(tmp_path), "--cpu-decode-share", "most", "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("train.py: error: --cpu-decode-share 'most': pass auto") and err.count("\n") == 1

@@ -115,10 +115,10 @@ def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
     The loader's workers persist between passes, so a new pass of the same DecodedLoader must not start
     beside that thread: it waits for it, and says so in one sentence when it does not end; the crop thread
     after it stops with it."""
-    from alexnet2gpu.data.gpu import loader as decoded_loader
     from alexnet2gpu.data import prefetch
-    from alexnet2gpu.errors import TrainError
+    from alexnet2gpu.data.gpu import loader as decoded_loader
     from alexnet2gpu.data.gpu.loader import DecodedLoader
+    from alexnet2gpu.errors import TrainError
     monkeypatch.setattr(prefetch, "JOIN_SECONDS", 0.2)
     monkeypatch.setattr(decoded_loader, "JOIN_SECONDS", 0.2)
     release = threading.Event()

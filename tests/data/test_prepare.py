@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet2gpu.data.prepare import prepare as prep
 from alexnet2gpu.data.folders import load_image
 from alexnet2gpu.data.imaging import resize_center, to_rgb
-from alexnet2gpu.data.prepare.prepare import ERRORS, MARKER, TMP_SUFFIX, main, prepare, prepared_info
+from alexnet2gpu.data.prepare import prepare as prep
 from alexnet2gpu.data.prepare.measure import photo_like, psnr
 from alexnet2gpu.data.prepare.plan import output_names
+from alexnet2gpu.data.prepare.prepare import ERRORS, MARKER, TMP_SUFFIX, main, prepare, prepared_info
 from alexnet2gpu.data.prepare.val_labels import read_val_labels
 from tests.helpers.child_env import child_env
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexnet2gpu.distributed.comm import broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower
-from alexnet2gpu.distributed.comm import share_from_first_tower
+from alexnet2gpu.distributed.comm import (broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower,
+                                          share_from_first_tower)
 from tests.helpers.worlds import run_world, values
 
 SHAPE = (2, 3, 4, 4)  # N x C x H x W per tower

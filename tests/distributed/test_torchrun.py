@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.helpers.worlds import ROOT
 from tests.helpers.child_env import child_env
+from tests.helpers.worlds import ROOT
 
 
 @pytest.mark.slow

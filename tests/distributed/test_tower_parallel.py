@@ -22,8 +22,8 @@ from alexnet2gpu.distributed import world
 from alexnet2gpu.model.layouts import build_model, resolve_layout
 from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.tower_parallel import TowerParallelAlexNet
-from tests.helpers.worlds import run_world, values
 from tests.helpers.parity import assert_near
+from tests.helpers.worlds import run_world, values
 
 CLASSES, BATCH, STEPS, SEED = 10, 4, 3, 0
 SGD = dict(lr=0.001, momentum=0.9, weight_decay=5e-4)  # the paper's 0.01 diverges on random images

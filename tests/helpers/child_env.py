@@ -4,8 +4,8 @@ reaches the child too."""
 from __future__ import annotations
 
 import os
-from . import ROOT
 
+from . import ROOT
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 
-from alexnet2gpu.train import engine
 from alexnet2gpu.cli.train import main
+from alexnet2gpu.train import engine
 
 
 def kill_at(rank_step: str):

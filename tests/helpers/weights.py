@@ -4,11 +4,10 @@ from pathlib import Path
 
 import torch
 
-from alexnet2gpu.weights import checkpoint as ckpt
+from alexnet2gpu import AlexNet
 from alexnet2gpu.cli import train  # noqa: F401 (the tests call train.main)
 from alexnet2gpu.train.config import Config
-from alexnet2gpu import AlexNet
-
+from alexnet2gpu.weights import checkpoint as ckpt
 
 
 def write_untrained_checkpoint(run_dir: Path, num_classes: int = 10, in_channels: int = 3, seed: int = 1,

@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
 from . import ROOT
 
 WORLD_TIMEOUT_S = 180  # a world that has not finished by then is hung: the test fails instead of CI

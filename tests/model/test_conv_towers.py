@@ -6,8 +6,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from alexnet2gpu import AlexNet, canonical_shapes
-from alexnet2gpu.ops import conv
 from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.ops import conv
 from tests.helpers.parity import assert_near
 
 LAYOUTS = [torch.channels_last, torch.contiguous_format]

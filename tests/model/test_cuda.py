@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
+from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.ops.lrn_op import relu_lrn
 from alexnet2gpu.train.cuda_graphs import GRAPH_OPTIONS
 from alexnet2gpu.train.engine import FiniteGuard, NonFiniteLoss, train_step
-from alexnet2gpu.ops.lrn_op import relu_lrn
-from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.train.optim import make_optimizer
-from tests.helpers.parity import relative_error
 from tests.helpers.child_env import child_env
+from tests.helpers.parity import relative_error
 
 pytestmark = pytest.mark.cuda
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, canonical_shapes
+from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.stack import StackOptions, conv1_input
 
 

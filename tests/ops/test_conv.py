@@ -67,8 +67,8 @@ def test_space_to_depth_blocks_take_autocasts_dtype_in_their_one_pass():
 
 def test_the_network_with_space_to_depth_conv1_has_the_direct_ones_logits_and_gradients():
     from alexnet2gpu import AlexNet
-    from tests.helpers.parity import assert_near
     from alexnet2gpu.model.stack import StackOptions
+    from tests.helpers.parity import assert_near
     torch.manual_seed(0)
     weights = AlexNet(num_classes=10).state_dict()
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64) * 60

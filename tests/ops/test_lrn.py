@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 from alexnet2gpu.ops import lrn
 from alexnet2gpu.ops.lrn import local_response_norm, lrn_reference
-from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 PAPER = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
 STRONG = (5, 0.5, 0.75, 2.0)  # a large alpha so the window's effect is far above rounding

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet2gpu.ops.kernels import lrn as lrn_kernels, pool as pool_kernels
-from alexnet2gpu.ops import pool as pool_op
-from alexnet2gpu.ops.lrn import lrn_reference
-from alexnet2gpu.ops.kernels.lrn_pool import relu_lrn_pool_backward
-from alexnet2gpu.ops.lrn_pool import fuses, relu_lrn_max_pool, relu_lrn_max_pool_op
 from alexnet2gpu.model.layers import LRN_SIZE
+from alexnet2gpu.ops import pool as pool_op
+from alexnet2gpu.ops.kernels import lrn as lrn_kernels, pool as pool_kernels
+from alexnet2gpu.ops.kernels.lrn_pool import relu_lrn_pool_backward
+from alexnet2gpu.ops.lrn import lrn_reference
+from alexnet2gpu.ops.lrn_pool import fuses, relu_lrn_max_pool, relu_lrn_max_pool_op
 from tests.helpers.parity import assert_compiles_whole, relative_error
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

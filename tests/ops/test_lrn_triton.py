@@ -7,9 +7,9 @@ window or tower edge (edge channels differ), a wrong closed-form backward, or a 
 import pytest
 import torch
 
+from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 from alexnet2gpu.ops.lrn import lrn_reference, relu_local_response_norm
 from alexnet2gpu.ops.lrn_op import relu_lrn
-from alexnet2gpu.model.layers import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 from tests.helpers.parity import assert_compiles_whole, relative_error
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

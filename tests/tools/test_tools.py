@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from tests.helpers.child_env import child_env
-from tests.helpers import ROOT
 
+from tests.helpers import ROOT
+from tests.helpers.child_env import child_env
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path of the tools")

@@ -13,9 +13,9 @@ import torch
 from alexnet2gpu.train import batch_log
 from alexnet2gpu.train.batch_log import StepLog
 from tests.helpers import ROOT
-from tests.helpers.weights import train
 from tests.helpers.child_env import child_env
 from tests.helpers.runs import tiny_data
+from tests.helpers.weights import train
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d step (\d+) \| epoch (\d+)/(\d+) (\d+) % \((\d+)/(\d+)\) \| loss [\d.]+ \| lr [\d.e-]+ \| "
                   r"[\d.]+ img/s \| data wait \d+ %$")

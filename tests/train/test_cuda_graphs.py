@@ -15,14 +15,13 @@ import pytest
 import torch
 
 from alexnet2gpu import AlexNet, TwoTowerAlexNet
+from alexnet2gpu.model.stack import StackOptions, TowerStack
 from alexnet2gpu.train import cuda_graphs
 from alexnet2gpu.train.config import Config, resume_config
 from alexnet2gpu.train.cuda_graphs import GraphedStep, check_graphable
 from alexnet2gpu.train.engine import FiniteGuard, NonFiniteLoss, train_step
-from alexnet2gpu.model.stack import StackOptions, TowerStack
 from alexnet2gpu.train.optim import get_lr, make_optimizer, momentum_buffers, set_lr
 from tests.helpers.parity import relative_error
-
 
 
 @pytest.mark.parametrize("layout, devices, message", [

@@ -5,14 +5,14 @@ import multiprocessing.process
 import pytest
 import torch
 
-from alexnet2gpu.train.config import Config
-from alexnet2gpu.data.folders import open_folders
 from alexnet2gpu.data.device_input import InputSpec
+from alexnet2gpu.data.folders import open_folders
 from alexnet2gpu.data.gpu.loader import DecodedLoader
 from alexnet2gpu.data.prefetch import ThreadClock
-from alexnet2gpu.train.loaders import run_loaders
 from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.distributed.world import Context
+from alexnet2gpu.train.config import Config
+from alexnet2gpu.train.loaders import run_loaders
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import io
 import torch
 from PIL import Image
 
-from alexnet2gpu.train.plot import bar_chart, line_chart
 from alexnet2gpu.progress import Progress
+from alexnet2gpu.train.plot import bar_chart, line_chart
 from alexnet2gpu.train.report import COLUMNS, colourfulness, save_conv1_kernels, save_curves, write_metrics
 
 

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet2gpu.weights.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
-from tests.helpers.child_env import child_env
+from alexnet2gpu.weights.checkpoint import load_checkpoint
 from tests.helpers import ROOT
+from tests.helpers.child_env import child_env
 from tests.helpers.runs import TINY, read_metrics, run_main
-
-
 
 
 def test_the_paper_command_line_and_the_demo_defaults():
@@ -34,8 +32,9 @@ def test_the_settings_table_is_plain_data_with_the_worlds_timeout():
     """config.py imports only the standard library (no torch, nothing of the package), and its --dist-timeout
     default is the one world.setup uses when called without one."""
     import ast
-    from alexnet2gpu.train import config
+
     from alexnet2gpu.distributed import world
+    from alexnet2gpu.train import config
     tree = ast.parse(Path(config.__file__).read_text())
     imported = {n.module if isinstance(n, ast.ImportFrom) else a.name for n in ast.walk(tree)
                 if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from alexnet2gpu.train.runlock import LOCK_FILE, claim_run_folder
 from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.weights.checkpoint import load_checkpoint
-from alexnet2gpu.train.runlock import LOCK_FILE, claim_run_folder
-
 from tests.helpers import ROOT
 from tests.helpers.runs import TINY, read_metrics, run_main, tiny_data
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet2gpu.weights.checkpoint import load_checkpoint
 from alexnet2gpu.cli import train
 from alexnet2gpu.data.folders import open_folders
-from alexnet2gpu.distributed.world import Context
 from alexnet2gpu.data.synthetic import ensure_synthetic
+from alexnet2gpu.distributed.world import Context
 from alexnet2gpu.train.config import Config, resume_config
 from alexnet2gpu.train.loaders import run_loaders
-from tests.helpers.parity import assert_near
-from tests.helpers.child_env import child_env
+from alexnet2gpu.weights.checkpoint import load_checkpoint
 from tests.helpers import ROOT
+from tests.helpers.child_env import child_env
+from tests.helpers.parity import assert_near
 
 TINY = ["--device", "cpu", "--num-classes", "2", "--train-per-class", "2", "--val-per-class", "1", "--workers", "0", "--dropout", "0",
         "--init", "caffe", "--dist-timeout", "60"]

@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layouts.merged import AlexNet
-from alexnet2gpu.train.optim import load_momentum_buffers, make_optimizer, momentum_buffers
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
+from alexnet2gpu.train.optim import load_momentum_buffers, make_optimizer, momentum_buffers
+from alexnet2gpu.weights import checkpoint as ckpt
 
 
 def test_a_failing_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.weights.export import (CHECK_BATCH, PT2_META, TOLERANCE, exportable, main, random_input,
                                         relative_difference)
 from alexnet2gpu.weights.hub import load_network
-from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.weights.io import load_weights
 from tests.helpers.weights import write_untrained_checkpoint
 

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from alexnet2gpu.weights.predict import class_names, main, read_synsets
 from alexnet2gpu.data.synthetic import ensure_synthetic, make_image
 from alexnet2gpu.weights.io import load_weights, save_safetensors
+from alexnet2gpu.weights.predict import class_names, main, read_synsets
 from tests.helpers.weights import train
 
 

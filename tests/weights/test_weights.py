@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from alexnet2gpu.errors import TrainError
 from alexnet2gpu import AlexNet
+from alexnet2gpu.errors import TrainError
 from alexnet2gpu.weights.io import Weights, initial_weights, load_weights, save_safetensors
 from tests.helpers import ROOT
 from tests.helpers.weights import train, write_untrained_checkpoint
@@ -99,8 +99,8 @@ def test_fine_tune_ten_classes_to_three(checkpoint10, tiny3, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"fine-tuning from {checkpoint10}" in out and "fc8, which is drawn afresh for 3 classes" in out
-    from alexnet2gpu.weights.checkpoint import load_checkpoint
     from alexnet2gpu.distributed.world import seed_all
+    from alexnet2gpu.weights.checkpoint import load_checkpoint
     state = load_checkpoint(tmp_path / "ft")
     assert (state["epoch"], state["step"], len(state["metrics"])) == (1, 1, 1)
     source = load_weights(checkpoint10).model

@@ -43,10 +43,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..batch import Batch
-from ..prepare.prepare import is_prepared
 from alexnet2gpu.errors import TrainError
+
+from ..batch import Batch
 from ..imaging import RESIZE
+from ..prepare.prepare import is_prepared
 
 READ_MODES = {1: "GRAY", 3: "RGB"}  # torchvision.io.ImageReadMode names by channel count
 CROP_MODES = ("train", "center", "ten")

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from alexnet2gpu.errors import TrainError
+
 from ..prefetch import JOIN_SECONDS, ThreadClock, made_ahead
 
 

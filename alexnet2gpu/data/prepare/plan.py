@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnet2gpu.errors import PrepareError
+
 from ..imaging import IMAGE_EXTENSIONS
-from .val_labels import find_labels_file, read_val_labels
 from ..walk import walk_files
+from .val_labels import find_labels_file, read_val_labels
 
 SPLITS = ("train", "val")
 JPEG_EXTENSIONS = (".jpeg", ".jpg", ".jpe")

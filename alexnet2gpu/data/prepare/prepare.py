@@ -29,9 +29,10 @@ from pathlib import Path
 from PIL import Image
 
 from alexnet2gpu.errors import PrepareError, PrepareFailed
+from alexnet2gpu.progress import Progress, format_seconds
+
 from ..imaging import RESIZE, resize_center, to_rgb, why_unreadable
 from .plan import Job, Plan, plan_jobs
-from alexnet2gpu.progress import Progress, format_seconds
 
 FORMAT = "alexnet2gpu-prepared-v1"
 MARKER = "alexnet2gpu_prepared.json"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alexnet2gpu.errors import PrepareError
+
 from ..imaging import IMAGE_EXTENSIONS
 
 DEFAULT_FILES = ("LOC_val_solution.csv", "val_labels.txt")  # looked for in SRC when --val-labels is not given

@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from alexnet2gpu.distributed.device import check_device
-from ..stack import StackOptions
 
+from ..stack import StackOptions
 from .merged import AlexNet
 from .tower_parallel import TowerParallelAlexNet
 from .two_device import TwoTowerAlexNet

@@ -12,9 +12,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from alexnet2gpu.distributed.device import check_device
 from alexnet2gpu.distributed.comm import (broadcast_from_first, gather_from_towers, gather_rows, gather_to_first_tower,
                                           share_from_first_tower)
+from alexnet2gpu.distributed.device import check_device
+
 from ..layers import FC8, LAYERS, TOWERS, canonical_shapes, check_input
 from ..stack import StackOptions, TowerStack
 from .base import Layout

@@ -11,6 +11,7 @@ from torch import nn
 
 from alexnet2gpu.distributed.comm import gather_local
 from alexnet2gpu.distributed.device import check_device
+
 from ..layers import FC8, LAYERS, TOWERS, check_input
 from ..stack import StackOptions, TowerStack
 from .base import Layout

@@ -27,10 +27,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..maps import memory_format_of, plus_bias
 from .grid import accumulator_dtype, cdiv, compute_type, next_power_of_2
 from .lrn_window import WINDOW_FORMS, relu_lrn_backward_window, relu_lrn_forward_window
 from .sizes import WINDOW
-from ..maps import memory_format_of, plus_bias
 
 SIZE = WINDOW  # the only window these kernels take (paper §3.3: n = 5)
 # Elements per program, chosen by tools/lrn_microbench.py on an H100 (docs/benchmarks.md); 4 warps. The tile

@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .lrn_window import _conv_output, _launch, _relu, _row_tile, _store_input_grad, _window, bias_grad, bias_parts
 from ..maps import memory_format_of
+from .lrn_window import _conv_output, _launch, _relu, _row_tile, _store_input_grad, _window, bias_grad, bias_parts
 from .pool import gathered_grad, pooled_shape
 
 TILE = 1024  # elements per program, as the LRN's gather form (lrn.WINDOW_TILE); 4 warps

@@ -28,8 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .grid import cdiv, compute_type, next_power_of_2
 from ..maps import memory_format_of
+from .grid import cdiv, compute_type, next_power_of_2
 from .sizes import FLOATS, POOL_KERNEL as KERNEL, POOL_STRIDE as STRIDE  # the only pool they compute
 
 # Elements per program and warps; tools/pool_microbench.py times the alternatives on a GPU.
