@@ -1,27 +1,15 @@
 #!/bin/bash
-# The whole GPU check in one run, for a CUDA machine with one GPU (the two-device layout then puts both towers
-# on cuda:0): bench.py's GPU rows, the CUDA tests, the LRN and max-pool kernels alone, a profile of a training
-# step, the GPU data path, the tests that start processes. A summary is printed last and kept in
-# $OUT/summary.txt with the bench json; all logs go to $OUT/gpu_check_logs.tgz, refreshed at every stage so a
-# run stopped early still returns what it measured ($OUT defaults to /tmp/gpu_check).
-#   bash tools/gpu_check.sh            # from the repository root; every stage, about 12 minutes on an H100
-#   STAGES="lrn suite" bash tools/gpu_check.sh   # some stages, run in the order named: bench compile cuda-tests
-#                                                 # suite e2e lrn conv pool profile decode
-#   E2E_ARGS=--cuda-graphs ROWS=merged-bf16,merged-bf16-graphs ...   # what else the stages take (see below)
-# Within a 10-minute call, run it as two. On an H200 (2026-11-27) bench with 18 rows took 74 s, the CUDA tests
-# 170 s, three profiles 57 s, e2e with 3 epochs 120 s, the nvimgcodec check 29 s; the machine's start is about
-# 30 s more. Next, within one session's 15 minutes: first what changed since (the two decoding threads;
-# profile_step's host time by phase, op and device wait; host time per convolution form) with the data path end
-# to end, about 8 minutes; then the whole test suite with CUDA visible and the convolutions alone, about 5 (the
-# compile rows, unmeasured on an H200, if time is left). Run `bash tools/stage_gpu_extras.sh` here first and
-# give both device calls carry=[".gpu_extras"]: the nvimgcodec stage needs it, and with its pytest-xdist the
-# test stages run 8 files at a time (the whole suite took 8 minutes on 2 CPU cores that way):
-#   STAGES="profile e2e decode bench lrn" LRN_ARGS=--quick PROFILE_ROWS="merged-bf16 torchvision-bf16 merged-bf16-towers" \
-#     ROWS=merged-bf16,merged-bf16-direct,merged-bf16-split,merged-bf16-towers,merged-bf16-aten-pool,torchvision-bf16,merged-bf16-towers-graphs,torchvision-bf16-graphs,train-loop,train-loop-graphs \
-#     E2E_ARGS="--cuda-graphs --steps 450 --images 38400 --epoch-copies 3" \
-#     E2E_ARGS2="--cuda-graphs --decode cpu --steps 450 --images 38400 --epoch-copies 3" bash tools/gpu_check.sh
-#   STAGES="suite conv" TESTS=tests SUITE_SECONDS=300 CONV_DTYPES=bf16 bash tools/gpu_check.sh
-# Check its syntax on a CPU first: bash -n tools/gpu_check.sh
+# The GPU check: on a CUDA machine with one GPU (the two-device layout then puts both towers on cuda:0), in one
+# run, bench.py's GPU rows, the torch.compile rows, the CUDA tests, the tests that start processes, prepare and
+# train.py end to end, the LRN, convolution and max-pool kernels alone, a profile of a training step and the GPU
+# data path. Each stage's log goes to $OUT (default /tmp/gpu_check) as gpu_check_logs.tgz, refreshed after every
+# stage so a run stopped early keeps what it measured; a summary is printed last and kept in $OUT/summary.txt.
+#   bash tools/gpu_check.sh                          # from the repository root, every stage (about 12 minutes)
+#   STAGES="bench cuda-tests" bash tools/gpu_check.sh   # some stages, in the order named:
+#                                                    # bench compile cuda-tests suite e2e lrn conv pool profile decode
+#   ROWS=merged-bf16,torchvision-bf16 STAGES=bench bash tools/gpu_check.sh   # other rows; see each stage's variables
+# With pytest-xdist importable (tools/stage_gpu_extras.sh unpacks it into .gpu_extras/ for a machine without
+# pip), the test stages run 8 files at a time. Check the script's syntax anywhere: bash -n tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -59,15 +47,15 @@ run_compile() {
 }
 run_cuda-tests() {
   stage "CUDA tests (kernels, parity with the float64 oracle, compiled, CUDA graphs, NaN check)"
-  timeout ${CUDA_TESTS_SECONDS:-240} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${CUDA_TESTS:-tests/test_cuda.py \
-    tests/test_cuda_graphs.py tests/test_conv.py tests/test_lrn_triton.py tests/test_lrn_pool.py tests/test_pool_op.py \
-    tests/test_train_loop.py tests/test_gpu_decode.py} > "$OUT/pytest-cuda.log" 2>&1
+  timeout ${CUDA_TESTS_SECONDS:-240} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${CUDA_TESTS:-tests/ops \
+    tests/model tests/train/test_cuda_graphs.py tests/train/test_train_loop.py tests/data/test_gpu_decode.py} \
+    > "$OUT/pytest-cuda.log" 2>&1
   tail -4 "$OUT/pytest-cuda.log"
 }
 run_suite() {
   stage "the tests that start processes, with CUDA visible (TESTS=tests for the whole suite)"
-  timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/test_train.py \
-    tests/test_train_torchrun.py tests/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
+  timeout -s INT ${SUITE_SECONDS:-70} python3 -m pytest -q -rf -p no:cacheprovider $XDIST ${TESTS:-tests/train/test_train.py \
+    tests/train/test_train_torchrun.py tests/distributed/test_torchrun.py} > "$OUT/pytest-all.log" 2>&1
   tail -6 "$OUT/pytest-all.log"
 }
 run_e2e() {
@@ -86,7 +74,7 @@ run_lrn() {
   timeout 100 python3 tools/lrn_microbench.py ${LRN_ARGS:-} > "$OUT/lrn.txt" 2> "$OUT/lrn.err"
 }
 run_conv() {
-  stage "the five convolutions alone: grouped, split, per-tower dense, torchvision; conv1 as space-to-depth"
+  stage "the five convolutions alone: grouped, per-tower dense, torchvision; conv1 as space-to-depth"
   local dt
   for dt in ${CONV_DTYPES:-bf16 fp32}; do
     timeout 60 python3 tools/conv_microbench.py --dtype $dt >> "$OUT/conv.txt" 2>> "$OUT/conv.err"
