@@ -7,13 +7,13 @@ Writes DIR/profile-ROW.txt (the table) and prints it. Needs a CUDA device; `--de
 alone (a check of the tool: on a CPU the host does all the work).
 
 Host time: each step is called after a synchronisation and timed until the call returns, before the device
-has finished. An eager step whose host time exceeds its device time leaves the GPU waiting between kernels,
+has finished. An eager step whose host time exceeds its GPU time leaves the GPU waiting between kernels,
 and then a CUDA graph or fewer launches pay where faster kernels would not. To find which host work to cut:
 - phases: the forward, the loss with the backward, and the optimiser step, each timed on the host;
 - host ops: torch.profiler's own host time of each ATen op and CUDA runtime call (a convolution's cuDNN
   set-up, a Triton launch's driver call), and what is left for Python around them;
 - device waits: calls in the step that wait for the device (CUDA's sync debug mode), which would make its
-  host time include device time.
+  host time include GPU time.
 """
 from __future__ import annotations
 
