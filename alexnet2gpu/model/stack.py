@@ -47,14 +47,14 @@ class StackOptions:
     the measurements behind the defaults: docs/kernels.md.
 
     conv1: "direct", the one 11x11 stride-4 convolution; "space-to-depth", the same convolution as a 3x3 one
-      over 4x4 pixel blocks (conv.py); "auto": space-to-depth on CUDA, direct elsewhere.
+      over 4x4 pixel blocks (ops/conv.py); "auto": space-to-depth on CUDA, direct elsewhere.
     convs: how conv2, conv4 and conv5 (each tower on its own maps) run with both towers in one stack:
       "grouped", one grouped convolution; "towers", one ungrouped convolution per tower on that tower's maps
       as a dense tensor of its own, cut once after conv1's and conv3's blocks and joined again where the towers
       meet (what train.py --cuda-graphs builds: it wins inside a graph and loses eagerly).
     lrn: "auto", the fused Triton ReLU + LRN kernels on CUDA and the chunked LRN elsewhere; "triton" or
       "chunked" forced (the CPU tests interpret the Triton kernels); "formula", the formula in plain tensor
-      operations, which exporters and compilers read (lrn.py).
+      operations, which exporters and compilers read (ops/lrn.py).
     """
 
     conv1: str = "auto"
