@@ -25,7 +25,7 @@ from alexnet2gpu.errors import TrainError
 
 from .batch import DecodedImage, EncodedImage, Unreadable, collate
 from .imaging import IMAGE_EXTENSIONS, RESIZE, resize_center, to_grey, to_rgb, why_unreadable
-from .walk import walk_files
+from .walk import SharedFiles, class_folders, no_images, walk_classes
 
 MEAN_FILE = "alexnet2gpu_mean.json"
 DECODE_MODES = ("cpu", "gpu")
@@ -64,20 +64,30 @@ def find_classes(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise TrainError(f"data folder {folder} does not exist: pass --data DIR holding train/ and val/ "
                          "folders of class folders (the ILSVRC-2012 layout), or leave --data out for the built-in set.")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    classes = class_folders(folder)
     if not classes:
         raise TrainError(f"{folder} has no class folders: put each class's images in {folder}/<class name>/.")
     return classes
 
 
 def list_samples(folder: Path, classes: list[str], warn=print) -> list[tuple[str, int]]:
-    samples = []
+    """(path, label) of every image under the class folders (walk.walk_classes: each real folder once, none
+    reached from two classes); a class without images is an error, as the class count would be wrong."""
+    try:
+        walks = walk_classes(folder, classes, warn)
+    except SharedFiles as e:
+        raise TrainError(str(e)) from None
+    samples, empty = [], []
     for label, name in enumerate(classes):
-        for root, files in walk_files(Path(folder) / name, warn):
-            samples += [(os.path.join(root, f), label) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        found = [(os.path.join(root, f), label) for root, files in walks[name] for f in files
+                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        samples += found
+        empty += [] if found else [name]
     if not samples:
         raise TrainError(f"{folder} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)}): "
                          "check the path points at the extracted images.")
+    if empty:
+        raise TrainError(no_images(folder, empty))
     return samples
 
 
@@ -90,7 +100,7 @@ class Splits:
 
 def open_folders(root, num_classes: int | None, warn=print) -> Splits:
     """Read root/train and root/val; check both have the same classes and that num_classes agrees. `warn`
-    names the folders skipped while listing (walk.walk_files)."""
+    names the folders skipped while listing (walk.walk_classes)."""
     root = Path(root)
     if not root.is_dir():
         find_classes(root)  # raises the missing-folder message

@@ -13,9 +13,10 @@ from alexnet2gpu.data.batch import Batch
 from alexnet2gpu.data.device_input import InputSpec, to_model_input
 from alexnet2gpu.data.folders import (CorruptLog, EpochSampler, FolderDataset, augmentation, collate, dataset_mean,
                                       load_image, open_folders, ten_crops)
-from alexnet2gpu.data.prepare.plan import class_pairs
+from alexnet2gpu.data.prepare.plan import split_pairs
+from alexnet2gpu.data.prepare.prepare import prepare
 from alexnet2gpu.data.synthetic import ensure_synthetic, make_image
-from alexnet2gpu.errors import TrainError
+from alexnet2gpu.errors import PrepareError, TrainError
 from alexnet2gpu.train.engine import evaluate
 
 
@@ -207,8 +208,77 @@ def test_a_link_loop_lists_each_file_once_and_is_named(tmp_path, folders):
     assert any(f"skipped {cls / 'up'}: a link back up its own tree" in w for w in warnings)
     assert any(f"skipped {cls / 'again'}: a link to a folder already listed" in w for w in warnings)
     # prepare lists its sources the same way
-    pairs = class_pairs(cls, tmp_path / "out", warn=warnings.append)
+    pairs = split_pairs(data / "train", tmp_path / "out", after.classes, warn=warnings.append)["00_disc"]
     assert sorted(s for s, _ in pairs) == sorted(p for p, label in before.train if label == 0)
+
+
+def copy_of(folders, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folders, data)
+    return data
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_file_reached_from_two_classes_is_refused_by_training_and_prepare(tmp_path, folders, link):
+    """train/00_disc/squares -> ../01_square would label the squares as discs too: one sentence naming both
+    paths, the same from train.py's listing and from prepare."""
+    data = copy_of(folders, tmp_path)
+    disc, square = data / "train" / "00_disc", data / "train" / "01_square"
+    if link == "folder":
+        (disc / "squares").symlink_to("../01_square", target_is_directory=True)
+        shown, real = disc / "squares", square
+    else:
+        target = sorted(square.iterdir())[0]
+        (disc / "a_square.jpg").symlink_to(f"../01_square/{target.name}")
+        shown, real = disc / "a_square.jpg", target
+    pattern = f"{shown} in class 00_disc and {real} in class 01_square are the same {link}"
+    with pytest.raises(TrainError, match=pattern) as error:
+        open_folders(data, None)
+    assert "remove the link" in str(error.value) and str(error.value).count(". ") == 0
+    with pytest.raises(PrepareError, match=pattern):
+        prepare(data, tmp_path / "prepared", workers=1, log=lambda line: None)
+    assert not (tmp_path / "prepared" / "train").exists()  # refused before writing anything
+
+
+def test_a_link_to_a_folder_of_its_own_class_is_still_listed(tmp_path, folders):
+    """Links within one class (data assembled from other trees) stay as they were: no error, no duplicates."""
+    data = copy_of(folders, tmp_path)
+    outside = tmp_path / "more_discs"
+    shutil.copytree(data / "train" / "00_disc", outside)
+    (data / "train" / "00_disc" / "more").symlink_to(outside, target_is_directory=True)
+    splits = open_folders(data, None, warn=lambda line: pytest.fail(line))
+    assert sum(label == 0 for _, label in splits.train) == 2 * sum(label == 1 for _, label in splits.train)
+
+
+def test_hidden_folders_are_not_classes(tmp_path, folders):
+    """A Jupyter .ipynb_checkpoints folder in both splits would otherwise be class 0 and shift every label."""
+    data = copy_of(folders, tmp_path)
+    before = open_folders(data, None)
+    for split in ("train", "val"):
+        (data / split / ".ipynb_checkpoints").mkdir()
+        make_image(0, 1, split, 0).save(data / split / ".ipynb_checkpoints" / "x.jpg")
+        (data / split / ".empty_hidden").mkdir()
+    after = open_folders(data, None)
+    assert after.classes == before.classes == ["00_disc", "01_square", "02_triangle"]
+    assert after.train == before.train and after.val == before.val
+    marker = prepare(data, tmp_path / "prepared", workers=1, log=lambda line: None)
+    assert marker["splits"]["train"]["classes"] == 3 and not (tmp_path / "prepared" / "train" / ".ipynb_checkpoints").exists()
+    assert open_folders(tmp_path / "prepared", None).classes == before.classes
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_empty_class_folder_is_named(tmp_path, folders, split):
+    data = copy_of(folders, tmp_path)
+    for s in ("train", "val"):
+        (data / s / "03_star").mkdir()
+    make_image(0, 1, "train", 0).save(data / ("val" if split == "train" else "train") / "03_star" / "x.jpg")
+    (data / split / "03_star" / "notes.txt").write_text("not an image")
+    empty = data / split / "03_star"
+    with pytest.raises(TrainError, match=f"class folder {empty} holds no images .*: put the class's images in it, "
+                                         "or remove it from both train/ and val/"):
+        open_folders(data, None)
+    with pytest.raises(PrepareError, match=f"class folder {empty} holds no images"):
+        prepare(data, tmp_path / "prepared", workers=1, log=lambda line: None)
 
 
 def test_every_image_mode_loads_as_the_colours_it_shows(tmp_path):

@@ -1,7 +1,7 @@
 """What prepare writes: SRC/<split>/<class>/.../<name> -> DST/<split>/<class>/.../<name>, and which are done.
 
-Files are found as train.py finds them (data.list_samples: every file with an image extension under each
-class folder, following links, each real folder once). ILSVRC's flat val/ (images directly in val/) is
+Files are found as train.py finds them (folders.list_samples: every file with an image extension under each
+class folder, following links, each real folder once, dot-named folders not classes; walk.py). ILSVRC's flat val/ (images directly in val/) is
 sorted into class folders by a labels file (val_labels.py). An output that exists and is not empty is
 done; temporary files a killed run left behind are removed.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from alexnet2gpu.errors import PrepareError
 
 from ..imaging import IMAGE_EXTENSIONS
-from ..walk import walk_files
+from ..walk import SharedFiles, class_folders, no_images, walk_classes
 from .val_labels import find_labels_file, read_val_labels
 
 SPLITS = ("train", "val")
@@ -59,20 +59,25 @@ def is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def class_folders(folder: Path) -> list[str]:
-    return sorted(d.name for d in folder.iterdir() if d.is_dir())
-
-
 def flat_images(folder: Path) -> list[str]:
     """Image files directly in `folder` (ILSVRC's flat val/), by name."""
     return sorted(f.name for f in folder.iterdir() if f.is_file() and is_image(f.name))
 
 
-def class_pairs(src_class: Path, dst_class: Path, warn=print) -> list[tuple[str, str]]:
-    """(source, output) for every image under one class folder, sub-folders kept (walk.walk_files: each
-    real folder once, `warn` naming a skipped link loop)."""
+def split_pairs(src_split: Path, dst_split: Path, classes: list[str], warn=print) -> dict[str, list[tuple[str, str]]]:
+    """class -> (source, output) for every image under its class folder, as train.py lists them
+    (walk.walk_classes: each real folder once, `warn` naming a skipped link loop, none shared by two classes)."""
+    try:
+        walks = walk_classes(src_split, classes, warn)
+    except SharedFiles as e:
+        raise PrepareError(str(e)) from None
+    return {c: class_pairs(src_split / c, dst_split / c, walks[c]) for c in classes}
+
+
+def class_pairs(src_class: Path, dst_class: Path, walk: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+    """(source, output) for every image of one class folder's walk, sub-folders kept."""
     pairs = []
-    for root, files in walk_files(src_class, warn):
+    for root, files in walk:
         names = output_names([f for f in files if is_image(f)])
         out_root = dst_class / os.path.relpath(root, src_class)
         pairs += [(os.path.join(root, n), os.path.normpath(out_root / out)) for n, out in names.items()]
@@ -107,16 +112,19 @@ def plan_jobs(src: Path, dst: Path, val_labels: str | None, tmp_suffix: str) -> 
     plan = Plan()
     train_classes = class_folders(src / "train") if "train" in splits else None
     for split in splits:
-        classes = class_folders(src / split)
-        pairs = [p for c in classes for p in class_pairs(src / split / c, dst / split / c)]
+        by_class = split_pairs(src / split, dst / split, class_folders(src / split))
+        pairs = [p for c in by_class for p in by_class[c]]
         flat = flat_images(src / split) if split == "val" else []
-        if flat:
-            flat_pairs = flat_val_pairs(plan, src, dst, flat, val_labels, train_classes)
-            pairs += flat_pairs
-            classes = sorted(set(classes) | {Path(out).parent.name for _, out in flat_pairs})
+        flat_pairs = flat_val_pairs(plan, src, dst, flat, val_labels, train_classes) if flat else []
+        pairs += flat_pairs
+        from_flat = {Path(out).parent.name for _, out in flat_pairs}
+        classes = sorted(set(by_class) | from_flat)
         if not classes:
             raise PrepareError(f"{src / split} has no class folders{' and no images' if split == 'val' else ''}: put "
                                f"each class's images in {src / split}/<class>/ (ILSVRC: <wnid>/*.JPEG).")
+        empty = [c for c in by_class if not by_class[c] and c not in from_flat]
+        if empty:  # train.py would refuse the output (folders.list_samples): say so before writing anything
+            raise PrepareError(no_images(src / split, empty))
         done = scan_outputs(dst / split, tmp_suffix)
         todo = [Job(split, s, out) for s, out in pairs if out not in done]
         plan.jobs += todo
