@@ -294,6 +294,34 @@ def test_a_full_disk_stops_with_one_sentence_and_exit_1(tmp_path, monkeypatch, c
     assert "rerun the same command" in err and err.count("\n") == 1 and not (tmp_path / "dst" / MARKER).exists()
 
 
+def test_an_unfinished_folder_continues_only_at_its_own_quality(tmp_path, monkeypatch, capsys):
+    """A resumed run at another --quality would mix qualities under a marker that names one: refused, as for a
+    finished folder, before anything is written."""
+    src, dst = flat_val_tree(tmp_path, "n05\nn07\nn05\n"), tmp_path / "dst"
+    write = prep.write_jpeg_atomic
+
+    def full_after_one(image, path, quality):
+        if list(dst.rglob("*.JPEG")):
+            raise OSError(28, "No space left on device")
+        write(image, path, quality)
+    monkeypatch.setattr(prep, "write_jpeg_atomic", full_after_one)
+    assert main([str(src), str(dst), "--workers", "1", "--quality", "95"]) == 1
+    monkeypatch.setattr(prep, "write_jpeg_atomic", write)
+    written = {p: p.read_bytes() for p in dst.rglob("*.JPEG")}
+    assert len(written) == 1 and not (dst / MARKER).exists()
+    capsys.readouterr()
+    assert main([str(src), str(dst), "--workers", "1"]) == 2  # the default, quality 90
+    err = capsys.readouterr().err
+    assert err == (f"prepare: error: {dst} holds an unfinished preparation at --quality 95: rerun with --quality 95 "
+                   "to continue it, or pick an empty DST.\n")
+    assert {p: p.read_bytes() for p in dst.rglob("*.JPEG")} == written  # nothing lost, nothing added
+    assert main([str(src), str(dst), "--workers", "1", "--quality", "95"]) == 0
+    assert prepared_info(dst)["quality"] == 95 and len(list(dst.rglob("*.JPEG"))) == 3
+    assert sorted(p.name for p in dst.iterdir() if p.is_file()) == [prep.LOCK, MARKER]  # the start record is gone
+    assert main([str(src), str(dst), "--workers", "1", "--quality", "90"]) == 2  # and the marker still guards it
+    assert "was prepared at --quality 95" in capsys.readouterr().err
+
+
 def test_an_unwritable_output_folder_stops_with_one_sentence_and_exit_1(tmp_path, capsys):
     src = flat_val_tree(tmp_path, "n05\nn07\nn05\n")
     (tmp_path / "dst").mkdir()

@@ -5,7 +5,8 @@
     python -m alexnet2gpu.prepare SRC DST --val-labels LOC_val_solution.csv   # ILSVRC's flat val/
 
 Every output is written to a temporary file and renamed, so a killed run leaves only whole images; the
-same command continues it. Unreadable sources are listed in DST/prepare_errors.txt; the marker
+same command continues it, at the same --quality (DST/alexnet2gpu_prepare_started.json holds the settings of
+a run under way). Unreadable sources are listed in DST/prepare_errors.txt; the marker
 DST/alexnet2gpu_prepared.json is written last. Training then decodes 256x256 files without resizing.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .plan import Job, Plan, plan_jobs
 
 FORMAT = "alexnet2gpu-prepared-v1"
 MARKER = "alexnet2gpu_prepared.json"
+STARTED = "alexnet2gpu_prepare_started.json"  # a run's settings from its start until the marker is written
 ERRORS = "prepare_errors.txt"
 LOCK = ".alexnet2gpu_prepare.lock"
 TMP_SUFFIX = ".prepare-tmp"  # not an image extension: train.py never reads a temporary file
@@ -135,6 +137,7 @@ def prepare(src, dst, quality: int = DEFAULT_QUALITY, workers: int | None = None
     start = time.perf_counter()
     try:
         with exclusive(dst):
+            check_settings(dst, quality)
             return run_plan(plan_jobs(src, dst, val_labels, TMP_SUFFIX), src, dst, quality, workers, start, log)
     except OSError as e:  # a folder that cannot be listed or made, a full disk for the errors file or the marker
         raise PrepareFailed(f"cannot use {e.filename or dst} ({e.strerror or e}); finished images are kept: fix that, "
@@ -142,12 +145,16 @@ def prepare(src, dst, quality: int = DEFAULT_QUALITY, workers: int | None = None
 
 
 def run_plan(plan: Plan, src: Path, dst: Path, quality: int, workers: int, start: float, log) -> dict:
-    """Write the planned images, the errors file and the marker; log the start line and the summary."""
+    """Write the start record, the planned images, the errors file and the marker; log the start line and the
+    summary."""
     counts = {split: dict(written=0, skipped=plan.skipped[split], failed=0) for split in plan.splits}
     failures = list(plan.unlabelled)
     if failures:
         counts["val"]["failed"] += len(failures)
     workers = min(workers, max(1, len(plan.jobs)))
+    # Before any image: a killed run's settings, for its resume to compare with (check_settings).
+    write_json_atomic(dst / STARTED, dict(format=FORMAT, size=RESIZE, quality=quality, source=str(src.resolve()),
+                                          started=now(), version=package_version()))
     log(f"prepare: {src} -> {dst}: {plan.describe()}; {sum(plan.skipped.values())} already done, "
         f"{len(plan.jobs)} to write at quality {quality} with {workers} worker(s)")
     for job, reason in run_jobs(plan.jobs, quality, workers, log):
@@ -159,9 +166,9 @@ def run_plan(plan: Plan, src: Path, dst: Path, quality: int, workers: int, start
     marker = dict(format=FORMAT, size=RESIZE, quality=quality, source=str(src.resolve()),
                   splits={s: dict(counts[s], classes=plan.splits[s]) for s in plan.splits},
                   val_labels=str(plan.labels_file.resolve()) if plan.labels_file else None,
-                  finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  seconds=round(time.perf_counter() - start, 1), version=package_version())
+                  finished=now(), seconds=round(time.perf_counter() - start, 1), version=package_version())
     write_json_atomic(dst / MARKER, marker)
+    (dst / STARTED).unlink(missing_ok=True)  # the marker holds the settings now
     total = {k: sum(c[k] for c in counts.values()) for k in ("written", "skipped", "failed")}
     listed = f" (listed in {dst / ERRORS})" if failures else ""
     log(f"prepare: done in {format_seconds(marker['seconds'])}: {total['written']} written, {total['skipped']} "
@@ -183,10 +190,18 @@ def check_arguments(src: Path, dst: Path, quality: int, workers: int) -> None:
     for split in ("train", "val"):
         if s == d / split or (d / split) in s.parents:
             raise PrepareError(f"SRC {src} is inside {dst / split}, which prepare writes: pick another DST.")
-    info = prepared_info(dst)
+
+
+def check_settings(dst: Path, quality: int) -> None:
+    """DST's images were all written at one quality, as its marker says: a finished folder (the marker) or an
+    unfinished one (the start record of the run that was stopped) is continued only at its own --quality."""
+    info, started = prepared_info(dst), read_record(dst / STARTED)
     if info and info.get("quality") != quality:
         raise PrepareError(f"{dst} was prepared at --quality {info.get('quality')}: rerun with --quality "
                            f"{info.get('quality')} to add to it, or pick an empty DST.")
+    if started and started.get("quality") != quality:
+        raise PrepareError(f"{dst} holds an unfinished preparation at --quality {started.get('quality')}: rerun with "
+                           f"--quality {started.get('quality')} to continue it, or pick an empty DST.")
 
 
 @contextlib.contextmanager
@@ -229,13 +244,22 @@ def package_version() -> str:
         return "unknown"
 
 
-def prepared_info(root) -> dict | None:
-    """The marker of a folder `prepare` finished (size, quality, counts, source, time, version), else None."""
+def now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def read_record(path: Path) -> dict | None:
+    """A JSON record prepare wrote (the marker, the start record), else None (absent, unreadable, another format)."""
     try:
-        info = json.loads((Path(root) / MARKER).read_text())
+        info = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) and info.get("format") == FORMAT else None
+
+
+def prepared_info(root) -> dict | None:
+    """The marker of a folder `prepare` finished (size, quality, counts, source, time, version), else None."""
+    return read_record(Path(root) / MARKER)
 
 
 def is_prepared(root) -> bool:
