@@ -255,6 +255,27 @@ def test_bad_labels_files_are_named_with_the_fix(tmp_path, text, message):
         read_val_labels(tmp_path / "labels", ["v0.JPEG", "v1.JPEG", "v2.JPEG"])
 
 
+@pytest.mark.parametrize("text, line", [
+    ("v0.JPEG n05\nv1.JPEG n07\nv2.JPEG n05\n\nv0.JPEG n07\n", 5),  # the blank line counts: the file's numbers
+    ("v0.JPEG n05\nv1 n07\nv2 n05\nv0 n07\n", 4),  # the same image with and without its extension
+    ("ImageId,PredictionString\nv0.JPEG,n05 1 2 30 40\nv1,n07 1 2 30 40\nv2,n05 1 2 30 40\nv0,n07 1 2 30 40\n", 5),
+])
+def test_an_image_labelled_twice_with_two_classes_is_refused(tmp_path, text, line):
+    """The last line used to win silently; which one is right only the user can tell."""
+    (tmp_path / "labels").write_text(text)
+    with pytest.raises(prep.PrepareError) as error:
+        read_val_labels(tmp_path / "labels", ["v0.JPEG", "v1.JPEG", "v2.JPEG"])
+    first = 2 if text.startswith("ImageId") else 1
+    assert str(error.value) == (f"{tmp_path / 'labels'} gives v0.JPEG two classes, n05 on line {first} and n07 on "
+                                f"line {line}: remove the wrong line.")
+
+
+def test_an_image_labelled_twice_with_one_class_is_accepted(tmp_path):
+    (tmp_path / "labels").write_text("v0.JPEG n05\nv1 n07\nv2 n05\nv0 n05\n")  # files joined, say
+    assert read_val_labels(tmp_path / "labels", ["v0.JPEG", "v1.JPEG", "v2.JPEG"]) == dict(
+        zip(["v0.JPEG", "v1.JPEG", "v2.JPEG"], ["n05", "n07", "n05"]))
+
+
 def test_val_labels_must_name_train_classes(tmp_path, capsys):
     src = flat_val_tree(tmp_path, "v0 65\nv1 12\nv2 65\n")  # class numbers, as caffe's val.txt has
     (src / "train" / "n05").mkdir(parents=True)
