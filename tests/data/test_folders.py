@@ -262,7 +262,8 @@ def test_hidden_folders_are_not_classes(tmp_path, folders):
     assert after.classes == before.classes == ["00_disc", "01_square", "02_triangle"]
     assert after.train == before.train and after.val == before.val
     marker = prepare(data, tmp_path / "prepared", workers=1, log=lambda line: None)
-    assert marker["splits"]["train"]["classes"] == 3 and not (tmp_path / "prepared" / "train" / ".ipynb_checkpoints").exists()
+    assert marker["splits"]["train"]["classes"] == 3
+    assert not (tmp_path / "prepared" / "train" / ".ipynb_checkpoints").exists()
     assert open_folders(tmp_path / "prepared", None).classes == before.classes
 
 

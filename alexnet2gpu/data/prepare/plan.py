@@ -1,8 +1,8 @@
 """What prepare writes: SRC/<split>/<class>/.../<name> -> DST/<split>/<class>/.../<name>, and which are done.
 
-Files are found as train.py finds them (folders.list_samples: every file with an image extension under each
-class folder, following links, each real folder once, dot-named folders not classes; walk.py). ILSVRC's flat val/ (images directly in val/) is
-sorted into class folders by a labels file (val_labels.py). An output that exists and is not empty is
+Files are found as train.py finds them, by the same code (walk.py): every file with an image extension under
+each class folder, following links, each real folder once; dot-named folders are not classes. ILSVRC's flat
+val/ (images directly in val/) is sorted into class folders by a labels file (val_labels.py). An output that exists and is not empty is
 done; temporary files a killed run left behind are removed.
 """
 from __future__ import annotations

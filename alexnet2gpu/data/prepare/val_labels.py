@@ -50,7 +50,8 @@ def read_val_labels(path: Path, filenames: list[str]) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as e:
         raise PrepareError(f"cannot read the labels file {path} ({getattr(e, 'strerror', None) or e}): pass a "
                            "readable LOC_val_solution.csv or text file with --val-labels.") from None
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]  # the file's numbers
+    # numbered as in the file, blank lines counted, for the messages
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
         raise PrepareError(f"the labels file {path} is empty: pass LOC_val_solution.csv or a text file of "
                            "'<filename> <wnid>' lines with --val-labels.")
