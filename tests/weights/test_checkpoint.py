@@ -1,5 +1,5 @@
 """Checkpoints: atomic writes that survive a failing disk, pruning, best.pt, resume discovery, canonical
-contents that load into another layout."""
+contents that load into another layout, and damaged files refused in one sentence."""
 import os
 
 import pytest
@@ -10,6 +10,7 @@ from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet
 from alexnet2gpu.train.optim import load_momentum_buffers, make_optimizer, momentum_buffers
 from alexnet2gpu.weights import checkpoint as ckpt
+from tests.helpers.weights import flip_bytes
 
 
 def test_a_failing_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -58,8 +59,54 @@ def test_unreadable_checkpoints_get_a_message(tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pt")
     with pytest.raises(TrainError, match="not a train.py checkpoint"):
         ckpt.load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(TrainError, match="holds no checkpoints"):
+    with pytest.raises(TrainError, match=r"holds no checkpoints: it has no checkpoints/ folder"):
         ckpt.load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_naming_the_entry(tmp_path):
+    """torch.load reads such a file without complaint (the weights come out wrong); the zip's CRC-32s do not."""
+    ckpt.write_checkpoint(tmp_path, {"w": torch.randn(100_000)}, epoch=1, is_best=True)
+    best = tmp_path / "checkpoints" / "best.pt"
+    entry = flip_bytes(best)
+    with pytest.raises(TrainError, match=rf"^{best} is damaged \(a CRC check fails in {entry}\): restore it from a "
+                                         r"copy, or use another checkpoint\.$"):
+        ckpt.load_checkpoint(best)
+    with pytest.raises(TrainError, match=r"epoch_0001.pt is damaged \(a CRC check fails"):
+        ckpt.load_checkpoint(tmp_path)  # best.pt is a hard link to it: the same bytes
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(best.read_bytes()[:-100])
+    with pytest.raises(TrainError, match=r"cut.pt is damaged \(it is cut short or its zip directory is garbled\)"):
+        ckpt.load_checkpoint(cut)
+
+
+def test_an_empty_checkpoint_is_one_sentence(tmp_path):
+    (tmp_path / "empty.pt").touch()
+    with pytest.raises(TrainError, match=r"empty.pt is empty \(0 bytes\): restore it from a copy, or use another"):
+        ckpt.load_checkpoint(tmp_path / "empty.pt")
+
+
+def test_a_run_folder_without_epoch_checkpoints_loads_its_best(tmp_path):
+    ckpt.write_checkpoint(tmp_path, {"e": 3}, epoch=3, is_best=True)
+    (tmp_path / "checkpoints" / "epoch_0003.pt").unlink()  # best.pt alone is left
+    for folder in (tmp_path, tmp_path / "checkpoints"):
+        state = ckpt.load_checkpoint(folder)
+        assert state["e"] == 3 and state["path"] == str(tmp_path / "checkpoints" / "best.pt")
+    (tmp_path / "checkpoints" / "best.pt").rename(tmp_path / "checkpoints" / "final.pt")
+    with pytest.raises(TrainError, match=r"holds no checkpoints: .*checkpoints holds final.pt but no epoch_NNNN.pt "
+                                         r"or best.pt; pass the checkpoint file itself"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+def test_the_next_write_removes_a_killed_writes_temporary_files(tmp_path):
+    """kill -9 during torch.save leaves epoch_NNNN.pt.tmp (no clean-up runs); the next write removes it, and
+    only the names the writer itself uses."""
+    ckpt.write_checkpoint(tmp_path, {"e": 1}, epoch=1, is_best=True)
+    folder = tmp_path / "checkpoints"
+    for name in ("epoch_0002.pt.tmp", "best.pt.tmp", "notes.pt.tmp", "epoch_0002.pt.tmp.mine", "my_epoch_2.pt.tmp"):
+        (folder / name).write_bytes(b"PK\x03\x04 half a checkpoint")
+    ckpt.write_checkpoint(tmp_path, {"e": 3}, epoch=3, is_best=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "epoch_0001.pt", "epoch_0002.pt.tmp.mine",
+                                                        "epoch_0003.pt", "my_epoch_2.pt.tmp", "notes.pt.tmp"]
 
 
 def test_canonical_weights_and_momentum_load_into_another_layout(tmp_path):
