@@ -4,17 +4,21 @@
 Everything that takes weights (train.py --init-from and --evaluate, hubconf.py, the predict and export
 commands) reads them with `load_weights`, so each accepts every format. A .safetensors file holds the
 canonical weights (model.canonical_shapes) and, as string metadata, what is needed to use them: the class
-names, the per-channel mean, the crop size, num_classes, in_channels and the training config.
+names, the per-channel mean, the crop size, num_classes, in_channels, the training config and a CRC-32 per
+tensor (safetensors itself stores no checksum, so flipped bytes would load as wrong weights).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from alexnet2gpu.distributed.world import first_line
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layers import FC8, check_state_dict
 from alexnet2gpu.optional import require
@@ -23,6 +27,7 @@ from . import checkpoint as ckpt
 
 SAFETENSORS = ".safetensors"
 WEIGHTS_FORMAT = "alexnet2gpu-weights-v1"
+CROPS = (224, 227)
 
 
 @dataclass
@@ -50,11 +55,56 @@ def load_weights(path) -> Weights:
     """The weights of a .safetensors file, a train.py checkpoint (.pt) or a run folder's latest checkpoint."""
     path = Path(path)
     if path.suffix == SAFETENSORS:
-        return _read_safetensors(path)
-    state = ckpt.load_checkpoint(path)
-    config = dict(state.get("config") or {})
-    return Weights(state["model"], state["path"], state.get("classes"), state.get("mean"), config.get("crop", 224),
-                   state.get("epoch"), config)
+        weights = _read_safetensors(path)
+    else:
+        state = ckpt.load_checkpoint(path)
+        config = dict(state.get("config") or {})
+        weights = Weights(state["model"], state["path"], state.get("classes"), state.get("mean"),
+                          config.get("crop", 224), state.get("epoch"), config)
+    _check_usable(weights)
+    return weights
+
+
+def _check_usable(weights: Weights) -> None:
+    """Refuse what would give a silently wrong answer: class names that are not one per row of fc8, a mean that
+    is not one number per input channel, another crop, a weight that is NaN or infinite."""
+    classes, mean, crop = weights.classes, weights.mean, weights.crop
+    wrong = None
+    if classes is not None and not (isinstance(classes, list) and len(classes) == weights.num_classes
+                                    and all(isinstance(c, str) for c in classes)):
+        wrong = (f"'classes' must be a JSON list of {weights.num_classes} class names (one per row of fc8), not "
+                 + _described(classes, "names", str))
+    elif mean is not None and not (isinstance(mean, list) and len(mean) == weights.in_channels
+                                   and all(_is_number(m) for m in mean)):
+        wrong = (f"'mean' must be a JSON list of {weights.in_channels} numbers (one per input channel), not "
+                 + _described(mean, "numbers", float))
+    elif crop not in CROPS or not isinstance(crop, int):
+        wrong = f"'crop' must be {' or '.join(map(str, CROPS))}, not {crop!r}"
+    if wrong:
+        raise TrainError(f"{weights.path} has metadata that cannot be used: {wrong}; export it again from its "
+                         "checkpoint.")
+    for name, tensor in weights.model.items():
+        if not torch.isfinite(tensor).all():
+            raise TrainError(f"{weights.path} holds a value that is not finite (NaN or infinite) in {name}: it is "
+                             "damaged, or its run diverged; use other weights.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _described(value, items: str, kind: type) -> str:
+    """What a metadata field holds instead of a list of `items`, in a few words."""
+    if not isinstance(value, list):
+        return f"a {type(value).__name__}"
+    odd = next((v for v in value if not (_is_number(v) if kind is float else isinstance(v, kind))), None)
+    return f"a list holding {odd!r}" if odd is not None else f"{len(value)} {items}"
+
+
+def tensor_crcs(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The CRC-32 of each tensor's bytes, as a .safetensors file holds them (little-endian, row-major)."""
+    return {name: zlib.crc32(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            for name, t in sorted(tensors.items())}
 
 
 def _read_safetensors(path: Path) -> Weights:
@@ -62,22 +112,31 @@ def _read_safetensors(path: Path) -> Weights:
         raise TrainError(f"weights file {path} does not exist: pass a .safetensors file written by "
                          "python -m alexnet2gpu.export, a train.py checkpoint or a run folder.")
     st = require("safetensors.torch", f"reading {path.name}")
-    try:
+    try:  # safetensors checks the header against the file's size: a cut, lengthened or garbled file fails here
         tensors = st.load_file(str(path))
         with require("safetensors", f"reading {path.name}").safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
     except Exception as e:
-        raise TrainError(f"weights file {path} could not be read ({str(e).splitlines()[0][:120]}): it is truncated "
-                         "or not a safetensors file; export it again.") from None
+        raise TrainError(f"{path} is damaged or not a safetensors file ({first_line(e)[:120]}): export it again "
+                         "from its checkpoint.") from None
+
+    def field_(name, default=None):
+        try:
+            return json.loads(meta[name]) if name in meta else default
+        except ValueError:
+            raise TrainError(f"{path} has metadata that cannot be used: '{name}' is not JSON; export it again from "
+                             "its checkpoint.") from None
+
+    stored = field_("crc32")  # absent from files other tools (or earlier versions) wrote
+    if isinstance(stored, dict):
+        bad = next((k for k, crc in tensor_crcs(tensors).items() if stored.get(k, crc) != crc), None)
+        if bad is not None:
+            raise TrainError(f"{path} is damaged (a CRC check fails in {bad}): export it again from its checkpoint.")
     try:
         num_classes, in_channels = tensors[f"{FC8}.weight"].shape[0], tensors["conv1.weight"].shape[1]
         check_state_dict(tensors, num_classes, in_channels)
     except (KeyError, ValueError) as e:
         raise TrainError(f"{path} does not hold alexnet2gpu weights ({e}).") from None
-
-    def field_(name, default=None):
-        return json.loads(meta[name]) if name in meta else default
-
     return Weights(tensors, str(path), field_("classes"), field_("mean"), field_("crop", 224), field_("epoch"),
                    field_("config", {}))
 
@@ -86,10 +145,10 @@ def save_safetensors(weights: Weights, path) -> Path:
     """Write the canonical weights with their metadata (JSON strings), to a temporary file then renamed."""
     st = require("safetensors.torch", "writing .safetensors")
     path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.model.items()}
     meta = dict(format=WEIGHTS_FORMAT, num_classes=weights.num_classes, in_channels=weights.in_channels,
                 crop=weights.crop, classes=weights.classes, mean=weights.mean, epoch=weights.epoch,
-                config=weights.config)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in weights.model.items()}
+                config=weights.config, crc32=tensor_crcs(tensors))
     tmp = path.with_name(path.name + ".tmp")
     try:
         st.save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})

@@ -1,6 +1,9 @@
-"""Weights in and out: the hub entry from this clone, .safetensors files read wherever a checkpoint is,
-fine-tuning with --init-from (fc8 drawn afresh for other classes), and each missing extra's message."""
+"""Weights in and out: the hub entry from this clone, .safetensors files read wherever a checkpoint is (and
+refused when damaged), fine-tuning with --init-from (fc8 drawn afresh for other classes), and each missing
+extra's message."""
+import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -10,7 +13,7 @@ from alexnet2gpu import AlexNet
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.weights.io import Weights, initial_weights, load_weights, save_safetensors
 from tests.helpers import ROOT
-from tests.helpers.weights import train, write_untrained_checkpoint
+from tests.helpers.weights import flip_bytes, train, write_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,69 @@ def test_safetensors_keeps_the_weights_and_what_using_them_needs(checkpoint10, t
         (want.classes, want.mean, 224, 1, 10, 3)
     assert got.config == want.config
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(TrainError, match="bad.safetensors could not be read"):
+    with pytest.raises(TrainError, match="bad.safetensors is damaged or not a safetensors file"):
         load_weights(tmp_path / "bad.safetensors")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint10, tmp_path_factory):
+    path = tmp_path_factory.mktemp("exported") / "w.safetensors"
+    save_safetensors(load_weights(checkpoint10), path)
+    return path
+
+
+def test_a_damaged_safetensors_file_is_one_sentence(exported, tmp_path):
+    """Flipped bytes fail the CRC-32s the exporter stores; a cut, lengthened or garbled file fails safetensors'
+    own checks of its header against its size."""
+    flipped = shutil.copy(exported, tmp_path / "flipped.safetensors")
+    flip_bytes(flipped, "fc6.weight")
+    with pytest.raises(TrainError, match=r"^\S+flipped.safetensors is damaged \(a CRC check fails in fc6.weight\): "
+                                         r"export it again from its checkpoint\.$"):
+        load_weights(flipped)
+    data = exported.read_bytes()
+    for name, content in {"cut": data[:-1000], "longer": data + bytes(8), "garbled": data[:8] + b"#" * 16 + data[24:],
+                          "empty": b""}.items():
+        (tmp_path / f"{name}.safetensors").write_bytes(content)
+        with pytest.raises(TrainError, match=rf"{name}.safetensors is damaged or not a safetensors file \(.+\): "
+                                             r"export it again from its checkpoint\.$"):
+            load_weights(tmp_path / f"{name}.safetensors")
+
+
+def write_safetensors(path, model, **metadata):
+    """A .safetensors file as another tool (or an older export, without CRC-32s) writes one."""
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.items()}, str(path), metadata=metadata)
+    return path
+
+
+def test_a_safetensors_file_without_crcs_loads_unless_a_weight_is_not_finite(checkpoint10, tmp_path):
+    model = load_weights(checkpoint10).model
+    plain = write_safetensors(tmp_path / "plain.safetensors", model, classes=json.dumps([f"c{i}" for i in range(10)]))
+    got = load_weights(plain)
+    assert all(torch.equal(got.model[k], model[k]) for k in model) and got.classes[9] == "c9" and got.mean is None
+    bias = model["fc7.bias"].clone()
+    bias[5] = float("nan")
+    nan = write_safetensors(tmp_path / "nan.safetensors", dict(model, **{"fc7.bias": bias}))
+    with pytest.raises(TrainError, match=r"nan.safetensors holds a value that is not finite \(NaN or infinite\) in "
+                                         r"fc7.bias: it is damaged, or its run diverged; use other weights\.$"):
+        load_weights(nan)
+
+
+@pytest.mark.parametrize("metadata, says", [
+    (dict(classes='"c0 c1"'), r"'classes' must be a JSON list of 10 class names \(one per row of fc8\), not a str"),
+    (dict(classes=json.dumps(["c0", "c1"])), r"'classes' must be a JSON list of 10 class names .*, not 2 names"),
+    (dict(classes=json.dumps(list(range(10)))), r"'classes' must be a JSON list of 10 class names .*, not a list "
+                                                r"holding 0"),
+    (dict(classes="[c0, c1"), r"'classes' is not JSON"),
+    (dict(mean=json.dumps([1.0, 2.0])), r"'mean' must be a JSON list of 3 numbers \(one per input channel\), not 2 "
+                                        r"numbers"),
+    (dict(crop='"big"'), r"'crop' must be 224 or 227, not 'big'"),
+])
+def test_safetensors_metadata_that_cannot_be_used_is_one_sentence(checkpoint10, tmp_path, metadata, says):
+    path = write_safetensors(tmp_path / "meta.safetensors", load_weights(checkpoint10).model, **metadata)
+    with pytest.raises(TrainError, match=rf"^\S+meta.safetensors has metadata that cannot be used: {says}; export it "
+                                         r"again from its checkpoint\.$"):
+        load_weights(path)
 
 
 def test_resume_from_a_safetensors_file_says_to_use_init_from(tmp_path, checkpoint10, capsys):
