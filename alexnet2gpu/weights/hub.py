@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from alexnet2gpu.model.layers import check_positive
 from alexnet2gpu.model.layouts import build_model
 from alexnet2gpu.model.stack import StackOptions
 
@@ -27,6 +28,9 @@ def load_network(weights=None, num_classes: int | None = None, in_channels: int 
     if layout not in HUB_LAYOUTS:
         raise ValueError(f"layout {layout!r} cannot be loaded from the hub: choose one of {', '.join(HUB_LAYOUTS)} "
                          "(the tower-parallel layout runs under torchrun: train.py --resume or --init-from).")
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if value is not None:  # None: the weights' or the default; 0 must not mean the default
+            check_positive(name, value)
     loaded = weights if isinstance(weights, Weights) else (load_weights(weights) if weights is not None else None)
     if loaded is not None:
         for name, wanted, have in (("num_classes", num_classes, loaded.num_classes),

@@ -53,6 +53,15 @@ def test_safetensors_keeps_the_weights_and_what_using_them_needs(checkpoint10, t
         load_weights(tmp_path / "bad.safetensors")
 
 
+def test_hub_refuses_zero_and_negative_sizes(checkpoint10):
+    for name in ("num_classes", "in_channels"):
+        for value in (0, -3):
+            with pytest.raises(ValueError, match=rf"^{name} must be a whole number of at least 1, got {value}"):
+                torch.hub.load(str(ROOT), "alexnet", source="local", **{name: value})
+    with pytest.raises(ValueError, match=r"^num_classes must be a whole number of at least 1, got 0"):
+        torch.hub.load(str(ROOT), "alexnet", source="local", weights=str(checkpoint10), num_classes=0)
+
+
 @pytest.fixture(scope="module")
 def exported(checkpoint10, tmp_path_factory):
     path = tmp_path_factory.mktemp("exported") / "w.safetensors"
