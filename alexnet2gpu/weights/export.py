@@ -10,12 +10,13 @@ scale with the per-channel mean already subtracted (stored in the file's metadat
 output N x classes logits. Their LRN is the per-tower formula in plain tensor operations (lrn.py "formula"),
 which both exporters turn into ordinary graph operations. After writing, the command runs the file (ONNX
 Runtime, torch.export.load) and PyTorch on one random batch and prints the largest difference of their
-logits relative to the largest logit; above --tolerance it fails.
+logits relative to the largest logit; above --tolerance it fails. OUT's folder is made when missing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.stack import StackOptions
 
 from .hub import load_network
-from .io import SAFETENSORS, Weights, load_weights, save_safetensors
+from .io import SAFETENSORS, Weights, load_weights, save_safetensors, written
 
 FORMATS = (SAFETENSORS, ".onnx", ".pt2")
 TOLERANCE = 1e-4  # float32 logits of two runtimes agree to ~1e-6 relative; 1e-4 leaves room, catches a wrong op
@@ -65,6 +66,7 @@ def export(source, out, tolerance: float = TOLERANCE, log=print) -> float | None
     if out.suffix not in FORMATS:
         raise TrainError(f"cannot tell the format of {out}: end the file name in {', '.join(FORMATS)}.")
     weights = load_weights(source)
+    output_folder(out)
     if out.suffix == SAFETENSORS:
         save_safetensors(weights, out)
         log(f"wrote {out}: {len(weights.model)} tensors ({weights.num_classes} classes, {weights.in_channels} "
@@ -89,6 +91,19 @@ def export(source, out, tolerance: float = TOLERANCE, log=print) -> float | None
     return diff
 
 
+def output_folder(out: Path) -> None:
+    """Make OUT's folder when it is missing, and refuse one that cannot be written before the (slow) export."""
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainError(f"cannot make the folder {folder} for {out.name} ({e.strerror or e}): pass a path in a "
+                         "folder you can write to.") from None
+    if not os.access(folder, os.W_OK):  # access(2) also says no on a read-only mount, where root cannot write either
+        raise TrainError(f"cannot write {out}: the folder {folder} is read-only; pass a path in a folder you can "
+                         "write to.")
+
+
 def _onnx(model, x, batch, out: Path, weights: Weights, check: torch.Tensor) -> torch.Tensor:
     from alexnet2gpu.optional import require
 
@@ -100,14 +115,16 @@ def _onnx(model, x, batch, out: Path, weights: Weights, check: torch.Tensor) -> 
                                 output_names=["logits"], verbose=False)
     proto = program.model_proto
     onnx.helper.set_model_props(proto, metadata(weights))
-    onnx.save(proto, str(out))
+    with written(out) as tmp:
+        onnx.save(proto, str(tmp))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
 
 
 def _pt2(model, x, batch, out: Path, weights: Weights, check: torch.Tensor) -> torch.Tensor:
     program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(out), extra_files={PT2_META: json.dumps(metadata(weights))})
+    with written(out) as tmp:
+        torch.export.save(program, str(tmp), extra_files={PT2_META: json.dumps(metadata(weights))})
     return torch.export.load(str(out)).module()(check)
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,14 +150,28 @@ def save_safetensors(weights: Weights, path) -> Path:
     meta = dict(format=WEIGHTS_FORMAT, num_classes=weights.num_classes, in_channels=weights.in_channels,
                 crop=weights.crop, classes=weights.classes, mean=weights.mean, epoch=weights.epoch,
                 config=weights.config, crc32=tensor_crcs(tensors))
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with written(path) as tmp:
         st.save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
         os.chmod(tmp, 0o644)  # as torch.save's files (the writer makes them private)
+    return path
+
+
+@contextmanager
+def written(path: Path):
+    """A temporary name beside `path` to write to, renamed to `path` once complete: a write that fails (a full
+    disk) leaves an earlier file there as it was, and is one sentence whatever the writer raised."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
         os.replace(tmp, path)
+    except TrainError:
+        raise
+    except Exception as e:  # OSError, safetensors' SafetensorError, torch's RuntimeError
+        reason = getattr(e, "strerror", None) or first_line(e)
+        raise TrainError(f"could not write {path} ({reason}): free disk space, or pass a path on another disk.") \
+            from None
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def initial_weights(fresh: dict[str, torch.Tensor], weights: Weights) -> tuple[dict[str, torch.Tensor], str]:
