@@ -52,8 +52,13 @@ def image_paths(args: list[str]) -> list[str]:
 
 def read_synsets(path) -> dict[str, str]:
     """wnid -> its first word ("tench") from a file of "n01440764 tench, Tinca tinca" lines."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise TrainError(f"the synset words file {path} could not be read ({e.strerror or e}): pass --synsets a file "
+                         "of 'n01440764 tench, Tinca tinca' lines, or leave --synsets out.") from None
     names = {}
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         wnid, _, words = line.strip().partition(" ")
         if wnid and words:
             names[wnid] = words.split(",")[0].strip()
@@ -82,12 +87,13 @@ def predict(weights_path, inputs: list[str], ten_crop: bool = True, top: int = 5
     """Print one line per image (path, then the `top` classes and probabilities); returns
     (path, [(name, probability), ...]) per readable image. Unreadable images are named on `err`."""
     err = err or (lambda line: print(line, file=sys.stderr))
+    given = read_synsets(synsets_file) if synsets_file else None  # a mistyped --synsets is said before the weights load
     weights = load_weights(weights_path)
     if weights.mean is None:
         raise TrainError(f"{weights.path} has no training mean: export it again from a train.py checkpoint.")
     paths = image_paths(inputs)
-    synsets_file = synsets_file or find_synsets(weights.config.get("data"))
-    names = class_names(weights.classes, weights.num_classes, read_synsets(synsets_file) if synsets_file else {})
+    found = find_synsets(weights.config.get("data")) if given is None else None
+    names = class_names(weights.classes, weights.num_classes, given or (read_synsets(found) if found else {}))
     model = load_network(weights, device=device).eval()
     spec = InputSpec(torch.device(device), torch.tensor(weights.mean, dtype=torch.float32))
     dataset = FolderDataset([(p, 0) for p in paths], "ten" if ten_crop else "center", weights.in_channels,

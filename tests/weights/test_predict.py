@@ -7,7 +7,7 @@ import pytest
 from alexnet2gpu.data.synthetic import ensure_synthetic, make_image
 from alexnet2gpu.weights.io import load_weights, save_safetensors
 from alexnet2gpu.weights.predict import class_names, main, read_synsets
-from tests.helpers.weights import train
+from tests.helpers.weights import train, write_untrained_checkpoint
 
 
 def test_wnids_get_their_words_from_the_synset_file(tmp_path):
@@ -17,6 +17,17 @@ def test_wnids_get_their_words_from_the_synset_file(tmp_path):
     assert class_names(["n01443537", "n09999999", "02_cat"], 3, words) == ["goldfish (n01443537)", "n09999999",
                                                                            "02_cat"]
     assert class_names(None, 2, words) == ["class 0", "class 1"]
+
+
+def test_a_synsets_file_that_cannot_be_read_is_one_sentence(tmp_path, capsys):
+    weights = write_untrained_checkpoint(tmp_path / "run", num_classes=2)
+    make_image(0, 2, "val", 0).save(tmp_path / "red.jpg")
+    for synsets, reason in ((tmp_path / "words.txt", "No such file or directory"), (tmp_path, "Is a directory")):
+        assert main([str(weights), str(tmp_path / "red.jpg"), "--synsets", str(synsets)]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err == (f"predict: error: the synset words file {synsets} could not be read ({reason}): "
+                                     "pass --synsets a file of 'n01440764 tench, Tinca tinca' lines, or leave "
+                                     "--synsets out.\n")
 
 
 @pytest.fixture(scope="module")
