@@ -90,3 +90,30 @@ def test_wrapped_state_dict_of_another_architecture_is_one_sentence(built):
     saved = nn.Sequential(built["merged"][0]).state_dict()
     with pytest.raises(ValueError, match=r"state dict entry conv1.weight .* build the model with the num_classes"):
         nn.Sequential(AlexNet(CLASSES, in_channels=1)).load_state_dict(saved)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_strict_false_loads_what_is_there_and_lists_the_rest(layout, built):
+    """As torch does: the entries given are loaded, missing and unexpected ones are listed (canonical names)."""
+    model, other = built[layout]
+    saved, before = model.state_dict(), other.state_dict()
+    partial = {k: v for k, v in saved.items() if k not in ("fc8.bias", "conv2.weight")}
+    partial["extra.weight"] = torch.zeros(2)
+    try:
+        result = other.load_state_dict(partial, strict=False)
+        assert sorted(result.missing_keys) == ["conv2.weight", "fc8.bias"]
+        assert result.unexpected_keys == ["extra.weight"]
+        now = other.state_dict()
+        for name in saved:
+            assert torch.equal(now[name], (before if name in ("fc8.bias", "conv2.weight") else saved)[name]), name
+        wrapped = nn.Sequential(other).load_state_dict({"0." + k: v for k, v in partial.items()}, strict=False)
+        assert sorted(wrapped.missing_keys) == ["0.conv2.weight", "0.fc8.bias"]
+        assert wrapped.unexpected_keys == ["0.extra.weight"]
+    finally:
+        other.load_state_dict(before)
+    with pytest.raises(ValueError, match=r"missing \['conv2.weight', 'fc8.bias'\], unexpected \['extra.weight'\]"):
+        other.load_state_dict(partial)  # strict, the default: refused before anything is copied
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in before.items())
+    misshapen = dict(partial, **{"fc7.bias": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"fc7.bias has shape \(3,\) but this model needs \(4096,\)"):
+        other.load_state_dict(misshapen, strict=False)  # a shape mismatch is an error either way, as in torch

@@ -5,7 +5,9 @@ A layout holds AlexNet's parameters under its own module names (`stack.conv1.wei
 `fc8.bias` (the merged, caffe-shaped tensors), so a checkpoint of any layout loads into any other. The
 renaming runs in torch's own state-dict hooks, which receive the `prefix` a parent module passes down: a
 wrapper (nn.Sequential, a parent module, DistributedDataParallel, torch.compile, AveragedModel) then
-saves and loads `prefix + canonical name` like any other module's entries.
+saves and loads `prefix + canonical name` like any other module's entries. `load_state_dict(sd,
+strict=False)` loads the canonical entries given and lists the missing and unexpected ones under their
+canonical names, as torch does; a mis-shaped entry is refused either way.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..layers import check_arguments, check_state_dict, init_weights
+from ..layers import canonical_shapes, check_arguments, check_state_dict, init_weights
 
 
 class Layout(nn.Module):
@@ -42,6 +44,14 @@ class Layout(nn.Module):
             module.to_empty(device=device)
         self.load_state_dict(init_weights(self.num_classes, self.in_channels, init))
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's, with a state dict of another architecture refused in one sentence when strict, before anything
+        is copied (torch tells a submodule's hooks nothing of `strict`, so a wrapper's strict load gets torch's
+        own list of missing and unexpected keys instead)."""
+        if strict:
+            check_state_dict(dict(state_dict), self.num_classes, self.in_channels)
+        return super().load_state_dict(state_dict, strict, assign)
+
     def placement(self) -> list[tuple[nn.Module, torch.device]]:
         """(module, device) pairs for `built_on_meta`: by default the whole layout on the CPU."""
         return [(self, torch.device("cpu"))]
@@ -68,9 +78,18 @@ def _to_canonical_names(module: Layout, state: dict, prefix: str, local_metadata
 
 def _from_canonical_names(module: Layout, state: dict, prefix: str, local_metadata, strict, missing_keys,
                           unexpected_keys, error_msgs) -> None:
-    """Load-state-dict pre-hook: check the canonical entries under `prefix` are this architecture's (one
-    sentence if not), then rename them to this layout's parameters, which torch then copies in."""
+    """Load-state-dict pre-hook: check the shapes of the canonical entries under `prefix` (one sentence if one is
+    not this architecture's), list the missing and unexpected ones, then rename the others to this layout's
+    parameters, which torch then copies in."""
     canonical = {key[len(prefix):]: state.pop(key) for key in list(state) if key.startswith(prefix)}
-    check_state_dict(canonical, module.num_classes, module.in_channels)
-    for name, tensor in module.from_canonical(canonical).items():
-        state[prefix + name] = tensor
+    shapes = canonical_shapes(module.num_classes, module.in_channels)
+    given = {k: v for k, v in canonical.items() if k in shapes}
+    # the missing ones stand in as empty meta tensors, so that only the shapes of those given are checked
+    check_state_dict({k: torch.empty(shape, device="meta") for k, shape in shapes.items()} | given,
+                     module.num_classes, module.in_channels)
+    missing_keys += [prefix + k for k in shapes if k not in given]
+    unexpected_keys += [prefix + k for k in canonical if k not in shapes]
+    renamed = module.from_canonical(given)
+    for name, param in module.named_parameters():  # a missing one keeps its value (torch would list its own name)
+        renamed.setdefault(name, param.detach())
+    state.update({prefix + name: tensor for name, tensor in renamed.items()})
