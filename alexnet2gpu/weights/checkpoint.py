@@ -119,14 +119,19 @@ def load_checkpoint(path) -> dict:
     return state
 
 
+def newest_in(run_dir: Path) -> Path | None:
+    """A run's latest epoch checkpoint, else its best.pt (the epoch checkpoints were removed), else None."""
+    files = epoch_files(run_dir)
+    best = Path(run_dir) / CHECKPOINTS / BEST
+    return files[-1] if files else best if best.is_file() else None
+
+
 def checkpoint_in(folder: Path) -> Path:
-    """A run folder's (or its checkpoints/ folder's) latest epoch checkpoint, else its best.pt."""
+    """`newest_in` a run folder or its checkpoints/ folder, or one sentence saying what is there instead."""
     checkpoints = folder if folder.name == CHECKPOINTS else folder / CHECKPOINTS
-    files = epoch_files(checkpoints.parent)
-    if files:
-        return files[-1]
-    if (checkpoints / BEST).is_file():  # the epoch checkpoints were removed, the best was kept
-        return checkpoints / BEST
+    found = newest_in(checkpoints.parent)
+    if found is not None:
+        return found
     if not checkpoints.is_dir():
         there = f"it has no {CHECKPOINTS}/ folder"
     else:
@@ -170,9 +175,9 @@ def run_dir_of(checkpoint_path) -> Path:
 
 
 def latest_checkpoint(out_dir) -> Path | None:
-    """The newest epoch checkpoint of any run under `out_dir` (for --resume auto), or None."""
+    """The newest checkpoint (`newest_in`) of any run under `out_dir` (for --resume auto), or None."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return None
-    candidates = [files[-1] for run in out_dir.iterdir() if run.is_dir() and (files := epoch_files(run))]
+    candidates = [found for run in out_dir.iterdir() if run.is_dir() and (found := newest_in(run))]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None

@@ -86,15 +86,18 @@ def test_an_empty_checkpoint_is_one_sentence(tmp_path):
 
 
 def test_a_run_folder_without_epoch_checkpoints_loads_its_best(tmp_path):
-    ckpt.write_checkpoint(tmp_path, {"e": 3}, epoch=3, is_best=True)
-    (tmp_path / "checkpoints" / "epoch_0003.pt").unlink()  # best.pt alone is left
-    for folder in (tmp_path, tmp_path / "checkpoints"):
+    run = tmp_path / "run"
+    ckpt.write_checkpoint(run, {"e": 3}, epoch=3, is_best=True)
+    (run / "checkpoints" / "epoch_0003.pt").unlink()  # best.pt alone is left
+    for folder in (run, run / "checkpoints"):
         state = ckpt.load_checkpoint(folder)
-        assert state["e"] == 3 and state["path"] == str(tmp_path / "checkpoints" / "best.pt")
-    (tmp_path / "checkpoints" / "best.pt").rename(tmp_path / "checkpoints" / "final.pt")
+        assert state["e"] == 3 and state["path"] == str(run / "checkpoints" / "best.pt")
+    assert ckpt.latest_checkpoint(tmp_path) == run / "checkpoints" / "best.pt"  # --resume auto
+    (run / "checkpoints" / "best.pt").rename(run / "checkpoints" / "final.pt")
     with pytest.raises(TrainError, match=r"holds no checkpoints: .*checkpoints holds final.pt but no epoch_NNNN.pt "
                                          r"or best.pt; pass the checkpoint file itself"):
-        ckpt.load_checkpoint(tmp_path)
+        ckpt.load_checkpoint(run)
+    assert ckpt.latest_checkpoint(tmp_path) is None
 
 
 def test_the_next_write_removes_a_killed_writes_temporary_files(tmp_path):
