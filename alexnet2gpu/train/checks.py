@@ -48,6 +48,7 @@ def check_values(cfg) -> None:
     _number(cfg, "workers", 0, whole=True)
     _number(cfg, "patience", 0, whole=True)
     _number(cfg, "max_steps", 1, whole=True, optional=True)
+    _number(cfg, "log_every", 0, whole=True, optional=True)
     _number(cfg, "mean_images", 1, whole=True)
     _number(cfg, "max_corrupt", 0, whole=True)
     _number(cfg, "keep", 1, whole=True)
@@ -60,6 +61,9 @@ def check_values(cfg) -> None:
         raise TrainError(f"--lr-steps are epochs after which the lr drops, whole numbers of at least 1; got {bad_steps}.")
     if cfg.mean is not None and not all(isinstance(m, (int, float)) and math.isfinite(m) for m in cfg.mean):
         raise TrainError(f"--mean needs finite numbers on the 0..255 scale, got {cfg.mean}.")
+    if cfg.mean is not None and not all(0 <= m <= 255 for m in cfg.mean):  # pixels are 0..255, so is their mean
+        raise TrainError(f"--mean needs numbers on the 0..255 scale, got {cfg.mean}: pass the per-channel mean of "
+                         "the images' pixel values, or leave --mean out to compute it.")
     name = cfg.run_name
     if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name):
         raise TrainError(f"--run-name {name!r} must be a plain folder name (no '/', not '.' or '..'): the run "

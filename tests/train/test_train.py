@@ -87,6 +87,8 @@ def make_odd_folders(tmp_path, tiny):
     ("seed", ["--seed", "-1"], "--seed must be a whole number at least 0 and at most 4294967295, got -1"),
     ("mean-images", ["--data", "{tiny}", "--mean-images", "0"], "--mean-images must be a whole number at least 1"),
     ("mean", ["--data", "{tiny}", "--mean", "nan,1,2"], "--mean needs finite numbers"),
+    ("mean-range", ["--data", "{tiny}", "--mean=-500,0,0"], "--mean needs numbers on the 0..255 scale, got \\[-500.0"),
+    ("log-every", ["--log-every", "-1"], "--log-every must be a whole number at least 0, got -1"),
     ("keep", ["--keep", "-1"], "--keep must be a whole number at least 1"),
     ("max-corrupt", ["--max-corrupt", "-1"], "--max-corrupt must be a whole number at least 0"),
     ("dist-timeout", ["--dist-timeout", "nan"], "--dist-timeout must be a number above 0"),
