@@ -14,6 +14,7 @@ from alexnet2gpu.data.folders import PCA_NOISE
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.errors import TrainError
 
+ONE_CLASS = "a softmax over one class gives it probability 1 whatever the weights, so the network learns nothing"
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
 
 
@@ -75,8 +76,8 @@ def check_config(cfg) -> None:
     for name in ("epochs", "batch_size", "in_channels", "crop"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise TrainError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {getattr(cfg, name)!r}.")
-    if cfg.num_classes is not None and cfg.num_classes < 1:
-        raise TrainError(f"--num-classes must be at least 1, got {cfg.num_classes}.")
+    if cfg.num_classes is not None and cfg.num_classes < 2:
+        raise TrainError(f"--num-classes must be at least 2 ({ONE_CLASS}), got {cfg.num_classes}.")
     if cfg.in_channels not in (1, 3):
         raise TrainError(f"--in-channels {cfg.in_channels}: image folders give 1 (grey) or 3 (RGB) channels; pass 1 or 3.")
     if cfg.pca not in ("none", *PCA_NOISE):

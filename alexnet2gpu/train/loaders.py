@@ -13,6 +13,7 @@ from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.distributed.world import Context
 from alexnet2gpu.errors import TrainError
 
+from .checks import ONE_CLASS
 from .config import Config
 
 
@@ -34,6 +35,9 @@ def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False) -> R
         raise TrainError(f"the run's data folder {root} does not exist: if it moved, pass --data with its new "
                          "place (its classes must be the checkpoint's).")
     splits = open_folders(root, cfg.num_classes, say)
+    if len(splits.classes) < 2:
+        raise TrainError(f"{Path(root) / 'train'} has one class folder ({splits.classes[0]}): {ONE_CLASS}; add the "
+                         "folders of the other classes (at least 2).")
     mean = cfg.mean or dataset_mean(root, splits.train, cfg.in_channels, cfg.mean_images, cfg.workers, corrupt, say)
     return RunData(Path(root), splits, len(splits.classes), mean, corrupt)
 

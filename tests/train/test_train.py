@@ -1,6 +1,7 @@
 """train.py end to end: the command lines people type, each bad input's one-sentence message, a NaN stop
 that keeps the last good checkpoint, and a run killed with SIGKILL that resumes to the same metrics."""
 import multiprocessing.process
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,10 +64,14 @@ def make_odd_folders(tmp_path, tiny):
     (tmp_path / "empty" / "val").mkdir()
     broken = tmp_path / "broken"
     for split in ("train", "val"):
-        (broken / split / "a").mkdir(parents=True)
-        (broken / split / "a" / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+        for n in ("a", "b"):
+            (broken / split / n).mkdir(parents=True)
+            (broken / split / n / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    return dict(different=different, empty=tmp_path / "empty", broken=broken, junk=tmp_path / "junk.pt")
+    single = tmp_path / "single"
+    for split in ("train", "val"):
+        shutil.copytree(tiny / split / "00_disc", single / split / "00_disc")
+    return dict(different=different, empty=tmp_path / "empty", broken=broken, junk=tmp_path / "junk.pt", single=single)
 
 
 @pytest.mark.parametrize("case, args, message", [
@@ -74,6 +79,8 @@ def make_odd_folders(tmp_path, tiny):
     ("empty", ["--data", "{empty}"], "has no class folders"),
     ("classes", ["--data", "{different}"], "train/ and val/ under .* have different classes"),
     ("count", ["--data", "{tiny}", "--num-classes", "1000"], "--num-classes is 1000 but .* has 2 class folders"),
+    ("one-class", ["--data", "{single}"], "has one class folder \\(00_disc\\): .*learns nothing.*at least 2"),
+    ("one-built-in-class", ["--num-classes", "1"], "--num-classes must be at least 2 .*learns nothing"),
     ("channels", ["--data", "{tiny}", "--in-channels", "2"], "--in-channels 2: image folders give 1"),
     ("amp", ["--data", "{tiny}", "--amp", "bf16", "--device", "cpu"], "--amp bf16 needs a CUDA device"),
     ("cuda-graphs", ["--data", "{tiny}", "--cuda-graphs"], "--cuda-graphs needs the model on a CUDA device"),
