@@ -50,8 +50,9 @@ def _ymap(v: float, lo: float, hi: float) -> float:
 
 
 def line_chart(path, series: dict[str, tuple[list[float], list[float]]], title: str = "", xlabel: str = "",
-               ylabel: str = "") -> None:
-    """One PNG with a line per series: {name: (xs, ys)}; non-finite points are left out."""
+               ylabel: str = "") -> Image.Image:
+    """A chart with a line per series: {name: (xs, ys)}; non-finite points are left out. Saved as a PNG at
+    `path` unless it is None (then only returned, for a caller that composes charts)."""
     img = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(img)
     points = {k: [(x, y) for x, y in zip(*v) if math.isfinite(y)] for k, v in series.items()}
@@ -71,7 +72,9 @@ def line_chart(path, series: dict[str, tuple[list[float], list[float]]], title: 
         draw.text((W - RIGHT - 150, TOP + 6 + 14 * i), name, fill=colour, font=font)
     for x in sorted(set(xs))[:: max(1, len(set(xs)) // 10)]:
         draw.text((LEFT + (x - xlo) / (xhi - xlo) * (W - LEFT - RIGHT) - 4, H - BOTTOM + 4), _fmt(x), fill="black", font=font)
-    img.save(path)
+    if path is not None:
+        img.save(path)
+    return img
 
 
 def bar_chart(path, labels: list[str], values: list[float], title: str = "", ylabel: str = "") -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,33 @@ def colourfulness(conv1_weight: torch.Tensor, towers: int = 2) -> list[float]:
     return [float(chunk.mean()) for chunk in ratio.chunk(towers)]
 
 
+def atomic_write(path, write) -> None:
+    """`write(tmp)` fills a temporary file beside `path`, which is flushed to disk and renamed over `path`
+    (os.replace is atomic, as for checkpoints): a full disk or a crash mid-write leaves the previous file
+    whole, never a truncated one, and no temporary file. Every file a run writes goes through here."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """Rewrite the whole file from the run's history (it lives in the checkpoint), so a resumed run's
     metrics.csv is exactly that of an uninterrupted one."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(row.get(k, "")) for k in COLUMNS})
-    Path(tmp).replace(path)
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _cell(row.get(k, "")) for k in COLUMNS})
+
+    atomic_write(path, write)
 
 
 def _cell(v):
@@ -52,18 +70,15 @@ def _cell(v):
 def save_curves(path: Path, rows: list[dict]) -> None:
     """Loss (left) and error rates (right) by epoch, side by side in one PNG."""
     epochs = [r["epoch"] for r in rows]
-    left, right = Path(path).with_suffix(".loss.tmp.png"), Path(path).with_suffix(".err.tmp.png")
-    line_chart(left, {"train loss": (epochs, [r["train_loss"] for r in rows]),
-                      "val loss": (epochs, [r["val_loss"] for r in rows])}, "loss", "epoch", "cross-entropy")
-    line_chart(right, {"val top-1 error": (epochs, [r["val_top1_error"] for r in rows]),
-                       "val top-5 error": (epochs, [r["val_top5_error"] for r in rows])}, "validation error", "epoch", "%")
-    a, b = Image.open(left), Image.open(right)
+    a = line_chart(None, {"train loss": (epochs, [r["train_loss"] for r in rows]),
+                          "val loss": (epochs, [r["val_loss"] for r in rows])}, "loss", "epoch", "cross-entropy")
+    b = line_chart(None, {"val top-1 error": (epochs, [r["val_top1_error"] for r in rows]),
+                          "val top-5 error": (epochs, [r["val_top5_error"] for r in rows])},
+                   "validation error", "epoch", "%")
     both = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
     both.paste(a, (0, 0))
     both.paste(b, (a.width, 0))
-    a.close(), b.close()
-    both.save(path)
-    left.unlink(), right.unlink()
+    atomic_write(path, lambda tmp: both.save(tmp, format="PNG"))
 
 
 def save_conv1_kernels(path: Path, conv1_weight: torch.Tensor, towers: int = 2, scale: int = 4) -> None:
@@ -90,4 +105,4 @@ def save_conv1_kernels(path: Path, conv1_weight: torch.Tensor, towers: int = 2, 
             tile = Image.fromarray(pix, "RGB").resize((k, k), Image.NEAREST)
             r, c = divmod(i, cols)
             img.paste(tile, (x0 + gap + c * (k + gap), 18 + gap + r * (k + gap)))
-    img.save(path)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

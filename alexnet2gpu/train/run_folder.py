@@ -11,7 +11,7 @@ from alexnet2gpu.errors import TrainError
 from alexnet2gpu.weights import checkpoint as ckpt
 
 from .config import Config
-from .report import save_conv1_kernels, save_curves, write_metrics
+from .report import atomic_write, save_conv1_kernels, save_curves, write_metrics
 from .runlock import RunFolderLock, claim_run_folder
 
 
@@ -34,7 +34,7 @@ def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], resumed: bool
         if not resumed and ckpt.epoch_files(run_dir):
             raise TrainError(f"run folder {run_dir} holds another run's checkpoints: continue that run with "
                              f"--resume {run_dir}, or pass another --run-name.")
-        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
         if resumed:  # metrics.csv says what the checkpoint says, whatever a failed write left
             write_metrics(run_dir / "metrics.csv", history)
     except OSError as e:

@@ -1,7 +1,9 @@
 """Reports: colourfulness per tower, metrics.csv, the PIL charts (bench.py calls bar_chart), the progress bar."""
 import csv
+import errno
 import io
 
+import pytest
 import torch
 from PIL import Image
 
@@ -60,3 +62,31 @@ def test_curves_of_a_diverged_first_epoch_are_drawn(tmp_path):
                  lr=0.01, images_per_s=5.7, seconds=2.8)]
     save_curves(tmp_path / "curves.png", rows)
     assert Image.open(tmp_path / "curves.png").size == (1280, 400)
+
+
+def test_a_full_disk_leaves_the_previous_reports_whole(tmp_path, monkeypatch):
+    """The disk fills while the reports are rewritten: each file keeps its previous content (never a truncated
+    picture or table), and no temporary file is left behind."""
+    rows = [dict(epoch=1, train_loss=2.0, val_loss=2.1, val_top1_error=90.0, val_top5_error=50.0, lr=0.01)]
+    write_metrics(tmp_path / "metrics.csv", rows)
+    save_curves(tmp_path / "curves.png", rows)
+    save_conv1_kernels(tmp_path / "conv1_kernels.png", torch.randn(96, 3, 11, 11))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(self, fp, *a, **k):  # PIL gets as far as a few bytes
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG\r\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_row(self, row):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    monkeypatch.setattr(csv.DictWriter, "writerow", full_row)
+    rows.append(dict(rows[0], epoch=2))
+    for write in (lambda: write_metrics(tmp_path / "metrics.csv", rows),
+                  lambda: save_curves(tmp_path / "curves.png", rows),
+                  lambda: save_conv1_kernels(tmp_path / "conv1_kernels.png", torch.randn(96, 3, 11, 11))):
+        with pytest.raises(OSError, match="No space left"):
+            write()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
