@@ -28,13 +28,14 @@ def _auto_or_number(text: str):
 
 
 def setting(default, help: str, *, demo=MISSING, parse=None, choices=None, short: tuple = (), shown: str | None = None,
-            resume: bool = False, evaluate: bool = False, placement: bool = False):
+            resume: bool = False, evaluate: bool = False, placement: bool = False, afresh: bool = False):
     """One setting. `demo`: its value without --data (the built-in set); `parse`: how its flag's text is
     read (default: the type of `default`); `shown`: the default as the help says it, where the value
     itself does not say it; `resume`: a resumed run may change it; `evaluate`: --evaluate may change it;
-    `placement`: where the run computes, chosen afresh on resume."""
+    `placement`: where the run computes, chosen afresh on resume; `afresh`: each invocation's own, as given
+    or its default, never the checkpoint's (placement is afresh too)."""
     meta = dict(help=help, demo=demo, parse=parse, choices=choices, short=short, shown=shown, resume=resume,
-                evaluate=evaluate, placement=placement)
+                evaluate=evaluate, placement=placement, afresh=afresh or placement)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -72,9 +73,12 @@ class Config:
                                  "share of the machine's cores")
     out: str = setting("runs", "parent folder of run folders", resume=True)
     run_name: str | None = setting(None, "run folder name", parse=str, shown="run-YYYYmmdd-HHMMSS")
-    resume: str | None = setting(None, "auto (latest run under --out), a run folder or a checkpoint file", parse=str)
-    max_steps: int | None = setting(None, "stop after this many training steps in all (the epoch then validates)",
-                                    parse=int, resume=True)
+    resume: str | None = setting(None, "auto (latest run under --out), a run folder or a checkpoint file", parse=str,
+                                 afresh=True)
+    # Per invocation: a limit the checkpoint carried would stop every later resume before its first step.
+    max_steps: int | None = setting(None, "stop after this many training steps of this invocation (the epoch then "
+                                          "validates and checkpoints); a resume without it trains on to --epochs",
+                                    parse=int, resume=True, afresh=True)
     amp: str | None = setting(None, "bf16 autocast (CUDA)", choices=("bf16",), resume=True, evaluate=True)
     channels_last: bool = setting(False, "channels-last memory format (pays with bf16 on GPUs)", resume=True,
                                   evaluate=True)
@@ -130,15 +134,16 @@ EVALUATION = _marked("evaluate")  # --evaluate may change these; everything else
 # Where a run computes is chosen afresh on resume (checkpoints load into any layout and world size), so a
 # run begun under torchrun continues in one process, or the other way round, without flags to undo.
 PLACEMENT = _marked("placement")
+AFRESH = _marked("afresh")  # each invocation's own: placement, --max-steps, --resume ...
 
 
 def resume_config(saved: dict, given: dict) -> Config:
-    """A resumed run's config: the checkpoint's, with its placement chosen afresh and the flags in `given`
-    that a resumed run may change."""
+    """A resumed run's config: the checkpoint's, with the settings that are each invocation's own as given (or
+    their defaults) and the flags in `given` that a resumed run may change."""
     known = {f.name for f in fields(Config)}
     cfg = Config(**{k: v for k, v in saved.items() if k in known})
-    for k in PLACEMENT:
-        setattr(cfg, k, getattr(Config(), k))
+    for k in AFRESH:
+        setattr(cfg, k, given.get(k, getattr(Config(), k)))
     for k in RESUMABLE:
         if k in given:
             setattr(cfg, k, given[k])

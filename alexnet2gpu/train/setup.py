@@ -95,6 +95,7 @@ class Plan:
     decode: str  # where JPEGs are decoded: cpu or gpu
     start_weights: Weights | None = None  # --init-from
     init_note: str = ""  # what --init-from took, for the banner
+    given: dict = field(default_factory=dict)  # the flags set explicitly (advice repeats them)
 
 
 def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
@@ -130,7 +131,7 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
             check_graphable(layout, [device])  # the two-device towers' devices are checked once they are built
         except ValueError as error:
             raise TrainError(str(error)) from None
-    plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root))
+    plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root), given=given)
     if cfg.init_from is not None and not state:  # checked here, before any model is built
         plan.start_weights = load_weights(cfg.init_from)
         shapes = canonical_shapes(data.num_classes, cfg.in_channels)

@@ -18,6 +18,7 @@ from alexnet2gpu.distributed.world import Context, Printer
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.weights.io import load_weights
 
+from .advice import resume_command
 from .batch_log import StepLog
 from .checks import check_classes
 from .config import EVALUATION, PLACEMENT, Config
@@ -40,6 +41,9 @@ class Run:
         self.spec, self.lr_rule, self.graphed = training.spec, training.lr_rule, training.graphed
         self.run_dir, self.history, self.epoch, self.step = begin.run_dir, begin.history, begin.epoch, begin.step
         self.best, self.last_checkpoint = begin.best, begin.last_checkpoint
+        self.given = plan.given
+        # --max-steps counts this invocation's steps: the absolute step it stops at
+        self.stop_at = None if self.cfg.max_steps is None else begin.step + self.cfg.max_steps
         self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
         self.board = None  # board.Board with --tensorboard, on the main rank
         self._loaders: Loaders | None = None  # built at the first epoch, kept to the end (`loaders`)
@@ -107,7 +111,7 @@ class Run:
         try:
             stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, corrupt=corrupt,
                                     total_images=n_train, desc=f"epoch {epoch}/{cfg.epochs}", ctx=self.ctx,
-                                    first_step=self.step, max_steps=cfg.max_steps, show=self.say.on,
+                                    first_step=self.step, max_steps=self.stop_at, show=self.say.on,
                                     log=self.step_log, graphed=self.graphed)
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
@@ -168,8 +172,9 @@ class Run:
         cfg = self.cfg
         self.say(self.banner())
         self.open_logs()
+        done_before = len(self.history)
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            if self.stop_at is not None and self.step >= self.stop_at:
                 break
             row = self.train_epoch(epoch)
             weights = self.model.state_dict()  # collective in the tower-parallel layout
@@ -185,11 +190,27 @@ class Run:
             self.last_checkpoint = self.ctx.on_main(
                 lambda: write_epoch(self.run_dir, state, epoch, is_best, cfg.keep, weights))
             self.say(epoch_line(row, cfg.epochs))
-        if self.history:
-            best = min(self.history, key=lambda r: r["val_top1_error"])
-            self.say(f"done: best val top-1 error {best['val_top1_error']:.1f} % (top-5 {best['val_top5_error']:.1f} %) "
-                     f"at epoch {best['epoch']}; outputs in {self.run_dir}")
+        self.say(self.ending(trained=len(self.history) - done_before))
         return self.history
+
+    def ending(self, trained: int) -> str:
+        """The last line: done, stopped by --max-steps (and how to go on), or nothing left to train."""
+        cfg, done = self.cfg, self.history[-1]["epoch"] if self.history else 0
+        if not trained:
+            return (f"nothing to train: {self.run_dir} has done {done} epoch(s) and --epochs is {cfg.epochs}; pass a "
+                    "larger --epochs to train on.")
+        if done < cfg.epochs:
+            return (f"stopped by --max-steps {cfg.max_steps} at step {self.step}, after epoch {done} of {cfg.epochs} "
+                    f"(checkpointed); continue with: {self.resume_command()}")
+        best = min(self.history, key=lambda r: r["val_top1_error"])
+        return (f"done: best val top-1 error {best['val_top1_error']:.1f} % (top-5 {best['val_top5_error']:.1f} %) "
+                f"at epoch {best['epoch']}; outputs in {self.run_dir}")
+
+    def resume_command(self, **changes) -> str | None:
+        """The command that continues this run from its last checkpoint (None before the first)."""
+        if self.last_checkpoint is None:
+            return None
+        return resume_command(self.last_checkpoint, self.run_dir.parent, self.given, self.ctx.distributed, **changes)
 
 
 def start(cfg: Config, ctx: Context, given: dict | None = None) -> Run:
