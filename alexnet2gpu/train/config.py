@@ -71,8 +71,9 @@ class Config:
     workers: int = setting(1, "data loader processes", short=("-j",), resume=True, evaluate=True,
                            shown="the usable CPU cores minus one, at least 1; under torchrun each rank takes its "
                                  "share of the machine's cores")
-    out: str = setting("runs", "parent folder of run folders", resume=True)
-    run_name: str | None = setting(None, "run folder name", parse=str, shown="run-YYYYmmdd-HHMMSS")
+    # Where a new run folder goes: a resume names its own folder, or starts one here (run_folder.run_folder_of).
+    out: str = setting("runs", "parent folder of run folders", resume=True, afresh=True)
+    run_name: str | None = setting(None, "run folder name", parse=str, shown="run-YYYYmmdd-HHMMSS", afresh=True)
     resume: str | None = setting(None, "auto (latest run under --out), a run folder or a checkpoint file", parse=str,
                                  afresh=True)
     # Per invocation: a limit the checkpoint carried would stop every later resume before its first step.

@@ -11,8 +11,31 @@ from alexnet2gpu.errors import TrainError
 from alexnet2gpu.weights import checkpoint as ckpt
 
 from .config import Config
-from .report import atomic_write, save_conv1_kernels, save_curves, write_metrics
+from .report import COLUMNS, atomic_write, save_conv1_kernels, save_curves, write_metrics
 from .runlock import RunFolderLock, claim_run_folder
+
+
+# Settings every config.json train.py has written holds: a config.json without them is another program's.
+RUN_CONFIG_KEYS = {"epochs", "lr", "lr_steps", "layout", "pca", "crop", "out", "run_name", "resume"}
+
+
+def run_folder_of(checkpoint) -> Path | None:
+    """The run folder a checkpoint belongs to: RUN when it lies in RUN/checkpoints/ and RUN holds train.py's
+    config.json (and, where there is one, train.py's metrics.csv); None for a checkpoint anywhere else (copied
+    to models/, downloaded), whose surroundings a resume must never take for a run folder and overwrite."""
+    path = Path(checkpoint).resolve()
+    run = path.parent.parent
+    if path.parent.name != ckpt.CHECKPOINTS:
+        return None
+    try:
+        saved = json.loads((run / "config.json").read_text())
+        metrics = run / "metrics.csv"
+        header = metrics.open().readline().strip() if metrics.exists() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not RUN_CONFIG_KEYS <= saved.keys():
+        return None
+    return run if header is None or header.split(",")[:2] == list(COLUMNS[:2]) else None
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -25,17 +48,19 @@ def new_run_dir(cfg: Config) -> Path:
     return path
 
 
-def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], resumed: bool) -> RunFolderLock:
+def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], new: bool) -> RunFolderLock:
     """Lock the run folder for this run's life (lock.path is the folder): a second run on it gets one
-    sentence. Writes config.json, and on resume the checkpoint's metrics.csv."""
-    lock = claim_run_folder(run_dir, numbered=not resumed and cfg.run_name is None)
+    sentence. `new`: a folder this run starts (a fresh run, or a resume of a checkpoint outside any run
+    folder), never one that holds another run's checkpoints. Writes config.json, and on resume the
+    checkpoint's metrics.csv."""
+    lock = claim_run_folder(run_dir, numbered=new and cfg.run_name is None)
     run_dir = lock.path
     try:
-        if not resumed and ckpt.epoch_files(run_dir):
+        if new and ckpt.epoch_files(run_dir):
             raise TrainError(f"run folder {run_dir} holds another run's checkpoints: continue that run with "
                              f"--resume {run_dir}, or pass another --run-name.")
         atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
-        if resumed:  # metrics.csv says what the checkpoint says, whatever a failed write left
+        if history:  # resumed: metrics.csv says what the checkpoint says, whatever a failed write left
             write_metrics(run_dir / "metrics.csv", history)
     except OSError as e:
         lock.release()

@@ -27,7 +27,7 @@ from .config import Config, resume_config
 from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
 from .loaders import RunData, open_data
 from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
-from .run_folder import new_run_dir
+from .run_folder import new_run_dir, run_folder_of
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
 
@@ -96,6 +96,7 @@ class Plan:
     start_weights: Weights | None = None  # --init-from
     init_note: str = ""  # what --init-from took, for the banner
     given: dict = field(default_factory=dict)  # the flags set explicitly (advice repeats them)
+    resume_dir: Path | None = None  # the run folder of the checkpoint resumed from; None outside any
 
 
 def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
@@ -132,6 +133,8 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
         except ValueError as error:
             raise TrainError(str(error)) from None
     plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root), given=given)
+    if state:
+        plan.resume_dir = run_folder_of(state["path"])
     if cfg.init_from is not None and not state:  # checked here, before any model is built
         plan.start_weights = load_weights(cfg.init_from)
         shapes = canonical_shapes(data.num_classes, cfg.in_channels)
@@ -185,6 +188,8 @@ class Start:
     step: int = 0
     best: float = float("inf")  # lowest val top-1 error so far
     last_checkpoint: str | None = None  # the newest checkpoint on disk, named when a run stops
+    new: bool = True  # a folder this run starts (run_folder.claim_run_dir)
+    folder_note: str = ""  # why a resumed run has a new folder, for the banner
 
 
 def fresh_start(plan: Plan, training: Training) -> Start:
@@ -195,9 +200,10 @@ def fresh_start(plan: Plan, training: Training) -> Start:
     return Start(new_run_dir(plan.cfg))
 
 
-def restore(training: Training, state: dict, cfg: Config, ctx: Context, say: Printer) -> Start:
+def restore(plan: Plan, training: Training, ctx: Context, say: Printer) -> Start:
     """A resumed run: weights, momentum and schedule from the checkpoint, which any layout and world size
-    can load."""
+    can load. It goes on in the checkpoint's run folder, or in a new one for a checkpoint outside any."""
+    state, cfg = plan.state, plan.cfg
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
     model.load_state_dict(state["model"])
     schedule.load_state_dict(state["schedule"])
@@ -210,4 +216,9 @@ def restore(training: Training, state: dict, cfg: Config, ctx: Context, say: Pri
             f"from the checkpoint ({schedule.lr:g})")
     history = list(state["metrics"])
     best = min((r["val_top1_error"] for r in history), default=float("inf"))
-    return Start(ckpt.run_dir_of(state["path"]), history, state["epoch"], state["step"], best, state["path"])
+    begin = Start(plan.resume_dir, history, state["epoch"], state["step"], best, state["path"], new=False)
+    if plan.resume_dir is None:
+        begin.run_dir, begin.new = new_run_dir(cfg), True
+        begin.folder_note = (f"a new one, since {state['path']} is not in a run folder (RUN/checkpoints/ beside "
+                             "train.py's config.json): nothing is written beside it")
+    return begin

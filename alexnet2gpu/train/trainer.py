@@ -41,7 +41,7 @@ class Run:
         self.spec, self.lr_rule, self.graphed = training.spec, training.lr_rule, training.graphed
         self.run_dir, self.history, self.epoch, self.step = begin.run_dir, begin.history, begin.epoch, begin.step
         self.best, self.last_checkpoint = begin.best, begin.last_checkpoint
-        self.given = plan.given
+        self.given, self.new_folder, self.folder_note = plan.given, begin.new, begin.folder_note
         # --max-steps counts this invocation's steps: the absolute step it stops at
         self.stop_at = None if self.cfg.max_steps is None else begin.step + self.cfg.max_steps
         self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
@@ -60,7 +60,7 @@ class Run:
                 f"{self.decode}{self.gpu_decode_note()}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
                 + (f"{self.init_note}\n" if self.init_note else "") +
-                f"run folder {self.run_dir}")
+                f"run folder {self.run_dir}" + (f": {self.folder_note}" if self.folder_note else ""))
 
     def gpu_decode_note(self) -> str:
         if self.decode != "gpu":
@@ -155,8 +155,7 @@ class Run:
 
     def fit(self) -> list[dict]:
         # The main rank claims the run folder for the run's life; the other ranks never write it.
-        resumed = self.last_checkpoint is not None
-        lock = self.ctx.on_main(lambda: claim_run_dir(self.run_dir, self.cfg, self.history, resumed))
+        lock = self.ctx.on_main(lambda: claim_run_dir(self.run_dir, self.cfg, self.history, self.new_folder))
         if lock is not None:
             self.run_dir = lock.path  # numbered past a folder another run took meanwhile
         try:
@@ -220,7 +219,7 @@ def start(cfg: Config, ctx: Context, given: dict | None = None) -> Run:
     # find; a mistake (a bad flag, a missing folder) is reported once, by the main rank.
     plan = ctx.main_first(lambda: plan_run(cfg, given or {}, ctx, say))
     training = build_training(plan, ctx)
-    begin = restore(training, plan.state, plan.cfg, ctx, say) if plan.state else fresh_start(plan, training)
+    begin = restore(plan, training, ctx, say) if plan.state else fresh_start(plan, training)
     return Run(plan, training, begin, ctx, say)
 
 
