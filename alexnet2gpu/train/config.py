@@ -28,17 +28,26 @@ def _auto_or_number(text: str):
 
 
 def setting(default, help: str, *, demo=MISSING, parse=None, choices=None, short: tuple = (), shown: str | None = None,
-            resume: bool = False, evaluate: bool = False, placement: bool = False, afresh: bool = False):
+            resume: bool = False, evaluate: bool = False, placement: bool = False, afresh: bool = False,
+            fixed: str = ""):
     """One setting. `demo`: its value without --data (the built-in set); `parse`: how its flag's text is
     read (default: the type of `default`); `shown`: the default as the help says it, where the value
     itself does not say it; `resume`: a resumed run may change it; `evaluate`: --evaluate may change it;
     `placement`: where the run computes, chosen afresh on resume; `afresh`: each invocation's own, as given
-    or its default, never the checkpoint's (placement is afresh too)."""
+    or its default, never the checkpoint's (placement is afresh too); `fixed`: why a resume refuses another
+    value, and what to do instead (CKPT stands for the checkpoint)."""
     meta = dict(help=help, demo=demo, parse=parse, choices=choices, short=short, shown=shown, resume=resume,
-                evaluate=evaluate, placement=placement, afresh=afresh or placement)
+                evaluate=evaluate, placement=placement, afresh=afresh or placement, fixed=fixed)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+# Why a resume refuses a new value of these (setting(fixed=...)): the same reason for each group.
+_SCHEDULE = ("the lr schedule goes on from the checkpoint's state (its drops so far, its best error); leave it out, "
+             "or start a new run from its weights with --init-from CKPT")
+_MEAN = "a resumed run keeps the mean its weights were trained on; leave it out"
+_BUILT_IN = "it sizes the built-in set the run trains on; leave it out, or start a new run"
 
 
 @dataclass
@@ -47,27 +56,38 @@ class Config:
                                shown="the built-in synthetic set", evaluate=True)
     epochs: int = setting(90, "passes over the training set", demo=11, resume=True)
     batch_size: int = setting(128, "images per step and tower pair; the effective batch is this x the pairs",
-                              demo=32, evaluate=True)
-    lr: float = setting(0.01, "learning rate")
+                              demo=32, evaluate=True, resume=True)
+    # On resume --lr (or --lr-scaling) sets the base lr, which the schedule's drops so far then divide.
+    lr: float = setting(0.01, "learning rate", resume=True)
     lr_scaling: str = setting("none", "linear: lr x effective batch / 128 (Krizhevsky 2014); none: lr as given",
-                              choices=("none", "linear"))
-    momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(5e-4, "weight decay, on weights")
-    bias_decay: bool = setting(False, "weight decay on biases too (the original code had none)")
+                              choices=("none", "linear"), resume=True)
+    momentum: float = setting(0.9, "SGD momentum", resume=True)
+    weight_decay: float = setting(5e-4, "weight decay, on weights", resume=True)
+    bias_decay: bool = setting(False, "weight decay on biases too (the original code had none)", resume=True)
     schedule: str = setting("plateau", "plateau: lr / 10 when val error stalls, <= 3 times; step: at --lr-steps",
-                            demo="step", choices=("plateau", "step"))
-    patience: int = setting(5, "plateau: epochs without improvement before a drop")
-    lr_steps: list = setting([], "step: epochs after which lr / 10, e.g. 30,60,80", demo=[5], parse=_ints)
+                            demo="step", choices=("plateau", "step"), fixed=_SCHEDULE)
+    patience: int = setting(5, "plateau: epochs without improvement before a drop", fixed=_SCHEDULE)
+    lr_steps: list = setting([], "step: epochs after which lr / 10, e.g. 30,60,80", demo=[5], parse=_ints,
+                             fixed=_SCHEDULE)
     num_classes: int | None = setting(None, "classes to train on", demo=10, parse=int,
-                                      shown="the number of class folders")
-    in_channels: int = setting(3, "3 (RGB) or 1 (grey)")
+                                      shown="the number of class folders",
+                                      fixed="the network's fc8 has one output per class; to train on other classes "
+                                            "start a new run from its weights with --init-from CKPT (fc8 is then "
+                                            "drawn afresh)")
+    in_channels: int = setting(3, "3 (RGB) or 1 (grey)",
+                               fixed="the network's conv1 takes that many channels; leave it out, or start a new run")
     layout: str = setting("auto", "auto: two-device on 2+ GPUs, tower-parallel under torchrun, merged otherwise",
                           choices=("auto", "merged", "two-device", "tower-parallel"), resume=True, evaluate=True,
                           placement=True)
     init: str = setting("paper", "paper: biases 1, std 0.01; caffe: biases 0.1, fc6/fc7 std 0.005", demo="caffe",
-                        choices=("paper", "caffe"))
-    dropout: float = setting(0.5, "dropout on the outputs of fc6 and fc7")
-    seed: int = setting(0, "seed of the initial weights, data order, augmentation and dropout")
+                        choices=("paper", "caffe"),
+                        fixed="it draws a new run's first weights, and a resumed run's weights are the checkpoint's; "
+                              "leave it out")
+    dropout: float = setting(0.5, "dropout on the outputs of fc6 and fc7", resume=True)
+    seed: int = setting(0, "seed of the initial weights, data order, augmentation and dropout",
+                        fixed="it fixes the data order, augmentation and dropout of every epoch, so that a resumed "
+                              "run goes on as if never stopped; leave it out, or start a new run from its weights "
+                              "with --init-from CKPT")
     workers: int = setting(1, "data loader processes", short=("-j",), resume=True, evaluate=True,
                            shown="the usable CPU cores minus one, at least 1; under torchrun each rank takes its "
                                  "share of the machine's cores")
@@ -93,16 +113,18 @@ class Config:
                           placement=True)
     devices: list | None = setting(None, "two-device layout: the towers' devices, e.g. cuda:0,cuda:1 or cpu,cpu",
                                    parse=_strs, resume=True, evaluate=True, placement=True)
-    pca: str = setting("paper", "PCA colour noise strength", choices=("paper", "original", "none"))
-    crop: int = setting(224, "crop size: 224 (paper) or 227 (caffe)", choices=(224, 227))
+    pca: str = setting("paper", "PCA colour noise strength", choices=("paper", "original", "none"), resume=True)
+    crop: int = setting(224, "crop size: 224 (paper) or 227 (caffe)", choices=(224, 227),
+                        fixed="the network was trained on crops of that size; leave it out, or start a new run from "
+                              "its weights with --init-from CKPT")
     mean: list | None = setting(None, "per-channel mean on 0..255, e.g. 123.7,116.3,103.5", parse=_floats,
-                                shown="computed")
-    mean_images: int = setting(10000, "images sampled to compute the mean")
-    val_crops: int = setting(1, "per-epoch validation: 1 (centre) or 10 crops", choices=(1, 10))
+                                shown="computed", fixed=_MEAN)
+    mean_images: int = setting(10000, "images sampled to compute the mean", fixed=_MEAN)
+    val_crops: int = setting(1, "per-epoch validation: 1 (centre) or 10 crops", choices=(1, 10), resume=True)
     max_corrupt: int = setting(100, "unreadable images skipped before giving up", resume=True)
     keep: int = setting(2, "epoch checkpoints kept besides best.pt", resume=True)
-    train_per_class: int = setting(0, "built-in set: training images per class", demo=40)
-    val_per_class: int = setting(0, "built-in set: validation images per class", demo=10)
+    train_per_class: int = setting(0, "built-in set: training images per class", demo=40, fixed=_BUILT_IN)
+    val_per_class: int = setting(0, "built-in set: validation images per class", demo=10, fixed=_BUILT_IN)
     dist_timeout: float = setting(300.0, "torchrun: seconds a rank waits on a silent peer before it stops",
                                   resume=True)
     decode: str = setting("auto", "where JPEGs are decoded and cropped: cpu (loader workers, PIL), gpu (nvJPEG on "

@@ -74,8 +74,7 @@ class FiniteGuard:
 
 def _non_finite(step: int, value: float | None) -> NonFiniteLoss:
     what = value if value is not None else "non-finite on another tower pair"
-    return NonFiniteLoss(f"the training loss became {what} at step {step}; weights were not updated and "
-                         "the last good checkpoint is kept: lower --lr or resume from that checkpoint.")
+    return NonFiniteLoss(f"the training loss became {what} at step {step}, and the weights took no update from it")
 
 
 def forward_backward(model, images: torch.Tensor, targets: torch.Tensor, autocast=None) -> torch.Tensor:

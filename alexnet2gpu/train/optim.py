@@ -89,6 +89,18 @@ class PlateauSchedule:
     def load_state_dict(self, state: dict) -> None:
         self.lr, self.best, self.bad_epochs, self.drops = state["lr"], state["best"], state["bad_epochs"], state["drops"]
 
+    def dropped(self, epoch: int) -> int:
+        """The drops made by the end of `epoch` (the epochs done so far)."""
+        return self.drops
+
+    def base(self, epoch: int) -> float:
+        """The lr before any drop."""
+        return self.lr * self.factor ** self.dropped(epoch)
+
+    def rebase(self, lr: float, epoch: int) -> None:
+        """Go on from another base lr (a resume given --lr): the drops so far divide it."""
+        self.lr = lr / self.factor ** self.dropped(epoch)
+
 
 class StepSchedule:
     """Divide lr by `factor` after each epoch listed in `milestones` (1-based epochs just finished)."""
@@ -106,6 +118,18 @@ class StepSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.lr = state["lr"]
+
+    def dropped(self, epoch: int) -> int:
+        return sum(1 for m in self.milestones if epoch >= m)
+
+    def base(self, epoch: int) -> float:
+        return self.lr * self.factor ** self.dropped(epoch)
+
+    def rebase(self, lr: float, epoch: int) -> None:
+        """The base later drops divide: on resume the checkpoint's (its lr x the drops so far), not the one the
+        settings give now, unless --lr changed it."""
+        self.base_lr = lr
+        self.lr = lr / self.factor ** self.dropped(epoch)
 
 
 def make_schedule(kind: str, lr: float, patience: int = 5, milestones=()) -> PlateauSchedule | StepSchedule:

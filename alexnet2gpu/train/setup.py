@@ -19,7 +19,6 @@ from alexnet2gpu.errors import TrainError
 from alexnet2gpu.model.layers import TOWERS, canonical_shapes
 from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_process_layout
 from alexnet2gpu.model.stack import StackOptions
-from alexnet2gpu.weights import checkpoint as ckpt
 from alexnet2gpu.weights.io import Weights, initial_weights, load_weights
 
 from .checks import check_classes, check_config, same_folder
@@ -27,6 +26,7 @@ from .config import Config, resume_config
 from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
 from .loaders import RunData, open_data
 from .optim import load_momentum_buffers, make_optimizer, make_schedule, set_lr
+from .resume import find_resume, resume_changes, resume_lr
 from .run_folder import new_run_dir, run_folder_of
 
 PAPER_BATCH = 128  # the batch the paper's lr 0.01 goes with (linear scaling reference)
@@ -70,19 +70,6 @@ def effective_lr(cfg: Config, ctx: Context) -> tuple[float, str]:
     return cfg.lr, f"effective batch {batch} ({cfg.batch_size} per tower pair x {ctx.num_pairs}); lr {cfg.lr:g} as given (no scaling)"
 
 
-def find_resume(cfg: Config, say: Printer) -> dict | None:
-    """The checkpoint --resume names (auto: the newest under --out), loaded; None for a new run."""
-    if cfg.resume is None:
-        return None
-    path = ckpt.latest_checkpoint(cfg.out) if cfg.resume == "auto" else Path(cfg.resume)
-    if path is None:
-        say(f"--resume auto: no checkpoint under {cfg.out}/, starting a new run")
-        return None
-    state = ckpt.load_checkpoint(path)
-    say(f"resuming from {state['path']} (epoch {state['epoch']} done)")
-    return state
-
-
 @dataclass
 class Plan:
     """Everything checked before a model is built."""
@@ -97,6 +84,7 @@ class Plan:
     init_note: str = ""  # what --init-from took, for the banner
     given: dict = field(default_factory=dict)  # the flags set explicitly (advice repeats them)
     resume_dir: Path | None = None  # the run folder of the checkpoint resumed from; None outside any
+    changes: list = field(default_factory=list)  # (setting, was, now) of the flags a resume honoured
 
 
 def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
@@ -107,6 +95,10 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
         raise TrainError("--resume continues a run and --init-from starts a new one from another run's weights: "
                          "pass one of them.")
     state = find_resume(cfg, say)
+    resume_dir, changes = None, []
+    if state:  # before anything is read: a flag a resume refuses is said at once
+        resume_dir = run_folder_of(state["path"])
+        changes = resume_changes(state, given, resume_dir)
     cfg = resume_config(state["config"], given) if state else cfg
     moved = state is not None and "data" in given and not same_folder(given["data"], state["config"].get("data"))
     if state:
@@ -132,9 +124,8 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
             check_graphable(layout, [device])  # the two-device towers' devices are checked once they are built
         except ValueError as error:
             raise TrainError(str(error)) from None
-    plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root), given=given)
-    if state:
-        plan.resume_dir = run_folder_of(state["path"])
+    plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root), given=given,
+                resume_dir=resume_dir, changes=changes)
     if cfg.init_from is not None and not state:  # checked here, before any model is built
         plan.start_weights = load_weights(cfg.init_from)
         shapes = canonical_shapes(data.num_classes, cfg.in_channels)
@@ -207,13 +198,15 @@ def restore(plan: Plan, training: Training, ctx: Context, say: Printer) -> Start
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
     model.load_state_dict(state["model"])
     schedule.load_state_dict(state["schedule"])
+    lr_changed = any(name in ("lr", "lr_scaling") for name, *_ in plan.changes)
+    training.lr_rule = resume_lr(schedule, state, effective_lr(cfg, ctx)[0], lr_changed, cfg, ctx)
     set_lr(optimizer, schedule.lr)  # no buffers yet: only sets lr
     load_momentum_buffers(model, optimizer, model.from_canonical(state["momentum"]))
     pairs = state.get("num_pairs", 1)
     if pairs != ctx.num_pairs:
         say(f"note: this checkpoint was written by {pairs} tower pair(s), now {ctx.num_pairs}: the "
-            f"effective batch becomes {cfg.batch_size * ctx.num_pairs} and the lr continues "
-            f"from the checkpoint ({schedule.lr:g})")
+            f"effective batch becomes {cfg.batch_size * ctx.num_pairs}"
+            + ("" if lr_changed else f" and the lr continues from the checkpoint ({schedule.lr:g})"))
     history = list(state["metrics"])
     best = min((r["val_top1_error"] for r in history), default=float("inf"))
     begin = Start(plan.resume_dir, history, state["epoch"], state["step"], best, state["path"], new=False)

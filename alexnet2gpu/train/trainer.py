@@ -18,7 +18,7 @@ from alexnet2gpu.distributed.world import Context, Printer
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.weights.io import load_weights
 
-from .advice import resume_command
+from .advice import command_line, resume_command
 from .batch_log import StepLog
 from .checks import check_classes
 from .config import EVALUATION, PLACEMENT, Config
@@ -26,6 +26,7 @@ from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .loaders import Loaders, run_loaders
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
+from .resume import changes_note
 from .run_folder import claim_run_dir, write_epoch
 from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
 
@@ -42,6 +43,7 @@ class Run:
         self.run_dir, self.history, self.epoch, self.step = begin.run_dir, begin.history, begin.epoch, begin.step
         self.best, self.last_checkpoint = begin.best, begin.last_checkpoint
         self.given, self.new_folder, self.folder_note = plan.given, begin.new, begin.folder_note
+        self.changes = plan.changes  # the flags a resume honoured, for the banner
         # --max-steps counts this invocation's steps: the absolute step it stops at
         self.stop_at = None if self.cfg.max_steps is None else begin.step + self.cfg.max_steps
         self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
@@ -59,6 +61,7 @@ class Run:
                 f"processes: {self.ctx.describe()}; JPEG decode: "
                 f"{self.decode}{self.gpu_decode_note()}\n"
                 f"{self.lr_rule}; schedule {cfg.schedule}\n"
+                + (f"{changes_note(self.changes)}\n" if self.changes else "")
                 + (f"{self.init_note}\n" if self.init_note else "") +
                 f"run folder {self.run_dir}" + (f": {self.folder_note}" if self.folder_note else ""))
 
@@ -116,8 +119,7 @@ class Run:
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
                 raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why
-            kept = self.last_checkpoint or "none (no epoch finished yet)"
-            raise TrainError(f"{e} Last good checkpoint: {kept}.") from None
+            raise TrainError(f"{e}; {self.lower_lr_advice()}") from None
         if stats.images == 0:
             raise self.nothing_read("train", len(self.data.splits.train))
         if decoding:  # which side of the GPU data path the epoch waited for
@@ -136,6 +138,16 @@ class Run:
                    corrupt_images=len(corrupt.paths), val_images=val["images"], val_skipped=val["skipped"])
         set_lr(self.optimizer, self.schedule.step(epoch, val["top1_error"]))
         return row
+
+    def lower_lr_advice(self) -> str:
+        """After a non-finite loss: the command that goes on at a tenth of the lr. A resume honours --lr (its
+        base lr, which the schedule's drops so far divide), so the same step is not met again at the same lr."""
+        lower = f"{self.cfg.lr / 10:g}"
+        if self.last_checkpoint is None:
+            again = command_line({**self.given, "lr": lower}, self.ctx.distributed)
+            return f"no epoch had finished, so there is no checkpoint: start again at a lower lr with: {again}"
+        return (f"the last good checkpoint, {self.last_checkpoint}, is kept: continue from it at a lower lr with: "
+                f"{self.resume_command(lr=lower)}")
 
     def nothing_read(self, split: str, count: int) -> Exception:
         """The error for a split of which no image could be read: said once, by the main rank."""

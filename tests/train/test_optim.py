@@ -74,3 +74,21 @@ def test_step_schedule_and_bad_choices():
         make_schedule("step", 0.01)
     with pytest.raises(ValueError, match="plateau or step"):
         make_schedule("cosine", 0.01)
+
+
+def test_a_resumed_schedule_keeps_its_drops_and_takes_a_new_base_lr():
+    """On resume the checkpoint's schedule goes on: its drops so far divide the base lr, the checkpoint's
+    (whatever base the settings now give) or one given with --lr."""
+    step = make_schedule("step", 0.01, milestones=[2, 3])
+    step.step(1, 50.0), step.step(2, 50.0)
+    resumed = make_schedule("step", 0.04, milestones=[2, 3])  # e.g. linear scaling at another batch size
+    resumed.load_state_dict(step.state_dict())
+    resumed.rebase(resumed.base(2), 2)
+    assert resumed.lr == pytest.approx(0.001) and resumed.step(3, 50.0) == pytest.approx(0.0001)
+    resumed.rebase(0.5, 2)  # --lr 0.5: after one drop
+    assert resumed.lr == pytest.approx(0.05) and resumed.step(3, 50.0) == pytest.approx(0.005)
+    plateau = make_schedule("plateau", 0.01, patience=1)
+    plateau.step(1, 50.0), plateau.step(2, 50.0)
+    assert (plateau.lr, plateau.dropped(2)) == (pytest.approx(0.001), 1)
+    plateau.rebase(0.5, 2)
+    assert plateau.lr == pytest.approx(0.05) and plateau.base(2) == pytest.approx(0.5)

@@ -2,6 +2,7 @@
 the commands train.py's messages advise, each run as printed."""
 import json
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -59,7 +60,9 @@ def test_max_steps_limits_one_invocation_and_a_resume_without_it_trains_on(tmp_p
 
 
 def files_under(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Each file's content, or for a checkpoint its size and modification time."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.suffix != ".pt" else (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.slow
@@ -90,3 +93,94 @@ def test_a_checkpoint_outside_a_run_folder_continues_in_a_new_one(trained, tmp_p
     code, out, err = run_main(["--resume", run / "checkpoints", "--epochs", "2"], capsys)
     assert code == 0 and f"run folder {run}\n" in out, err
     assert [r["epoch"] for r in read_metrics(run)] == ["1", "2"] and sorted(os.listdir(run.parent)) == ["r"]
+
+
+def test_every_setting_is_honoured_on_resume_or_refused_with_a_reason():
+    """No flag given on resume is dropped silently: each setting is one a resume honours, each invocation's
+    own, checked where it is used, or refused with a reason."""
+    from dataclasses import fields
+
+    from alexnet2gpu.train.config import AFRESH, RESUMABLE, Config
+    from alexnet2gpu.train.resume import CHECKED_ELSEWHERE
+    silent = [f.name for f in fields(Config) if f.name not in RESUMABLE + AFRESH + CHECKED_ELSEWHERE
+              and not f.metadata["fixed"]]
+    assert silent == []
+    assert {"lr", "batch_size", "momentum", "weight_decay", "dropout"} <= set(RESUMABLE)
+    assert "max_steps" in AFRESH and "max_steps" in RESUMABLE
+
+
+@pytest.mark.slow
+def test_a_resume_refuses_what_it_cannot_change_in_one_sentence(trained, tmp_path, capsys):
+    """Each setting fixed by the checkpoint is refused by name, with the reason and what to do; repeating the
+    checkpoint's value is no change (a restarted command line resumes as it is)."""
+    from alexnet2gpu.train.resume import resume_changes
+    run = copy_run(trained, tmp_path / "r")
+    best, before = run / "checkpoints" / "best.pt", files_under(run)
+    for args, message in ((["--num-classes", "5"], re.escape("--num-classes 5 cannot change on resume (the "
+                                                             "checkpoint's run has 2): the network's fc8") +
+                           f".* --init-from {best}"),
+                          (["--in-channels", "1"], "--in-channels 1 cannot change on resume.*conv1"),
+                          (["--seed", "3"], "--seed 3 cannot change .*data order"),
+                          (["--init", "caffe"], "--init caffe cannot change .*the checkpoint's run has paper"),
+                          (["--schedule", "step", "--lr-steps", "3"], "--schedule step cannot change .*schedule"),
+                          (["--patience", "2"], "--patience 2 cannot change .*schedule"),
+                          (["--crop", "227"], "--crop 227 cannot change .*crops of that size"),
+                          (["--mean", "1,2,3"], "--mean 1.0,2.0,3.0 cannot change .*keeps the mean"),
+                          (["--train-per-class", "3"], "--train-per-class 3 cannot change .*built-in set"),
+                          (["--run-name", "other"], f"--run-name other cannot change on resume: the run goes on in "
+                                                    f"its folder {run}")):
+        code, out, err = run_main(["--resume", best, "--epochs", "2", "--lr", "0.5"] + args, capsys)
+        assert code == 1 and err.count("\n") == 1 and err.startswith("train.py: error: "), (args, err)
+        assert re.search(message, err), (args, err)
+    assert files_under(run) == before  # nothing written, not even the lock file
+    state = load_checkpoint(best)
+    same = dict(seed=0, init="paper", num_classes=2, run_name="r", lr=0.01, batch_size=2, resume=str(best))
+    assert resume_changes(state, same, run) == []
+    assert resume_changes(state, dict(same, lr=0.5), run) == [("lr", 0.01, 0.5)]
+
+
+@pytest.mark.slow
+def test_a_resume_honours_lr_and_batch_size_and_says_so(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "r")
+    code, out, err = run_main(["--resume", run, "--epochs", "2", "--lr", "0.5", "--batch-size", "4"], capsys)
+    assert code == 0, err
+    assert "lr 0.5 from --lr 0.5 given on resume (the checkpoint's lr was 0.01)" in out and "as given" not in out
+    assert "effective batch 4 (4 per tower pair x 1)" in out
+    assert ("resumed with: --epochs 2 (the checkpoint's run: 1), --batch-size 4 (the checkpoint's run: 2), "
+            "--lr 0.5 (the checkpoint's run: 0.01)") in out
+    rows = read_metrics(run)
+    assert [(r["lr"], r["steps"]) for r in rows] == [("0.01", "1"), ("0.5", "2")]  # 4 images: one step of 4
+    state = load_checkpoint(run)
+    assert (state["config"]["lr"], state["config"]["batch_size"]) == (0.5, 4)
+
+
+@pytest.mark.slow
+def test_following_the_advice_after_a_nan_loss_goes_on(trained, tiny, tmp_path, capsys, monkeypatch):
+    """The run diverges at the lr it was resumed with; the error gives the command that goes on from the last
+    good checkpoint at a lower lr, and that command, run as printed, trains at that lr. Divergence here: any
+    step taken at an lr above 0.1 has a NaN loss."""
+    from alexnet2gpu.train import engine
+    real = engine.train_step
+
+    def diverging(model, optimizer, images, *a, **k):
+        return real(model, optimizer, images * (float("nan") if optimizer.param_groups[0]["lr"] > 0.1 else 1.0),
+                    *a, **k)
+
+    monkeypatch.setattr(engine, "train_step", diverging)
+    run = copy_run(trained, tmp_path / "runs" / "r")
+    code, out, err = run_main(["--resume", run, "--epochs", "3", "--lr", "1", "--workers", "0"], capsys)
+    assert code == 1 and "the training loss became nan at step 2" in err, err
+    kept = run / "checkpoints" / "epoch_0001.pt"
+    assert f"the last good checkpoint, {kept}, is kept: continue from it at a lower lr with: " in err
+    args = advised(err, "at a lower lr with:")
+    assert args == ["--resume", str(kept), "--out", str(run.parent), "--epochs", "3", "--lr", "0.1", "--workers", "0"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    assert [r["lr"] for r in read_metrics(run)] == ["0.01", "0.1", "0.1"]
+    # before any checkpoint: the advice is the same command at a lower lr
+    fresh = ["--data", tiny, "--out", tmp_path / "runs", "--run-name", "new", "--epochs", "1", "--lr", "0.5"] + TINY
+    code, out, err = run_main(fresh, capsys)
+    assert code == 1 and "no epoch had finished, so there is no checkpoint: start again at a lower lr with:" in err
+    code, out, err = run_main(advised(err, "at a lower lr with:"), capsys)
+    assert code == 0, err
+    assert [r["lr"] for r in read_metrics(tmp_path / "runs" / "new")] == ["0.05"]
