@@ -26,6 +26,7 @@ checkpoints/epoch_NNNN.pt (the last --keep) and checkpoints/best.pt (tensorboard
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from dataclasses import MISSING, fields
@@ -106,14 +107,15 @@ def _main(args: argparse.Namespace) -> int:
     from alexnet2gpu.train.trainer import evaluate_checkpoint, fit
 
     keep_freed_memory()  # reuse freed activation blocks instead of page-faulting them in every step (allocator.py)
+    runs = []  # the run once set up: a stop from outside names the command that resumes it
     try:
         _RUNNING.append(True)
         try:
             cfg, given = build_config(args)
             if args.evaluate:
-                evaluate_checkpoint(args.evaluate, cfg)
+                evaluate_checkpoint(args.evaluate, cfg, given)
             else:
-                fit(cfg, given)
+                fit(cfg, given, started=runs.append)
         finally:
             _RUNNING.clear()
     except (TrainError, ValueError, NotImplementedError, PeerLost) as e:  # ValueError: the model package's checks
@@ -122,15 +124,35 @@ def _main(args: argparse.Namespace) -> int:
     except Stopped:  # under torchrun: rank 0 failed and printed why
         return 1
     except KeyboardInterrupt:
-        print("train.py: interrupted; finished epochs are checkpointed: continue with --resume auto", file=sys.stderr)
+        print("train.py: interrupted" if args.evaluate else stop_message("interrupted", runs), file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - SIGTERM, however it surfaced; anything else as it is
         if not _by_sigterm(e):
             raise
-        print("train.py: stopped by SIGTERM (under torchrun: another rank failed, see its output); finished epochs "
-              "are checkpointed: continue with --resume auto", file=sys.stderr)
+        print("train.py: stopped by SIGTERM" if args.evaluate else stop_message("stopped by SIGTERM", runs),
+              file=sys.stderr)
         return 143
     return 0
+
+
+def stop_message(what: str, runs: list) -> str:
+    """The line for a run stopped from outside (Ctrl-C, SIGTERM): the command, as it runs, that resumes it
+    (trainer.Run.resume_command: its checkpoint, --out, --data where given, and the flags given)."""
+    why = " (under torchrun: another rank failed, see its output)" if what.endswith("SIGTERM") and _torchrun() else ""
+    if not runs:
+        return f"train.py: {what}{why} before training began: start again with the same command"
+    command = runs[-1].resume_command()
+    if command is None:
+        return f"train.py: {what}{why}; no epoch had finished, so nothing is checkpointed: start again with the same command"
+    return f"train.py: {what}{why}; finished epochs are checkpointed: continue with: {command}"
+
+
+def _torchrun() -> bool:
+    """Whether this process is one of several that torchrun started (distributed/world.py reads the same)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1) > 1
+    except ValueError:
+        return False
 
 
 def _by_sigterm(error: BaseException | None) -> bool:

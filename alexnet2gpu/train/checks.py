@@ -99,7 +99,13 @@ def check_classes(classes: list[str], state: dict, root) -> None:
     """The checkpoint's outputs mean its classes, in its order: a data set with other class folders would
     train or score them as if they were the same."""
     saved = state.get("classes")
-    if saved is None or list(saved) == list(classes):
+    if saved is None:  # weights without class names: their number of outputs, at least
+        count = state.get("num_classes")
+        if count is not None and count != len(classes):
+            raise TrainError(f"{root} has {len(classes)} class folders and checkpoint {state['path']} has {count} "
+                             f"outputs: pass --data with the {count} classes the checkpoint was trained on.")
+        return
+    if list(saved) == list(classes):
         return
     only_here = sorted(set(classes) - set(saved))[:3]
     only_saved = sorted(set(saved) - set(classes))[:3]

@@ -13,7 +13,7 @@ from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.distributed.world import Context
 from alexnet2gpu.errors import TrainError
 
-from .checks import ONE_CLASS
+from .checks import ONE_CLASS, check_classes
 from .config import Config
 
 
@@ -26,15 +26,19 @@ class RunData:
     corrupt: CorruptLog  # the unreadable images met so far
 
 
-def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False) -> RunData:
-    """The folders of --data (the built-in set without it), their classes and their mean."""
+def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False, trained: dict | None = None) -> RunData:
+    """The folders of --data (the built-in set without it), their classes and their mean. `trained`: the
+    checkpoint resumed or evaluated, whose classes the folders must have (by name, not only by count)."""
     root = cfg.data
     if root is None:
         root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=say)
     if resumed and not Path(root).is_dir():
         raise TrainError(f"the run's data folder {root} does not exist: if it moved, pass --data with its new "
                          "place (its classes must be the checkpoint's).")
-    splits = open_folders(root, cfg.num_classes, say)
+    # A checkpoint's class count is not the user's to change: its classes are checked below, by name.
+    splits = open_folders(root, None if trained else cfg.num_classes, say)
+    if trained:
+        check_classes(splits.classes, trained, root)
     if len(splits.classes) < 2:
         raise TrainError(f"{Path(root) / 'train'} has one class folder ({splits.classes[0]}): {ONE_CLASS}; add the "
                          "folders of the other classes (at least 2).")

@@ -26,8 +26,8 @@ def find_resume(cfg: Config, say: Printer) -> dict | None:
         return None
     path = ckpt.latest_checkpoint(cfg.out) if cfg.resume == "auto" else Path(cfg.resume)
     if path is None:
-        say(f"--resume auto: nothing to resume in {cfg.out}/ (no run folder there holds a checkpoint): starting a "
-            "new run")
+        say(f"--resume auto: nothing to resume in {cfg.out}: starting a new run (no run folder there holds a "
+            "checkpoint)")
         return None
     state = ckpt.load_checkpoint(path)
     say(f"resuming from {state['path']} (epoch {state['epoch']} done)")

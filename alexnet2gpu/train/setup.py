@@ -21,7 +21,7 @@ from alexnet2gpu.model.layouts import build_model, resolve_layout as resolve_pro
 from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.weights.io import Weights, initial_weights, load_weights
 
-from .checks import check_classes, check_config, same_folder
+from .checks import check_config, same_folder
 from .config import Config, resume_config
 from .cuda_graphs import GRAPH_OPTIONS, GraphedStep, check_graphable
 from .loaders import RunData, open_data
@@ -87,10 +87,10 @@ class Plan:
     changes: list = field(default_factory=list)  # (setting, was, now) of the flags a resume honoured
 
 
-def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
+def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer, scored: dict | None = None) -> Plan:
     """Config, data and placement, checked. `given`: the flags set explicitly (a resumed run takes those it
-    may change). Run on the main rank first (Context.main_first): it makes the built-in set and caches the
-    mean, which the others then find, and a mistake is said once."""
+    may change); `scored`: the checkpoint --evaluate scores. Run on the main rank first (Context.main_first):
+    it makes the built-in set and caches the mean, which the others then find, and a mistake is said once."""
     if cfg.resume is not None and cfg.init_from is not None:
         raise TrainError("--resume continues a run and --init-from starts a new one from another run's weights: "
                          "pass one of them.")
@@ -107,9 +107,8 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer) -> Plan:
     check_config(cfg)
     # Each pair reads its own shard: the first rank of each pair names the unreadable images it meets.
     corrupt = CorruptLog(cfg.max_corrupt, Printer(ctx.tower in (None, 0)))
-    data = open_data(cfg, corrupt, say, resumed=state is not None)
+    data = open_data(cfg, corrupt, say, resumed=state is not None, trained=state or scored)
     if state:
-        check_classes(data.splits.classes, state, data.root)
         if moved:
             say(f"note: the data moved: {state['config'].get('data') or 'the built-in set'} -> {data.root}, "
                 f"with the same {data.num_classes} classes as the checkpoint")
@@ -188,7 +187,10 @@ def fresh_start(plan: Plan, training: Training) -> Start:
     if plan.start_weights is not None:  # collective in the tower-parallel layout, like every load
         model = training.model
         model.load_state_dict(initial_weights(model.state_dict(), plan.start_weights)[0])
-    return Start(new_run_dir(plan.cfg))
+    begin = Start(new_run_dir(plan.cfg))
+    if plan.cfg.resume == "auto":  # torchrun restarts rely on it starting; the banner says it plainly
+        begin.folder_note = f"a new run, since --resume auto found nothing to resume in {plan.cfg.out}"
+    return begin
 
 
 def restore(plan: Plan, training: Training, ctx: Context, say: Printer) -> Start:

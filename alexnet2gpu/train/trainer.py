@@ -20,13 +20,13 @@ from alexnet2gpu.weights.io import load_weights
 
 from .advice import command_line, resume_command
 from .batch_log import StepLog
-from .checks import check_classes
+from .checks import flag
 from .config import EVALUATION, PLACEMENT, Config
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .loaders import Loaders, run_loaders
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
-from .resume import changes_note
+from .resume import changes_note, shown
 from .run_folder import claim_run_dir, write_epoch
 from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
 
@@ -224,12 +224,13 @@ class Run:
         return resume_command(self.last_checkpoint, self.run_dir.parent, self.given, self.ctx.distributed, **changes)
 
 
-def start(cfg: Config, ctx: Context, given: dict | None = None) -> Run:
-    """A run set up step by step (setup.py); `given` holds the flags set explicitly."""
+def start(cfg: Config, ctx: Context, given: dict | None = None, scored: dict | None = None) -> Run:
+    """A run set up step by step (setup.py); `given` holds the flags set explicitly; `scored`: the checkpoint
+    --evaluate scores."""
     say = ctx.say
     # The main rank goes first: it generates the built-in set and caches the mean, which the others then
     # find; a mistake (a bad flag, a missing folder) is reported once, by the main rank.
-    plan = ctx.main_first(lambda: plan_run(cfg, given or {}, ctx, say))
+    plan = ctx.main_first(lambda: plan_run(cfg, given or {}, ctx, say, scored))
     training = build_training(plan, ctx)
     begin = restore(plan, training, ctx, say) if plan.state else fresh_start(plan, training)
     return Run(plan, training, begin, ctx, say)
@@ -260,14 +261,35 @@ def in_world(cfg: Config, ctx: Context | None, work):
             world.teardown()
 
 
-def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None) -> list[dict]:
-    """Train as `cfg` says; `given` holds the flags set explicitly (they override a resumed run's config)."""
-    return in_world(cfg, ctx, lambda ctx: start(cfg, ctx, given).fit())
+def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None, started=None) -> list[dict]:
+    """Train as `cfg` says; `given` holds the flags set explicitly (they override a resumed run's config);
+    `started(run)` is called once the run is set up (train.py names its folder when it is interrupted)."""
+    def work(ctx):
+        run = start(cfg, ctx, given)
+        if started is not None:
+            started(run)
+        return run.fit()
+
+    return in_world(cfg, ctx, work)
 
 
-def evaluate_checkpoint(path, cfg: Config) -> dict:
+def check_evaluation_flags(weights, given: dict) -> None:
+    """--evaluate scores the checkpoint as it was trained: a flag that would change that is refused by name,
+    never ignored (--num-classes cannot make a 2-class network score 3 classes)."""
+    trained = dict(num_classes=weights.num_classes, in_channels=weights.in_channels, crop=weights.crop,
+                   mean=weights.mean)
+    for name, value in given.items():
+        was = trained[name] if name in trained else weights.config.get(name)
+        if name not in EVALUATION and value != was:
+            takes = ", ".join(flag(k) for k in EVALUATION)
+            raise TrainError(f"{flag(name)} {shown(value)} cannot change what --evaluate scores (the checkpoint's is "
+                             f"{shown(was)}): leave it out; --evaluate takes {takes}.")
+
+
+def evaluate_checkpoint(path, cfg: Config, given: dict | None = None) -> dict:
     """Centre-crop and ten-crop errors of a checkpoint on the validation set (the paper's test protocol)."""
     weights = load_weights(path)  # a checkpoint, a run folder or a .safetensors file
+    check_evaluation_flags(weights, given or {})
     saved = Config(**{k: v for k, v in weights.config.items() if k in {f.name for f in fields(Config)}})
     saved.num_classes, saved.in_channels, saved.crop = weights.num_classes, weights.in_channels, weights.crop
     for k in PLACEMENT:  # chosen afresh, as on resume: the checkpoint's devices may not be on this machine
@@ -276,14 +298,14 @@ def evaluate_checkpoint(path, cfg: Config) -> dict:
         if getattr(cfg, k) is not None and (k != "data" or cfg.data):
             setattr(saved, k, getattr(cfg, k))
     saved.mean, saved.resume, saved.init_from = weights.mean, None, None
-    state = dict(model=weights.model, path=weights.path, epoch=weights.epoch, classes=weights.classes)
-    return in_world(saved, None, lambda ctx: _evaluate(start(saved, ctx), state))
+    state = dict(model=weights.model, path=weights.path, epoch=weights.epoch, classes=weights.classes,
+                 num_classes=weights.num_classes)
+    return in_world(saved, None, lambda ctx: _evaluate(start(saved, ctx, scored=state), state))
 
 
 def _evaluate(run: Run, state: dict) -> dict:
     ctx, data = run.ctx, run.data  # every rank evaluates: collective in the tower-parallel layout
-    check_classes(data.splits.classes, state, data.root)
-    run.model.load_state_dict(state["model"])
+    run.model.load_state_dict(state["model"])  # the data's classes are the checkpoint's (loaders.open_data)
     run.say(f"evaluating {state['path']} (epoch {state['epoch']}) in layout {run.layout} on {run.spec.device}: "
             f"{len(data.splits.val)} val images of {data.num_classes} classes in {data.root}")
     results = {}

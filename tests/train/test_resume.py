@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from alexnet2gpu.cli import train
+from alexnet2gpu.data.synthetic import ensure_synthetic
 from alexnet2gpu.weights.checkpoint import load_checkpoint
 from tests.helpers.runs import TINY, read_metrics, run_main
 
@@ -184,3 +185,69 @@ def test_following_the_advice_after_a_nan_loss_goes_on(trained, tiny, tmp_path, 
     code, out, err = run_main(advised(err, "at a lower lr with:"), capsys)
     assert code == 0, err
     assert [r["lr"] for r in read_metrics(tmp_path / "runs" / "new")] == ["0.05"]
+
+
+@pytest.mark.slow
+def test_evaluate_and_resume_on_other_classes_advise_what_works(trained, tmp_path, capsys):
+    """A 3-class set against a 2-class checkpoint: the advice is a --data with the checkpoint's classes, not a
+    --num-classes that the checkpoint overrules; --num-classes given to --evaluate is refused by name."""
+    three = ensure_synthetic(3, 2, 1, cache_dir=tmp_path / "data3", log=lambda *a: None)
+    best = trained / "checkpoints" / "best.pt"
+    for args in (["--evaluate", best, "--data", three], ["--resume", best, "--data", three, "--epochs", "2"]):
+        code, out, err = run_main(args + ["--workers", "0", "--device", "cpu"], capsys)
+        assert code == 1 and f"{three} has other classes than checkpoint {best} (3 vs 2" in err, err
+        assert "pass --data with the classes the checkpoint was trained on" in err and "--num-classes" not in err
+    code, out, err = run_main(["--evaluate", best, "--data", three, "--num-classes", "3"], capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "--num-classes 3 cannot change what --evaluate scores (the checkpoint's is 2): leave it out" in err
+
+
+@pytest.mark.slow
+def test_the_ctrl_c_hint_is_a_command_that_resumes_the_run(tiny, tmp_path, capsys, monkeypatch):
+    """Interrupted in epoch 2, train.py prints the command that resumes this run (its --out, its --data and the
+    flags given), which, run as printed, finishes it there; before the first checkpoint there is none."""
+    from alexnet2gpu.train import engine
+    real, steps = engine.train_step, []
+
+    def interrupted(*a, **k):
+        steps.append(1)
+        if len(steps) == 3:  # the first step of epoch 2 (2 steps an epoch)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_step", interrupted)
+    out_dir = tmp_path / "elsewhere"
+    code, out, err = run_main(["--data", tiny, "--out", out_dir, "--epochs", "2"] + TINY, capsys)
+    assert code == 130, err
+    (run,) = out_dir.iterdir()
+    args = advised(err, "finished epochs are checkpointed: continue with:")
+    assert args[:6] == ["--resume", str(run / "checkpoints" / "epoch_0001.pt"), "--out", str(out_dir), "--data",
+                        str(tiny)]
+    monkeypatch.setattr(engine, "train_step", real)
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    assert [r["epoch"] for r in read_metrics(run)] == ["1", "2"] and list(out_dir.iterdir()) == [run]
+    steps[:] = [1, 1]  # interrupted at the first step
+    monkeypatch.setattr(engine, "train_step", interrupted)
+    code, out, err = run_main(["--data", tiny, "--out", tmp_path / "early", "--epochs", "2"] + TINY, capsys)
+    assert code == 130 and "no epoch had finished, so nothing is checkpointed: start again with the same command" \
+        in err, err
+
+
+def test_the_sigterm_message_names_torchrun_only_under_torchrun(monkeypatch):
+    from alexnet2gpu.cli.train import stop_message
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    plain = stop_message("stopped by SIGTERM", [])
+    assert plain == "train.py: stopped by SIGTERM before training began: start again with the same command"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert "(under torchrun: another rank failed, see its output)" in stop_message("stopped by SIGTERM", [])
+
+
+@pytest.mark.slow
+def test_resume_auto_with_nothing_to_resume_says_it_starts_a_new_run(tiny, tmp_path, capsys):
+    code, out, err = run_main(["--data", tiny, "--out", tmp_path / "runs", "--resume", "auto", "--max-steps", "1",
+                               "--epochs", "1"] + TINY, capsys)
+    assert code == 0, err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert f"--resume auto: nothing to resume in {tmp_path / 'runs'}: starting a new run" in out
+    assert f"run folder {run}: a new run, since --resume auto found nothing to resume in {tmp_path / 'runs'}" in out

@@ -156,3 +156,4 @@ def test_sigterm_to_the_process_group_stops_with_one_sentence(tmp_path, tiny):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "train.py: stopped by SIGTERM" in out and "Traceback" not in out, out[-3000:]
+    assert "torchrun" not in out and "continue with: python train.py --resume " in out, out[-3000:]
