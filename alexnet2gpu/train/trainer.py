@@ -218,10 +218,12 @@ class Run:
                 f"at epoch {best['epoch']}; outputs in {self.run_dir}")
 
     def resume_command(self, **changes) -> str | None:
-        """The command that continues this run from its last checkpoint (None before the first)."""
-        if self.last_checkpoint is None:
+        """The command that continues this run from its last checkpoint (None before the first). Only the main
+        rank writes checkpoints and knows their paths: the other ranks name --resume auto in the run's --out."""
+        checkpoint = self.last_checkpoint if self.ctx.is_main else "auto" if self.history else None
+        if checkpoint is None:
             return None
-        return resume_command(self.last_checkpoint, self.run_dir.parent, self.given, self.ctx.distributed, **changes)
+        return resume_command(checkpoint, self.run_dir.parent, self.given, self.ctx.distributed, **changes)
 
 
 def start(cfg: Config, ctx: Context, given: dict | None = None, scored: dict | None = None) -> Run:

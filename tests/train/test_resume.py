@@ -241,6 +241,15 @@ def test_the_sigterm_message_names_torchrun_only_under_torchrun(monkeypatch):
     assert plain == "train.py: stopped by SIGTERM before training began: start again with the same command"
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert "(under torchrun: another rank failed, see its output)" in stop_message("stopped by SIGTERM", [])
+    # rank 1 does not know the path of rank 0's checkpoint: it names --resume auto in the run's --out
+    from types import SimpleNamespace
+
+    from alexnet2gpu.train.trainer import Run
+    rank1 = SimpleNamespace(ctx=SimpleNamespace(is_main=False, distributed=True), last_checkpoint=None, history=[{}],
+                            run_dir=Path("/out/run-1"), given={"data": "/d", "epochs": 90})
+    rank1.resume_command = lambda **k: Run.resume_command(rank1, **k)
+    assert stop_message("stopped by SIGTERM", [rank1]).endswith(
+        "continue with: torchrun <its options as before> train.py --resume auto --out /out --data /d --epochs 90")
 
 
 @pytest.mark.slow
