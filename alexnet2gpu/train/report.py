@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from alexnet2gpu.files import atomic_write
 
 from .plot import line_chart
 
@@ -32,22 +33,6 @@ def colourfulness(conv1_weight: torch.Tensor, towers: int = 2) -> list[float]:
     grey = w.mean(dim=1, keepdim=True)
     ratio = (w - grey).flatten(1).norm(dim=1) / w.flatten(1).norm(dim=1).clamp_min(1e-12)
     return [float(chunk.mean()) for chunk in ratio.chunk(towers)]
-
-
-def atomic_write(path, write) -> None:
-    """`write(tmp)` fills a temporary file beside `path`, which is flushed to disk and renamed over `path`
-    (os.replace is atomic, as for checkpoints): a full disk or a crash mid-write leaves the previous file
-    whole, never a truncated one, and no temporary file. Every file a run writes goes through here."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:

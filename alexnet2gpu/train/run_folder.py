@@ -8,12 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from alexnet2gpu.errors import TrainError
+from alexnet2gpu.files import atomic_write
 from alexnet2gpu.weights import checkpoint as ckpt
 
 from .config import Config
-from .report import COLUMNS, atomic_write, save_conv1_kernels, save_curves, write_metrics
+from .report import COLUMNS, save_conv1_kernels, save_curves, write_metrics
 from .runlock import RunFolderLock, claim_run_folder
-
 
 # Settings every config.json train.py has written holds: a config.json without them is another program's.
 RUN_CONFIG_KEYS = {"epochs", "lr", "lr_steps", "layout", "pca", "crop", "out", "run_name", "resume"}
@@ -56,7 +56,7 @@ def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], new: bool) ->
     lock = claim_run_folder(run_dir, numbered=new and cfg.run_name is None)
     run_dir = lock.path
     try:
-        if new and ckpt.epoch_files(run_dir):
+        if new and ckpt.newest_in(run_dir):  # best.pt alone too: its epoch files may have been pruned
             raise TrainError(f"run folder {run_dir} holds another run's checkpoints: continue that run with "
                              f"--resume {run_dir}, or pass another --run-name.")
         atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))

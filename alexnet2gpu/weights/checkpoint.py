@@ -17,6 +17,7 @@ import torch
 
 from alexnet2gpu.distributed.world import first_line
 from alexnet2gpu.errors import TrainError
+from alexnet2gpu.files import atomic_write
 
 FORMAT = "alexnet2gpu-checkpoint-v1"
 CHECKPOINTS = "checkpoints"
@@ -27,17 +28,8 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6; older files ar
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to path.tmp, flush to disk, then rename over `path`; the temporary file never survives."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save to path.tmp, flushed to disk, then renamed over `path` (files.atomic_write)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def epoch_files(run_dir: Path) -> list[Path]:
@@ -167,11 +159,6 @@ def check_intact(path: Path) -> None:
         damage = "it is cut short or its zip directory is garbled"
     if damage:
         raise TrainError(f"{path} is damaged ({damage}): restore it from a copy, or use another checkpoint.")
-
-
-def run_dir_of(checkpoint_path) -> Path:
-    """checkpoints live in RUN/checkpoints/, so the run folder is two levels up."""
-    return Path(checkpoint_path).resolve().parent.parent
 
 
 def latest_checkpoint(out_dir) -> Path | None:

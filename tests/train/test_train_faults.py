@@ -48,13 +48,14 @@ def test_a_run_folder_held_by_a_live_run_is_refused_and_freed_when_it_dies(tmp_p
     lock.release(), numbered.release()
 
 
-def test_a_new_run_never_writes_into_a_folder_holding_checkpoints(tmp_path, tiny, capsys):
+@pytest.mark.parametrize("name", ["epoch_0005.pt", "best.pt"])  # best.pt alone: the epoch files were pruned
+def test_a_new_run_never_writes_into_a_folder_holding_checkpoints(tmp_path, tiny, capsys, name):
     folder = tmp_path / "runs" / "r"
     (folder / "checkpoints").mkdir(parents=True)
-    (folder / "checkpoints" / "epoch_0005.pt").write_bytes(b"another run's epoch")
+    (folder / "checkpoints" / name).write_bytes(b"another run's checkpoint")
     code, out, err = run_main(["--data", tiny, "--out", tmp_path / "runs", "--run-name", "r"] + TINY, capsys)
     assert code == 1 and f"run folder {folder} holds another run's checkpoints: continue that run with --resume" in err
-    assert (folder / "checkpoints" / "epoch_0005.pt").read_bytes() == b"another run's epoch"
+    assert (folder / "checkpoints" / name).read_bytes() == b"another run's checkpoint"
 
 
 @pytest.mark.parametrize("where", ["out", "cache"])
