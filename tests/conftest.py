@@ -1,6 +1,7 @@
 """Shared test set-up: this checkout's package first, a fixed RNG state for every test, and Triton kernels
 interpreted on CPU tensors where there is no GPU (so the CPU suite checks them too)."""
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,3 +40,18 @@ def exact_fp32():
 def _seed():
     """Every test starts from the same global RNG state, so weights and inputs are reproducible."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """Folders for one test file's shared files (`module_tmp("name")`), removed after its last test: a full-size
+    checkpoint is about 0.5 GB, and pytest keeps its own folders to the end of the session."""
+    made = []
+
+    def mktemp(name: str):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)

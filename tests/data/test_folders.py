@@ -21,8 +21,8 @@ from alexnet2gpu.train.engine import evaluate
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return ensure_synthetic(3, 2, 1, cache_dir=tmp_path_factory.mktemp("cache"), log=lambda *a: None)
+def folders(module_tmp):
+    return ensure_synthetic(3, 2, 1, cache_dir=module_tmp("cache"), log=lambda *a: None)
 
 
 def test_load_image_rescales_shorter_side_and_takes_the_centre(tmp_path):

@@ -39,8 +39,8 @@ def smooth_image(seed: int, width: int = 256, height: int = 256, grey: bool = Fa
 
 
 @pytest.fixture(scope="module")
-def jpegs(tmp_path_factory) -> list[tuple[str, int]]:
-    folder = tmp_path_factory.mktemp("jpegs")
+def jpegs(module_tmp) -> list[tuple[str, int]]:
+    folder = module_tmp("jpegs")
     samples = []
     for i in range(6):
         path = folder / f"{i}.jpg"

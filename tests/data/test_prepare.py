@@ -75,9 +75,9 @@ def make_tree(src: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory):
+def done(module_tmp):
     """A source tree and its prepared copy (two workers: the Pool path)."""
-    root = tmp_path_factory.mktemp("prep")
+    root = module_tmp("prep")
     make_tree(root / "src")
     lines = []
     marker = prepare(root / "src", root / "dst", workers=2, log=lines.append)

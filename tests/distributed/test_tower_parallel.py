@@ -109,8 +109,8 @@ def merged() -> dict:
 
 
 @pytest.fixture(scope="module")
-def four_ranks(tmp_path_factory) -> tuple[list[dict], str]:
-    checkpoint = str(tmp_path_factory.mktemp("ckpt") / "four_ranks.pt")
+def four_ranks(module_tmp) -> tuple[list[dict], str]:
+    checkpoint = str(module_tmp("ckpt") / "four_ranks.pt")
     return values(run_world(train_ranks, 4, checkpoint)), checkpoint
 
 

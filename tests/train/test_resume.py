@@ -16,9 +16,9 @@ from tests.helpers.runs import TINY, read_metrics, run_main
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny):
+def trained(module_tmp, tiny):
     """A run folder after one epoch of one step, at lr 0.01 and batch 2 (tests take copies: `copy_run`)."""
-    out = tmp_path_factory.mktemp("trained")
+    out = module_tmp("trained")
     code = train.main([str(a) for a in ["--data", tiny, "--out", out, "--run-name", "r", "--epochs", "1",
                                         "--max-steps", "1"] + TINY])
     assert code == 0

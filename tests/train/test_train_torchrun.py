@@ -64,9 +64,9 @@ def assert_same_checkpoint(got: dict, want: dict, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(module_tmp):
     """One epoch (one step at effective batch 4) in three process layouts; the 2-rank run goes on to epoch 2."""
-    tmp = tmp_path_factory.mktemp("torchrun")
+    tmp = module_tmp("torchrun")
     cache = tmp / "cache"
     result = {"tmp": tmp, "cache": cache}
     # First: the main rank generates the built-in set and its mean while the other waits (Context.main_first).

@@ -19,11 +19,11 @@ DAMAGES = {
 
 
 @pytest.fixture(scope="module")
-def damaged(tmp_path_factory):
+def damaged(module_tmp):
     """One file per damage: a train.py checkpoint (small: the loaders refuse it before using the weights)."""
     files = {}
     for name in DAMAGES:
-        run = tmp_path_factory.mktemp(name)
+        run = module_tmp(name)
         files[name] = ckpt.write_checkpoint(run, {"model": {"w": torch.randn(50_000)}}, epoch=1, is_best=False)
     flip_bytes(files["flipped"])
     files["empty"].write_bytes(b"")
@@ -31,9 +31,9 @@ def damaged(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(module_tmp):
     from alexnet2gpu.data.synthetic import ensure_synthetic
-    return ensure_synthetic(2, 2, 1, cache_dir=tmp_path_factory.mktemp("data"), log=lambda *a: None)
+    return ensure_synthetic(2, 2, 1, cache_dir=module_tmp("data"), log=lambda *a: None)
 
 
 def one_sentence(err: str, pattern: str) -> None:

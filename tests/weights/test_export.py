@@ -17,8 +17,8 @@ from tests.helpers.weights import write_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_untrained_checkpoint(tmp_path_factory.mktemp("run"), num_classes=10)
+def checkpoint(module_tmp):
+    return write_untrained_checkpoint(module_tmp("run"), num_classes=10)
 
 
 def reference_logits(checkpoint, x):

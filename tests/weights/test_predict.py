@@ -31,10 +31,10 @@ def test_a_synsets_file_that_cannot_be_read_is_one_sentence(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp):
     """Two classes of the built-in set (a red disc, a cyan square), 12 steps: enough to tell them apart."""
-    data = ensure_synthetic(2, 8, 1, cache_dir=tmp_path_factory.mktemp("data"), log=lambda *a: None)
-    out = tmp_path_factory.mktemp("runs")
+    data = ensure_synthetic(2, 8, 1, cache_dir=module_tmp("data"), log=lambda *a: None)
+    out = module_tmp("runs")
     code = train.main(["--data", str(data), "--out", str(out), "--run-name", "r", "--epochs", "3", "--batch-size",
                        "4", "--workers", "0", "--device", "cpu", "--init", "caffe", "--pca", "none",
                        "--schedule", "step", "--lr-steps", "100", "--val-per-class", "1"])

@@ -17,8 +17,8 @@ from tests.helpers.weights import flip_bytes, train, write_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint10(tmp_path_factory):
-    return write_untrained_checkpoint(tmp_path_factory.mktemp("run10"), num_classes=10)
+def checkpoint10(module_tmp):
+    return write_untrained_checkpoint(module_tmp("run10"), num_classes=10)
 
 
 def test_hub_loads_from_the_clone_with_and_without_weights(checkpoint10, tmp_path):
@@ -63,8 +63,8 @@ def test_hub_refuses_zero_and_negative_sizes(checkpoint10):
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint10, tmp_path_factory):
-    path = tmp_path_factory.mktemp("exported") / "w.safetensors"
+def exported(checkpoint10, module_tmp):
+    path = module_tmp("exported") / "w.safetensors"
     save_safetensors(load_weights(checkpoint10), path)
     return path
 
@@ -156,9 +156,9 @@ def test_initial_weights_draw_fc8_afresh_for_other_classes_and_name_any_other_mi
 
 
 @pytest.fixture(scope="module")
-def tiny3(tmp_path_factory):
+def tiny3(module_tmp):
     from alexnet2gpu.data.synthetic import ensure_synthetic
-    return ensure_synthetic(3, 2, 1, cache_dir=tmp_path_factory.mktemp("data3"), log=lambda *a: None)
+    return ensure_synthetic(3, 2, 1, cache_dir=module_tmp("data3"), log=lambda *a: None)
 
 
 @pytest.mark.slow
