@@ -76,14 +76,14 @@ def runs(module_tmp):
 
 
 @pytest.mark.slow
-def test_two_and_four_ranks_write_the_merged_layouts_checkpoint(runs, capsys):
+def test_two_and_four_ranks_write_the_merged_layouts_checkpoint(runs, capsys, tmp_path):
     """Pair p takes every R-th sample of the epoch's permutation, so 2 pairs at batch 2 see, together, the
     merged layout's batch of 4, and their averaged gradient is its gradient. A mismatch in fc8 only points
     at the gathers to tower 0; a factor of 2 everywhere at the gradient average; in all tensors at the data."""
     tmp, cache = runs["tmp"], runs["cache"]
-    code, out = merged(["--batch-size", 4, "--epochs", 1, "--keep", 1, "--out", tmp / "merged"], cache, capsys)
+    code, out = merged(["--batch-size", 4, "--epochs", 1, "--keep", 1, "--out", tmp_path / "merged"], cache, capsys)
     assert code == 0, out
-    want = checkpoint(tmp / "merged", 1)
+    want = checkpoint(tmp_path / "merged", 1)
     for ranks, key, pairs, per_pair in ((2, "two", 1, 4), (4, "four", 2, 2)):
         code, out = runs[key]
         assert code == 0, out[-3000:]
@@ -97,7 +97,7 @@ def test_two_and_four_ranks_write_the_merged_layouts_checkpoint(runs, capsys):
 
 
 @pytest.mark.slow
-def test_a_four_rank_checkpoint_resumes_at_two_ranks_and_in_the_merged_layout(runs, capsys):
+def test_a_four_rank_checkpoint_resumes_at_two_ranks_and_in_the_merged_layout(runs, capsys, tmp_path):
     """The checkpoint is canonical whatever wrote it: weights and momentum go on in another world size. Both
     resumed runs take one more step (batch 2 per pair, now one pair) from the same state and must agree."""
     tmp, cache = runs["tmp"], runs["cache"]
@@ -105,14 +105,15 @@ def test_a_four_rank_checkpoint_resumes_at_two_ranks_and_in_the_merged_layout(ru
     source = next((tmp / "four").glob("*/checkpoints/epoch_0001.pt"))
     resumed = {}
     for where in ("at2", "merged"):
-        folder = tmp / "resume" / where / "run" / "checkpoints"
+        folder = tmp_path / "resume" / where / "run" / "checkpoints"
         folder.mkdir(parents=True)
         shutil.copy(source, folder / "epoch_0001.pt")
-        args = ["--resume", folder / "epoch_0001.pt", "--epochs", 2, "--max-steps", 1, "--out", tmp / "resume" / where]
+        args = ["--resume", folder / "epoch_0001.pt", "--epochs", 2, "--max-steps", 1,
+                "--out", tmp_path / "resume" / where]
         code, out = torchrun(2, args, cache) if where == "at2" else merged(args + ["--layout", "merged"], cache, capsys)
         assert code == 0, out[-3000:]
         assert "resuming from" in out and "written by 2 tower pair(s), now 1: the effective batch becomes 2" in out
-        state = checkpoint(tmp / "resume" / where, 2)
+        state = checkpoint(tmp_path / "resume" / where, 2)
         assert state["step"] == 2 and [r["epoch"] for r in state["metrics"]] == [1, 2]
         assert all(0 < r["train_loss"] < 10 and 0 <= r["val_top1_error"] <= 100 for r in state["metrics"])
         resumed[where] = state
@@ -120,26 +121,25 @@ def test_a_four_rank_checkpoint_resumes_at_two_ranks_and_in_the_merged_layout(ru
 
 
 @pytest.mark.slow
-def test_a_killed_rank_stops_the_job_with_a_message(runs):
+def test_a_killed_rank_stops_the_job_with_a_message(runs, tmp_path):
     """Rank 1 dies (SIGKILL, via the test hook) at step 2: the survivor stops at once, well within
     --dist-timeout, instead of hanging; epoch 1's checkpoint was on disk before any rank went on."""
-    tmp = runs["tmp"]
-    code, out = torchrun(2, ["--batch-size", 4, "--epochs", 2, "--out", tmp / "killed"], runs["cache"],
+    code, out = torchrun(2, ["--batch-size", 4, "--epochs", 2, "--out", tmp_path / "killed"], runs["cache"],
                          kill="1:2")
     assert code != 0
     assert "rank 0 lost contact with another rank" in out or "train.py: stopped by SIGTERM" in out, out[-3000:]
     assert "exitcode  : -9" in out and "SIGKILL" in out  # torchrun's own summary names the dead rank
-    assert sorted(p.name for p in (tmp / "killed").glob("*/checkpoints/*")) == ["best.pt", "epoch_0001.pt"]
+    assert sorted(p.name for p in (tmp_path / "killed").glob("*/checkpoints/*")) == ["best.pt", "epoch_0001.pt"]
 
 
 @pytest.mark.slow
-def test_max_restarts_resumes_from_the_last_checkpoint_and_ends_like_an_uninterrupted_run(runs):
+def test_max_restarts_resumes_from_the_last_checkpoint_and_ends_like_an_uninterrupted_run(runs, tmp_path):
     tmp = runs["tmp"]
-    code, out = torchrun(2, ["--batch-size", 4, "--epochs", 2, "--keep", 2, "--out", tmp / "restarted", "--resume",
+    code, out = torchrun(2, ["--batch-size", 4, "--epochs", 2, "--keep", 2, "--out", tmp_path / "restarted", "--resume",
                              "auto"], runs["cache"], "--max-restarts=1", kill="1:2")
     assert code == 0, out[-3000:]
     assert "resuming from" in out and "epoch_0001.pt (epoch 1 done)" in out
-    whole, restarted = checkpoint(tmp / "two", 2), checkpoint(tmp / "restarted", 2)
+    whole, restarted = checkpoint(tmp / "two", 2), checkpoint(tmp_path / "restarted", 2)
     timings = ("images_per_s", "seconds", "loader_images_per_s", "step_images_per_s")
     assert [{k: v for k, v in row.items() if k not in timings} for row in restarted["metrics"]] == \
         [{k: v for k, v in row.items() if k not in timings} for row in whole["metrics"]]
