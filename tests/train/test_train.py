@@ -25,7 +25,7 @@ def test_the_paper_command_line_and_the_demo_defaults():
     assert (cfg.momentum, cfg.weight_decay, cfg.pca, cfg.crop, cfg.schedule) == (0.9, 5e-4, "paper", 224, "plateau")
     demo, given = train.build_config(train.parser().parse_args([]))
     assert demo.data is None and demo.num_classes == train.DEMO["num_classes"] and given == {}
-    cfg, given = train.build_config(train.parser().parse_args(["--batch_size", "7", "--num-classes", "3"]))
+    cfg, given = train.build_config(train.parser().parse_args(["--batch-size", "7", "--num-classes", "3"]))
     assert (cfg.batch_size, cfg.num_classes) == (7, 3) and given == {"batch_size": 7, "num_classes": 3}
 
 
