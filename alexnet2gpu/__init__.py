@@ -1,4 +1,5 @@
 """AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) with its original two-tower split."""
+from alexnet2gpu._version import __version__
 from alexnet2gpu.model.layers import canonical_shapes, init_weights
 from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.tower_parallel import TowerParallelAlexNet
