@@ -4,6 +4,8 @@ from the command line rather than from the checkpoint (the placement above all, 
 from __future__ import annotations
 
 import shlex
+import sys
+from pathlib import Path
 
 from .config import RESUMABLE
 
@@ -23,9 +25,13 @@ def flag_text(name: str, value) -> list[str]:
 
 
 def command_line(flags: dict, distributed: bool = False) -> str:
-    """`python train.py` with `flags` ({setting: value}); under torchrun, the torchrun command the run was
-    started with, whose options this process cannot see."""
-    words = ["torchrun <its options as before> train.py" if distributed else "python train.py"]
+    """`python train.py` (or the installed `alexnet2gpu-train`) with `flags` ({setting: value}); under
+    torchrun, the torchrun command the run was started with, whose options this process cannot see."""
+    if Path(sys.argv[0]).name == "alexnet2gpu-train":  # the installed command: there may be no train.py at hand
+        program, alone = "alexnet2gpu-train", "alexnet2gpu-train"
+    else:
+        program, alone = "train.py", "python train.py"
+    words = [f"torchrun <its options as before> {program}" if distributed else alone]
     for name, value in flags.items():
         words += flag_text(name, value)
     return " ".join(words)
