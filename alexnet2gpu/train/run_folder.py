@@ -1,12 +1,19 @@
-"""A run's folder: its name, its claim for the run's life, and what each epoch writes there (the checkpoint,
-then metrics.csv and the pictures). Only the main rank calls these."""
+"""A run's folder: its name, its claim for the run's life, what ran (`run_record`, beside the settings in
+config.json and in every checkpoint), and what each epoch writes there (the checkpoint, then metrics.csv and
+the pictures). Only the main rank writes."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from alexnet2gpu._version import __version__
 from alexnet2gpu.errors import TrainError
 from alexnet2gpu.files import atomic_write
 from alexnet2gpu.weights import checkpoint as ckpt
@@ -17,6 +24,33 @@ from .runlock import RunFolderLock, claim_run_folder
 
 # Settings every config.json train.py has written holds: a config.json without them is another program's.
 RUN_CONFIG_KEYS = {"epochs", "lr", "lr_steps", "layout", "pca", "crop", "out", "run_name", "resume"}
+# The key of what ran, beside the settings' keys in config.json and beside "config" in a checkpoint. The
+# settings stay where they were: readers of config.json and a resume (which reads a checkpoint's "config")
+# see the same keys as before.
+RESOLVED = "resolved"
+
+
+def run_record(layout: str, devices, ctx, data, built_in: bool, decode: str, cpu_decode_share: float | None) -> dict:
+    """What this invocation runs where the settings say "auto" or nothing: the versions, the layout, the
+    devices and the world (a world.Context), the data folder as an absolute path (the built-in set's cache
+    folder), its classes and mean (a loaders.RunData), the decoding. Under torchrun the devices are rank 0's;
+    every rank takes cuda:LOCAL_RANK, or the CPU, alike."""
+    names = [_device_name(torch.device(d)) for d in devices]
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    # plain str, int, float, list and None: a checkpoint is loaded with weights_only=True (TorchVersion is not)
+    return {"alexnet2gpu": __version__, "torch": str(torch.__version__), "torch_cuda": torch.version.cuda,
+            "python": platform.python_version(), "started": started, "layout": layout, "devices": names,
+            "gpus": [torch.cuda.get_device_name(d) for d in names if d.startswith("cuda")],
+            "world_size": ctx.world_size, "tower_pairs": ctx.num_pairs, "data": os.path.abspath(data.root),
+            "data_built_in": built_in, "num_classes": data.num_classes, "mean": [float(m) for m in data.mean],
+            "decode": decode, "cpu_decode_share": cpu_decode_share}
+
+
+def _device_name(device: torch.device) -> str:
+    """"cuda:0", never a bare "cuda": the index the run's tensors went to."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
 
 
 def run_folder_of(checkpoint) -> Path | None:
@@ -48,18 +82,19 @@ def new_run_dir(cfg: Config) -> Path:
     return path
 
 
-def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], new: bool) -> RunFolderLock:
+def claim_run_dir(run_dir: Path, cfg: Config, history: list[dict], new: bool, record: dict) -> RunFolderLock:
     """Lock the run folder for this run's life (lock.path is the folder): a second run on it gets one
     sentence. `new`: a folder this run starts (a fresh run, or a resume of a checkpoint outside any run
-    folder), never one that holds another run's checkpoints. Writes config.json, and on resume the
-    checkpoint's metrics.csv."""
+    folder), never one that holds another run's checkpoints. Writes config.json (the settings, and under
+    "resolved" this invocation's `run_record`), and on resume the checkpoint's metrics.csv."""
     lock = claim_run_folder(run_dir, numbered=new and cfg.run_name is None)
     run_dir = lock.path
     try:
         if new and ckpt.newest_in(run_dir):  # best.pt alone too: its epoch files may have been pruned
             raise TrainError(f"run folder {run_dir} holds another run's checkpoints: continue that run with "
                              f"--resume {run_dir}, or pass another --run-name.")
-        atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
+        config = {**asdict(cfg), RESOLVED: record}
+        atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
         if history:  # resumed: metrics.csv says what the checkpoint says, whatever a failed write left
             write_metrics(run_dir / "metrics.csv", history)
     except OSError as e:

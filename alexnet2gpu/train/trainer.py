@@ -27,7 +27,7 @@ from .loaders import Loaders, run_loaders
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
 from .resume import changes_note, shown
-from .run_folder import claim_run_dir, write_epoch
+from .run_folder import claim_run_dir, run_record, write_epoch
 from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
 
 
@@ -49,6 +49,10 @@ class Run:
         self.step_log: StepLog | None = None  # batch-job lines and TensorBoard scalars (open_logs)
         self.board = None  # board.Board with --tensorboard, on the main rank
         self._loaders: Loaders | None = None  # built at the first epoch, kept to the end (`loaders`)
+        share = resolve_cpu_share(self.cfg.cpu_decode_share, self.cfg.workers) if self.decode == "gpu" else None
+        # what ran, beside the settings: in config.json and in every checkpoint (run_folder.run_record)
+        self.record = run_record(self.layout, getattr(self.model, "devices", None) or [self.spec.device], ctx,
+                                 self.data, self.cfg.data is None, self.decode, share)
 
     def banner(self) -> str:
         cfg, data = self.cfg, self.data
@@ -68,7 +72,7 @@ class Run:
     def gpu_decode_note(self) -> str:
         if self.decode != "gpu":
             return ""
-        share = resolve_cpu_share(self.cfg.cpu_decode_share, self.cfg.workers)
+        share = self.record["cpu_decode_share"]
         return (f" with nvJPEG ({share:.0%} of the images decoded by the loader workers, "
                 f"--cpu-decode-share {self.cfg.cpu_decode_share})")
 
@@ -98,7 +102,7 @@ class Run:
         return dict(model=weights, momentum=self.model.to_canonical(momentum_buffers(self.model, self.optimizer)),
                     schedule=self.schedule.state_dict(), step=self.step, config=asdict(self.cfg),
                     metrics=self.history, classes=self.data.splits.classes, mean=list(self.data.mean),
-                    world_size=self.ctx.world_size, num_pairs=self.ctx.num_pairs)
+                    world_size=self.ctx.world_size, num_pairs=self.ctx.num_pairs, resolved=self.record)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, corrupt = self.cfg, self.data.corrupt
@@ -167,7 +171,8 @@ class Run:
 
     def fit(self) -> list[dict]:
         # The main rank claims the run folder for the run's life; the other ranks never write it.
-        lock = self.ctx.on_main(lambda: claim_run_dir(self.run_dir, self.cfg, self.history, self.new_folder))
+        lock = self.ctx.on_main(
+            lambda: claim_run_dir(self.run_dir, self.cfg, self.history, self.new_folder, self.record))
         if lock is not None:
             self.run_dir = lock.path  # numbered past a folder another run took meanwhile
         try:
