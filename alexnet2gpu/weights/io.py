@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
+import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +31,10 @@ from . import checkpoint as ckpt
 SAFETENSORS = ".safetensors"
 WEIGHTS_FORMAT = "alexnet2gpu-weights-v1"
 CROPS = (224, 227)
+TAKES = "a train.py checkpoint (.pt), a run folder or a .safetensors file"  # what load_weights reads
+ELSEWHERE = "docs/using-weights.md shows how"  # running an exported .onnx or .pt2 file
+# First bytes of the images a user may pass where the weights go (predict WEIGHTS IMAGE, swapped).
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 @dataclass
@@ -53,10 +59,16 @@ class Weights:
 
 
 def load_weights(path) -> Weights:
-    """The weights of a .safetensors file, a train.py checkpoint (.pt) or a run folder's latest checkpoint."""
+    """The weights of a .safetensors file, a train.py checkpoint (.pt) or a run folder's latest checkpoint.
+    Any other file (an exported .onnx or .pt2, an image) is refused in one sentence saying what it is."""
     path = Path(path)
-    if path.suffix == SAFETENSORS:
+    if not path.exists():
+        raise TrainError(f"{path} does not exist: pass {TAKES}.")
+    kind = "checkpoint" if path.is_dir() else file_kind(path)
+    if kind == SAFETENSORS:
         weights = _read_safetensors(path)
+    elif kind != "checkpoint":
+        raise TrainError(f"{path} is {kind}: pass {TAKES}.")
     else:
         state = ckpt.load_checkpoint(path)
         config = dict(state.get("config") or {})
@@ -64,6 +76,40 @@ def load_weights(path) -> Weights:
                           config.get("crop", 224), state.get("epoch"), config)
     _check_usable(weights)
     return weights
+
+
+def file_kind(path: Path) -> str:
+    """What a weights file holds, from its first bytes (its name where they do not tell): SAFETENSORS,
+    "checkpoint" (torch.save's zip, a pre-1.6 pickle, or a file too damaged to tell, which the checkpoint
+    loader then names), or the words for anything else, for the sentence that refuses it."""
+    if path.suffix == SAFETENSORS:  # its reader names a cut or garbled file
+        return SAFETENSORS
+    with open(path, "rb") as f:
+        head = f.read(64)
+    size = path.stat().st_size
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    if len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8:
+        return SAFETENSORS
+    if head.startswith(ckpt.ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "checkpoint"  # cut short or garbled: check_intact says so
+        if any(n.endswith("/archive_format") for n in names) or path.suffix == ".pt2":
+            return (f"a torch.export program (.pt2), which loads with torch.export.load(...).module(), not here "
+                    f"({ELSEWHERE})")
+        if any(n.endswith("data.pkl") for n in names):
+            return "checkpoint"
+        return "a zip archive that torch.save did not write (it holds no data.pkl)"
+    if not head or head.startswith(b"\x80"):  # empty (the checkpoint loader says so), or torch's pre-1.6 pickle
+        return "checkpoint"
+    # ONNX is a protobuf ModelProto: field 1 (ir_version, a small varint), then field 2 (producer_name)
+    if path.suffix == ".onnx" or (head[:1] == b"\x08" and head[2:3] == b"\x12"):
+        return f"an ONNX model, which runs in ONNX Runtime, not here ({ELSEWHERE})"
+    if head.startswith(IMAGE_MAGIC):
+        return "an image, not weights"
+    return "neither a train.py checkpoint nor a .safetensors file (it is no zip archive and has no safetensors header)"
 
 
 def _check_usable(weights: Weights) -> None:

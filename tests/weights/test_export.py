@@ -13,6 +13,7 @@ from alexnet2gpu.weights.export import (CHECK_BATCH, FORMATS, PT2_META, TOLERANC
                                         relative_difference)
 from alexnet2gpu.weights.hub import load_network
 from alexnet2gpu.weights.io import load_weights
+from alexnet2gpu.weights.predict import main as predict_main
 from tests.helpers.weights import write_untrained_checkpoint
 
 
@@ -93,6 +94,15 @@ def test_onnx_runs_in_onnx_runtime_with_the_checkpoints_logits(checkpoint, tmp_p
     assert relative_difference(got, reference_logits(checkpoint, x)) < TOLERANCE
     meta = {p.key: p.value for p in __import__("onnx").load(str(out), load_external_data=False).metadata_props}
     assert json.loads(meta["classes"]) == [f"c{i}" for i in range(10)] and meta["crop"] == "224"
+    refused_by_predict(out, "an ONNX model, which runs in ONNX Runtime", tmp_path, capsys)
+
+
+def refused_by_predict(path, says, tmp_path, capsys):
+    """An exported .onnx or .pt2 file given to predict: one sentence naming what it is and what predict takes."""
+    assert predict_main([str(path), str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"predict: error: {path} is {says}, not here (docs/using-weights.md shows "
+                                       "how): pass a train.py checkpoint (.pt), a run folder or a .safetensors "
+                                       "file.\n")
 
 
 @pytest.mark.slow
@@ -108,3 +118,5 @@ def test_pt2_and_safetensors_reload_with_the_checkpoints_logits(checkpoint, tmp_
     with torch.no_grad():
         assert relative_difference(program.module()(x), want) < 1e-5
     assert json.loads(json.loads(extra[PT2_META])["mean"]) == [120.0, 115.0, 100.0]
+    refused_by_predict(tmp_path / "new" / "a.pt2", "a torch.export program (.pt2), which loads with "
+                       "torch.export.load(...).module()", tmp_path, capsys)

@@ -1,6 +1,7 @@
 """python -m alexnet2gpu.predict: a network trained on the built-in set names the class of newly generated
 images; folders, the centre-crop option, ILSVRC words for wnids and unreadable files."""
 import dataclasses
+import zipfile
 
 import pytest
 
@@ -28,6 +29,47 @@ def test_a_synsets_file_that_cannot_be_read_is_one_sentence(tmp_path, capsys):
         assert out == "" and err == (f"predict: error: the synset words file {synsets} could not be read ({reason}): "
                                      "pass --synsets a file of 'n01440764 tench, Tinca tinca' lines, or leave "
                                      "--synsets out.\n")
+
+
+ONNX_START = b"\x08\n\x12\x07pytorch\x1a\x0c2.14.1"  # the first bytes torch.onnx.export writes
+
+
+def zip_of(path, *names):
+    with zipfile.ZipFile(path, "w") as z:
+        for name in names:
+            z.writestr(name, b"x")
+    return path
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("alexnet.onnx", ONNX_START, "an ONNX model, which runs in ONNX Runtime, not here (docs/using-weights.md shows how)"),
+    ("renamed.pt", ONNX_START, "an ONNX model, which runs in ONNX Runtime, not here (docs/using-weights.md shows how)"),
+    ("alexnet.pt2", ["alexnet/archive_format", "alexnet/models/model.json"],
+     "a torch.export program (.pt2), which loads with torch.export.load(...).module(), not here "
+     "(docs/using-weights.md shows how)"),
+    ("program.zip", ["program/archive_format"], "a torch.export program (.pt2), which loads with "
+                                                "torch.export.load(...).module(), not here (docs/using-weights.md shows how)"),
+    ("photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF", "an image, not weights"),
+    ("photos.pt", ["a.jpg"], "a zip archive that torch.save did not write (it holds no data.pkl)"),
+    ("notes.pt", b"epochs: 90\n", "neither a train.py checkpoint nor a .safetensors file (it is no zip archive and "
+                                   "has no safetensors header)"),
+])
+def test_a_file_that_holds_no_weights_is_named_with_what_it_is(tmp_path, capsys, name, content, says):
+    """Decided by the file's first bytes (zip, safetensors header, ONNX, image) and, where they do not tell, its
+    suffix; each refused in one sentence saying what predict (every weights reader) takes."""
+    path = tmp_path / name
+    zip_of(path, *content) if isinstance(content, list) else path.write_bytes(content)
+    make_image(0, 2, "val", 0).save(tmp_path / "red.jpg")
+    assert main([str(path), str(tmp_path / "red.jpg")]) == 1
+    assert capsys.readouterr().err == (f"predict: error: {path} is {says}: pass a train.py checkpoint (.pt), a run "
+                                       "folder or a .safetensors file.\n")
+
+
+def test_a_safetensors_file_is_read_whatever_its_name(tmp_path):
+    weights = load_weights(write_untrained_checkpoint(tmp_path / "run", num_classes=2))
+    save_safetensors(weights, tmp_path / "w.safetensors")
+    (tmp_path / "w.bin").symlink_to(tmp_path / "w.safetensors")
+    assert load_weights(tmp_path / "w.bin").classes == weights.classes
 
 
 @pytest.fixture(scope="module")
