@@ -99,6 +99,7 @@ def test_onnx_runs_in_onnx_runtime_with_the_checkpoints_logits(checkpoint, tmp_p
 
 def refused_by_predict(path, says, tmp_path, capsys):
     """An exported .onnx or .pt2 file given to predict: one sentence naming what it is and what predict takes."""
+    capsys.readouterr()  # what the export printed
     assert predict_main([str(path), str(tmp_path)]) == 1
     assert capsys.readouterr().err == (f"predict: error: {path} is {says}, not here (docs/using-weights.md shows "
                                        "how): pass a train.py checkpoint (.pt), a run folder or a .safetensors "
