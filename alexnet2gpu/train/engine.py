@@ -125,11 +125,12 @@ READ_SECONDS = 1.0  # how often the training loop reads the device (progress bar
 
 def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total_images: int, desc: str, ctx=None,
                     first_step: int = 0, max_steps: int | None = None, show: bool = True, log=None,
-                    graphed=None) -> EpochStats:
+                    graphed=None, batch_size: int | None = None) -> EpochStats:
     """Train over `loader`; stop early once the run's step count reaches max_steps. `corrupt` (a
     data.folders.CorruptLog) records the unreadable images; `total_images` and `desc` are the progress bar's, which
     `show` turns off; `ctx` (a world.Context) averages the gradients over tower pairs; `graphed` (a
     cuda_graphs.GraphedStep, kept from epoch to epoch) replays the forward and backward from a CUDA graph.
+    `batch_size` lets the bar count to max_steps when the run stops there (`bar_total`).
 
     The loop never waits for the device except every READ_SECONDS (the progress bar's loss and the
     non-finite check), when `log` (a batch_log.StepLog) has a line due, and at the end of the epoch: losses
@@ -138,7 +139,10 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total
     model.train()
     stats = EpochStats()
     guard = FiniteGuard(optimizer, spec.device)
-    bar = Progress(total_images, desc, enabled=None if show else False)
+    total = bar_total(total_images, batch_size, first_step, max_steps)
+    if total < total_images:
+        desc = f"{desc} to --max-steps (step {max_steps})"
+    bar = Progress(total, desc, enabled=None if show else False)
     start = last_read = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=spec.device)
     batches = spec.batches(_counted(loader, corrupt, stats), train=True)
@@ -176,6 +180,14 @@ def train_one_epoch(model, optimizer, loader, spec: InputSpec, *, corrupt, total
     stats.images, stats.decode_seconds = int(totals[1]), float(totals[2])
     stats.loss = float(totals[0]) / max(1, stats.images)
     return stats
+
+
+def bar_total(total_images: int, batch_size: int | None, first_step: int, max_steps: int | None) -> int:
+    """The images the epoch's progress bar (and so its ETA) counts to: the epoch's, or those of the steps left
+    when the run stops at `max_steps` inside it."""
+    if max_steps is None or not batch_size:
+        return total_images
+    return min(total_images, max(0, max_steps - first_step) * batch_size)
 
 
 def _counted(loader, corrupt, stats: EpochStats | None = None, skipped: list | None = None):

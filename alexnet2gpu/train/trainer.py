@@ -119,7 +119,7 @@ class Run:
             stats = train_one_epoch(self.model, self.optimizer, train_loader, self.spec, corrupt=corrupt,
                                     total_images=n_train, desc=f"epoch {epoch}/{cfg.epochs}", ctx=self.ctx,
                                     first_step=self.step, max_steps=self.stop_at, show=self.say.on,
-                                    log=self.step_log, graphed=self.graphed)
+                                    log=self.step_log, graphed=self.graphed, batch_size=cfg.batch_size)
         except NonFiniteLoss as e:
             if not self.ctx.is_main:
                 raise world.Stopped(str(e)) from None  # every rank stops; rank 0 says why
