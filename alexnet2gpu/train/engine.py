@@ -206,7 +206,8 @@ def _counted(loader, corrupt, stats: EpochStats | None = None, skipped: list | N
 @torch.no_grad()
 def evaluate(model, loader, spec: InputSpec, *, corrupt, num_classes: int, ctx=None, total_images: int = 0,
              desc: str = "val", show: bool = True) -> dict:
-    """Loss and top-1/top-5 error (percent) over the images read, and `skipped`, the unreadable ones left out.
+    """Loss and top-1/top-5 error (percent) over the images read, and `skipped`, the unreadable ones left out;
+    top5_error is None with 5 classes or fewer (`has_top5`).
     Ten-crop batches (N x 10 x C x H x W) average the crops' softmax probabilities. Sums are added up over
     tower pairs when there are several."""
     model.eval()
@@ -228,5 +229,12 @@ def evaluate(model, loader, spec: InputSpec, *, corrupt, num_classes: int, ctx=N
     if ctx is not None:
         ctx.sum_over_pairs(totals)  # each pair holds a shard of the val set
     n = max(1.0, float(totals[3]))
-    return dict(loss=float(totals[0]) / n, top1_error=100 * float(totals[1]) / n, top5_error=100 * float(totals[2]) / n,
+    top5 = 100 * float(totals[2]) / n if has_top5(num_classes) else None
+    return dict(loss=float(totals[0]) / n, top1_error=100 * float(totals[1]) / n, top5_error=top5,
                 images=int(totals[3]), skipped=int(totals[4]))
+
+
+def has_top5(num_classes: int) -> bool:
+    """Whether a top-5 error means something: with 5 classes or fewer the five most probable hold every class,
+    so it is 0 whatever the weights (top-5: the right label not among the five most probable, paper §2)."""
+    return num_classes > 5

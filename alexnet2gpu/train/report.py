@@ -57,9 +57,10 @@ def save_curves(path: Path, rows: list[dict]) -> None:
     epochs = [r["epoch"] for r in rows]
     a = line_chart(None, {"train loss": (epochs, [r["train_loss"] for r in rows]),
                           "val loss": (epochs, [r["val_loss"] for r in rows])}, "loss", "epoch", "cross-entropy")
-    b = line_chart(None, {"val top-1 error": (epochs, [r["val_top1_error"] for r in rows]),
-                          "val top-5 error": (epochs, [r["val_top5_error"] for r in rows])},
-                   "validation error", "epoch", "%")
+    errors = {"val top-1 error": (epochs, [r["val_top1_error"] for r in rows])}
+    if any(r.get("val_top5_error") is not None for r in rows):  # none with 5 classes or fewer (engine.has_top5)
+        errors["val top-5 error"] = (epochs, [r.get("val_top5_error", math.nan) for r in rows])
+    b = line_chart(None, errors, "validation error", "epoch", "%")
     both = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
     both.paste(a, (0, 0))
     both.paste(b, (a.width, 0))

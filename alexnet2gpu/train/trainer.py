@@ -22,7 +22,7 @@ from .advice import command_line, resume_command
 from .batch_log import StepLog
 from .checks import flag
 from .config import EVALUATION, PLACEMENT, Config
-from .engine import NonFiniteLoss, evaluate, train_one_epoch
+from .engine import NonFiniteLoss, evaluate, has_top5, train_one_epoch
 from .loaders import Loaders, run_loaders
 from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
@@ -57,9 +57,10 @@ class Run:
     def banner(self) -> str:
         cfg, data = self.cfg, self.data
         where = f"{data.root} (built-in synthetic set)" if cfg.data is None else str(data.root)
+        few = "" if has_top5(data.num_classes) else " (too few for a top-5 error, which is left out)"
         return (f"config:\n{cfg.describe()}\n"
-                f"data {where}: {data.num_classes} classes, {len(data.splits.train)} train / {len(data.splits.val)} val "
-                f"images; mean {[round(m, 2) for m in data.mean]}\n"
+                f"data {where}: {data.num_classes} classes{few}, {len(data.splits.train)} train / "
+                f"{len(data.splits.val)} val images; mean {[round(m, 2) for m in data.mean]}\n"
                 f"layout {self.layout} on {self.spec.device}"
                 f"{' (forward and backward replayed from a CUDA graph)' if self.graphed else ''}; "
                 f"processes: {self.ctx.describe()}; JPEG decode: "
@@ -136,10 +137,12 @@ class Run:
             raise self.nothing_read("val", val["skipped"])
         workers = max(1, cfg.workers)
         row = dict(epoch=epoch, train_loss=stats.loss, val_loss=val["loss"], val_top1_error=val["top1_error"],
-                   val_top5_error=val["top5_error"], lr=lr, images_per_s=stats.images / max(stats.seconds, 1e-9),
+                   lr=lr, images_per_s=stats.images / max(stats.seconds, 1e-9),
                    seconds=stats.seconds, loader_images_per_s=stats.images * workers / max(stats.decode_seconds, 1e-9),
                    step_images_per_s=stats.images / max(stats.step_seconds, 1e-9), steps=self.step,
                    corrupt_images=len(corrupt.paths), val_images=val["images"], val_skipped=val["skipped"])
+        if val["top5_error"] is not None:  # 5 classes or fewer: no top-5 (an empty cell in metrics.csv)
+            row["val_top5_error"] = val["top5_error"]
         set_lr(self.optimizer, self.schedule.step(epoch, val["top1_error"]))
         return row
 
@@ -219,8 +222,9 @@ class Run:
             return (f"stopped by --max-steps {cfg.max_steps} at step {self.step}, after epoch {done} of {cfg.epochs} "
                     f"(checkpointed); continue with: {self.resume_command()}")
         best = min(self.history, key=lambda r: r["val_top1_error"])
-        return (f"done: best val top-1 error {best['val_top1_error']:.1f} % (top-5 {best['val_top5_error']:.1f} %) "
-                f"at epoch {best['epoch']}; outputs in {self.run_dir}")
+        top5 = f" (top-5 {best['val_top5_error']:.1f} %)" if has_top5(self.data.num_classes) else ""
+        return (f"done: best val top-1 error {best['val_top1_error']:.1f} %{top5} at epoch {best['epoch']}; outputs "
+                f"in {self.run_dir}")
 
     def resume_command(self, **changes) -> str | None:
         """The command that continues this run from its last checkpoint (None before the first). Only the main
@@ -244,15 +248,17 @@ def start(cfg: Config, ctx: Context, given: dict | None = None, scored: dict | N
 
 
 def epoch_line(row: dict, epochs: int) -> str:
+    """The epoch's line, its fields in words (docs/training.md explains each). Colourfulness follows the paper's
+    Figure 3 (§6.1): one tower's conv1 kernels came out largely colour-agnostic, the other's colour-specific."""
     colour = ""
     if "colour_tower0" in row:
-        colour = f" | colour t0 {row['colour_tower0']:.2f} t1 {row['colour_tower1']:.2f}"
+        colour = f" | conv1 colourfulness: tower 0 {row['colour_tower0']:.2f}, tower 1 {row['colour_tower1']:.2f}"
+    top5 = f", top-5 {row['val_top5_error']:.1f} %" if row.get("val_top5_error") is not None else ""
     skipped = f" (over {row['val_images']} images, {row['val_skipped']} unreadable skipped)" if row.get("val_skipped") else ""
     return (f"epoch {row['epoch']}/{epochs} | train loss {row['train_loss']:.3f} | val loss {row['val_loss']:.3f} | "
-            f"top-1 err {row['val_top1_error']:.1f} % | top-5 err {row['val_top5_error']:.1f} %{skipped} | "
-            f"lr {row['lr']:.3g} | "
-            f"{row['images_per_s']:.1f} img/s (loader {row['loader_images_per_s']:.0f}, step {row['step_images_per_s']:.1f})"
-            f"{colour} | {row['seconds']:.0f} s")
+            f"val error top-1 {row['val_top1_error']:.1f} %{top5}{skipped} | lr {row['lr']:.3g} | "
+            f"{row['images_per_s']:.1f} img/s (loader up to {row['loader_images_per_s']:.0f} img/s, model step up to "
+            f"{row['step_images_per_s']:.1f} img/s){colour} | {row['seconds']:.0f} s")
 
 
 def in_world(cfg: Config, ctx: Context | None, work):
@@ -329,6 +335,7 @@ def _evaluate(run: Run, state: dict) -> dict:
         if r["images"] == 0:
             raise run.nothing_read("val", r["skipped"])
         skipped = f" ({r['skipped']} unreadable skipped)" if r["skipped"] else ""
-        run.say(f"{state['path']}: {crops:2d} crop(s): top-1 error {r['top1_error']:.2f} %, top-5 error "
-                f"{r['top5_error']:.2f} %, loss {r['loss']:.4f} on {r['images']} images{skipped}")
+        top5 = f", top-5 error {r['top5_error']:.2f} %" if r["top5_error"] is not None else ""
+        run.say(f"{state['path']}: {crops:2d} crop(s): top-1 error {r['top1_error']:.2f} %{top5}, loss "
+                f"{r['loss']:.4f} on {r['images']} images{skipped}")
     return results

@@ -64,6 +64,17 @@ def test_curves_of_a_diverged_first_epoch_are_drawn(tmp_path):
     assert Image.open(tmp_path / "curves.png").size == (1280, 400)
 
 
+def test_a_run_of_5_classes_or_fewer_has_no_top5_cell_or_curve(tmp_path):
+    rows = [dict(epoch=e, train_loss=2.0, val_loss=2.1, val_top1_error=40.0, lr=0.01) for e in (1, 2)]
+    write_metrics(tmp_path / "metrics.csv", rows)
+    header, first = (tmp_path / "metrics.csv").read_text().splitlines()[:2]
+    assert first.split(",")[header.split(",").index("val_top5_error")] == ""
+    save_curves(tmp_path / "curves.png", rows)  # a top-1 curve alone
+    with_top5 = tmp_path / "with.png"
+    save_curves(with_top5, [dict(r, val_top5_error=10.0) for r in rows])
+    assert Image.open(tmp_path / "curves.png").tobytes() != Image.open(with_top5).tobytes()
+
+
 def test_a_full_disk_leaves_the_previous_reports_whole(tmp_path, monkeypatch):
     """The disk fills while the reports are rewritten: each file keeps its previous content (never a truncated
     picture or table), and no temporary file is left behind."""

@@ -80,7 +80,7 @@ def test_a_split_with_no_readable_image_stops_and_skipped_images_are_counted(tmp
     code, out, err = run_main(["--data", data, "--out", tmp_path / "runs", "--run-name", "one", "--max-steps", "1"]
                               + TINY, capsys)
     assert code == 0, err
-    assert "top-1 err" in out and "(over 1 images, 1 unreadable skipped)" in out
+    assert "val error top-1 " in out and "(over 1 images, 1 unreadable skipped)" in out
     row = read_metrics(tmp_path / "runs" / "one")[0]
     assert (row["val_images"], row["val_skipped"]) == ("1", "1")
     second.write_bytes(b"\xff\xd8 not a jpeg either")
