@@ -178,10 +178,13 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
+    from alexnet2gpu.train.run_log import capture
+
     args = parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _main(args)
+        with capture():  # what is printed, errors included, also goes to RUN/train.log
+            return _main(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

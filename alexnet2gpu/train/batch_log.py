@@ -5,6 +5,7 @@ epochs. `StepLog` writes one line every `--log-every` steps, or about every DEFA
 when that is not given: the time, step, epoch progress, loss, lr, images/s and the share of the time spent
 waiting for data since the last line, and the peak GPU memory on CUDA. The training loop asks `due` after
 every step (a clock read, no device access) and reads the loss from the device only when a line is due.
+On a terminal without --log-every the lines go to RUN/train.log alone (run_log.py): a log is a file.
 """
 from __future__ import annotations
 
@@ -20,20 +21,21 @@ DEFAULT_SECONDS = 30.0
 
 class StepLog:
     """`every`: a line every that many steps (None: about every `seconds`; 0: none). `lines`: write them to
-    `stream` (train.py: when stdout is no terminal or --log-every is given). `board`: a board.Board that gets
-    the same figures as scalars."""
+    `stream` (train.py: when stdout is no terminal or --log-every is given). `file`: where the lines go when
+    they are not written to `stream` (run_log.file_writer: RUN/train.log alone). `board`: a board.Board that
+    gets the same figures as scalars."""
 
     def __init__(self, optimizer, device: torch.device, every: int | None = None, lines: bool = True,
-                 board=None, num_pairs: int = 1, stream=None, seconds: float | None = None):
+                 board=None, num_pairs: int = 1, stream=None, seconds: float | None = None, file=None):
         self.optimizer, self.device, self.every = optimizer, torch.device(device), every
         self.seconds = DEFAULT_SECONDS if seconds is None else seconds
-        self.lines, self.board, self.num_pairs = lines, board, num_pairs
+        self.lines, self.board, self.num_pairs, self.file = lines, board, num_pairs, file
         self.stream = stream or sys.stdout
         self.begin(0, 0, 0)
 
     @property
     def active(self) -> bool:
-        return self.every != 0 and (self.lines or self.board is not None)
+        return self.every != 0 and (self.lines or self.file is not None or self.board is not None)
 
     def begin(self, epoch: int, epochs: int, total_images: int) -> None:
         """Called before each epoch: rates are measured from here (the loader's start-up counts as waiting)."""
@@ -71,6 +73,8 @@ class StepLog:
             prefix = "\r\x1b[K" if self.stream.isatty() else ""
             self.stream.write(prefix + line + "\n")
             self.stream.flush()
+        elif self.file is not None:
+            self.file(line)
         if self.board is not None:
             self.board.scalars("train", step, values)
         return line

@@ -28,6 +28,7 @@ from .optim import get_lr, momentum_buffers, set_lr
 from .report import colourfulness
 from .resume import changes_note, shown
 from .run_folder import claim_run_dir, run_record, write_epoch
+from .run_log import attach, capture, file_writer
 from .setup import Plan, Start, Training, build_training, fresh_start, make_context, plan_run, restore
 
 
@@ -170,7 +171,7 @@ class Run:
             self.board = Board(self.run_dir, self.step)
         lines = self.say.on and (self.cfg.log_every is not None or not sys.stdout.isatty())
         self.step_log = StepLog(self.optimizer, self.spec.device, self.cfg.log_every, lines, self.board,
-                                self.ctx.num_pairs)
+                                self.ctx.num_pairs, file=file_writer())  # RUN/train.log gets the lines anyway
 
     def fit(self) -> list[dict]:
         # The main rank claims the run folder for the run's life; the other ranks never write it.
@@ -179,6 +180,8 @@ class Run:
         if lock is not None:
             self.run_dir = lock.path  # numbered past a folder another run took meanwhile
         try:
+            if lock is not None:  # RUN/train.log from here on, with the lines printed so far
+                attach(self.run_dir, resumed=bool(self.history))
             return self._fit()
         finally:
             self.close_loaders()  # an error too: workers left to the garbage collector could outlive it
@@ -283,7 +286,8 @@ def fit(cfg: Config, given: dict | None = None, ctx: Context | None = None, star
             started(run)
         return run.fit()
 
-    return in_world(cfg, ctx, work)
+    with capture():  # RUN/train.log (run_log.py); train.py's own capture when it calls this
+        return in_world(cfg, ctx, work)
 
 
 def check_evaluation_flags(weights, given: dict) -> None:

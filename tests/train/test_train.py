@@ -126,7 +126,7 @@ def test_a_short_run_leaves_every_output_and_skips_a_corrupt_image(tmp_path, tin
     assert code == 0, err
     run = tmp_path / "runs" / "r"
     for name in ("config.json", "metrics.csv", "curves.png", "conv1_kernels.png", "checkpoints/epoch_0001.pt",
-                 "checkpoints/best.pt"):
+                 "checkpoints/best.pt", "train.log"):
         assert (run / name).is_file(), name
     rows = read_metrics(run)
     assert len(rows) == 1 and rows[0]["steps"] == "1" and rows[0]["corrupt_images"] == "1"
@@ -160,6 +160,7 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny, cap
     assert code == 1 and "Traceback" not in err
     assert "the training loss became nan at step 2" in err and "epoch_0001.pt" in err, err
     assert len(read_metrics(tmp_path / "r")) == 1
+    assert (tmp_path / "r" / "train.log").read_text() == out + err  # the error too, as printed
     assert load_checkpoint(tmp_path / "r")["epoch"] == 1
 
 
