@@ -3,7 +3,8 @@
     python -m alexnet2gpu.predict runs/RUN/checkpoints/best.pt photo.jpg
     python -m alexnet2gpu.predict alexnet.safetensors photos/ --center-crop --top 3
 
-WEIGHTS: a train.py checkpoint, a run folder or a .safetensors file. Each image goes through the
+WEIGHTS: a train.py checkpoint, a run folder or a .safetensors file (an exported .onnx or .pt2 file runs in
+ONNX Runtime or torch.export.load: docs/using-weights.md shows how). Each image goes through the
 validation path of training (data/folders.py: shorter side to 256, centre 256x256, then ten crops: four corners,
 centre and their mirror images, whose softmax probabilities are averaged, paper §4.1; or the centre crop
 alone with --center-crop), minus the training mean. A folder stands for every image in it (and in its
