@@ -96,12 +96,25 @@ def write_json(path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+PLOTTED = {"train": "training", "infer": "inference", "load": "input pipeline"}  # the modes measured in images/s
+
+
 def write_plot(path, records: list[dict]) -> None:
-    """Images/s per training row (and inference rows when there are no training rows) as a bar chart."""
+    """Images/s of each measured row as a horizontal bar, training rows first, then inference, then the input
+    pipeline; each bar labelled with its value and its ratio to `merged` of the same batch and mode (the
+    loader's to merged's training step, as in the table)."""
     from alexnet2gpu.train.plot import bar_chart
-    rows = [r for r in records if r["mode"] == "train"] or [r for r in records if r["mode"] == "infer"]
-    batches = {r["batch_size"] for r in rows}
-    labels = [r["variant"] + (f" @{r['batch_size']}" if len(batches) > 1 else "") for r in rows]
-    mode = rows[0]["mode"] if rows else "train"
-    bar_chart(path, labels, [r["images_per_s"] for r in rows], title=f"AlexNet {mode} throughput ({rows[0]['device'] if rows else ''})",
-              ylabel="images/s")
+    rows = sorted((r for r in records if r["mode"] in PLOTTED), key=lambda r: list(PLOTTED).index(r["mode"]))
+    batches = sorted({r["batch_size"] for r in rows})
+    base = {(r["batch_size"], r["mode"]): r["images_per_s"] for r in rows if r["variant"] == "merged"}
+    notes = []
+    for r in rows:
+        ref = base.get((r["batch_size"], "train" if r["mode"] == "load" else r["mode"]))
+        notes.append(f"({r['images_per_s'] / ref:.2f}x merged)" if ref and r["variant"] != "merged" else "")
+    labels = [f"{r['variant']} ({r['mode']}" + (f", batch {r['batch_size']})" if len(batches) > 1 else ")")
+              for r in rows]
+    devices = ", ".join(dict.fromkeys(r["device"] for r in rows))
+    batch = f"batch {batches[0]}" if len(batches) == 1 else "batches " + ", ".join(map(str, batches))
+    title = f"AlexNet images/s on {devices}, {batch}" if rows else "AlexNet images/s: every row was skipped"
+    bar_chart(path, labels, [r["images_per_s"] for r in rows], title=title, xlabel="images/s",
+              groups=[PLOTTED[r["mode"]] for r in rows], notes=notes)

@@ -1,96 +1,123 @@
-"""Tiny charts with PIL alone (no matplotlib): line charts for training curves, bar charts for bench.py."""
+"""Charts drawn with matplotlib on its Agg canvas, without pyplot: no global figure state, so drawing is safe
+from any thread and never opens a window. Line charts of the training curves (report.save_curves) and the
+bar chart of bench.py --plot. matplotlib is imported inside the functions, so importing the package stays fast."""
 from __future__ import annotations
 
 import math
 
-from PIL import Image, ImageDraw, ImageFont
+from alexnet2gpu.files import atomic_write
 
-COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75))
-W, H = 640, 400
-LEFT, RIGHT, TOP, BOTTOM = 70, 20, 40, 50
-
-
-def _font():
-    return ImageFont.load_default()
+DPI = 100
+# Beyond this a value is drawn as off the chart: matplotlib's tick and margin arithmetic overflows near the
+# float maximum (a diverged loss can get there).
+LIMIT = 1e200
 
 
-def _nice_range(lo: float, hi: float) -> tuple[float, float, float]:
-    """Axis bounds and tick step covering [lo, hi] with round numbers."""
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        lo, hi = 0.0, 1.0
-    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):  # one value (or several equal ones), however large
-        half = 0.5 * max(1.0, abs(hi))
-        lo, hi = lo - half, hi + half
-    raw = (hi - lo) / 5
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    return math.floor(lo / step) * step, math.ceil(hi / step) * step, step
+def figure(width: float, height: float, **subplots):
+    """A figure of width x height inches and its axes (fig.subplots(**subplots)). The constrained layout keeps
+    titles, labels, tick labels and legends from overlapping one another."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(**subplots)
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
+def save(fig, path) -> None:
+    """The figure as a PNG written whole or not at all (the temporary file's name has no .png, hence format)."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
 
 
-def _axes(draw, title: str, xlabel: str, ylabel: str, ylo: float, yhi: float, ystep: float):
-    font = _font()
-    draw.text((LEFT, 12), title, fill="black", font=font)
-    draw.text((W // 2 - 20, H - 18), xlabel, fill="black", font=font)
-    draw.text((4, 22), ylabel, fill="black", font=font)
-    draw.rectangle((LEFT, TOP, W - RIGHT, H - BOTTOM), outline="black")
-    v = ylo
-    while v <= yhi + ystep / 2:
-        y = _ymap(v, ylo, yhi)
-        draw.line((LEFT - 4, y, W - RIGHT, y), fill=(225, 225, 225))
-        draw.text((4, y - 6), _fmt(v), fill="black", font=font)
-        v += ystep
+def number(v) -> float:
+    """A float, or NaN for what is none (None, '' or a missing column of an older metrics row)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
-def _ymap(v: float, lo: float, hi: float) -> float:
-    return H - BOTTOM - (v - lo) / (hi - lo) * (H - BOTTOM - TOP)
+def fmt(v: float) -> str:
+    """A value as a label: 4 significant digits, thousands whole (43,712 images/s), the rest in e-notation."""
+    if math.isfinite(v) and 1e3 <= abs(v) < 1e7:
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if v == 0 or math.isfinite(v) and 1e-3 <= abs(v) < 1e3 else f"{v:.3g}"
 
 
-def line_chart(path, series: dict[str, tuple[list[float], list[float]]], title: str = "", xlabel: str = "",
-               ylabel: str = "") -> Image.Image:
-    """A chart with a line per series: {name: (xs, ys)}; non-finite points are left out. Saved as a PNG at
-    `path` unless it is None (then only returned, for a caller that composes charts)."""
-    img = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(img)
-    points = {k: [(x, y) for x, y in zip(*v) if math.isfinite(y)] for k, v in series.items()}
-    xs = [x for pts in points.values() for x, _ in pts] or [0, 1]
-    ys = [y for pts in points.values() for _, y in pts] or [0, 1]
-    ylo, yhi, ystep = _nice_range(min(ys), max(ys))
-    xlo, xhi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    _axes(draw, title, xlabel, ylabel, ylo, yhi, ystep)
-    font = _font()
-    for i, (name, pts) in enumerate(points.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        xy = [(LEFT + (x - xlo) / (xhi - xlo) * (W - LEFT - RIGHT), _ymap(y, ylo, yhi)) for x, y in pts]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=2)
-        for x, y in xy:
-            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-        draw.text((W - RIGHT - 150, TOP + 6 + 14 * i), name, fill=colour, font=font)
-    for x in sorted(set(xs))[:: max(1, len(set(xs)) // 10)]:
-        draw.text((LEFT + (x - xlo) / (xhi - xlo) * (W - LEFT - RIGHT) - 4, H - BOTTOM + 4), _fmt(x), fill="black", font=font)
-    if path is not None:
-        img.save(path)
-    return img
+def drawable(v: float, log: bool = False) -> bool:
+    return math.isfinite(v) and abs(v) < LIMIT and (v > 0 if log else True)
 
 
-def bar_chart(path, labels: list[str], values: list[float], title: str = "", ylabel: str = "") -> None:
-    """One PNG with a labelled bar per value (bench.py: images/s per layout)."""
-    img = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(img)
-    finite = [v for v in values if math.isfinite(v)]
-    ylo, yhi, ystep = _nice_range(min(0.0, *finite) if finite else 0.0, max(finite) if finite else 1.0)
-    _axes(draw, title, "", ylabel, ylo, yhi, ystep)
-    font = _font()
-    slot = (W - LEFT - RIGHT) / max(1, len(values))
-    for i, (label, v) in enumerate(zip(labels, values)):
-        x0 = LEFT + i * slot + slot * 0.15
-        x1 = LEFT + (i + 1) * slot - slot * 0.15
-        if math.isfinite(v):
-            draw.rectangle((x0, _ymap(v, ylo, yhi), x1, _ymap(max(ylo, 0.0), ylo, yhi)), fill=COLOURS[i % len(COLOURS)])
-            draw.text((x0, _ymap(v, ylo, yhi) - 14), _fmt(v), fill="black", font=font)
-        draw.text((x0, H - BOTTOM + 4 + 12 * (i % 2)), str(label)[:24], fill="black", font=font)
-    img.save(path)
+def line_chart(ax, xs: list, series: dict[str, list], title: str = "", ylabel: str = "", log: bool = False) -> None:
+    """One line with markers per series ({name: ys}, one y per x) on the axes `ax`, its legend entry ending
+    with the last value. A value that cannot be drawn (NaN, inf, past LIMIT, not positive on a log scale)
+    leaves a gap and an x at the top of the axes. A series of a single point gets its value written beside
+    it, so a one-epoch run reads as numbers rather than lone dots."""
+    from matplotlib.ticker import MaxNLocator
+    series = {name: [number(y) for y in ys] for name, ys in series.items()}
+    shown = [y for ys in series.values() for y in ys if drawable(y)]
+    log = log and bool(shown) and all(y > 0 for y in shown)
+    if log:
+        ax.set_yscale("log")
+    marked = False
+    for i, (name, ys) in enumerate(series.items()):
+        colour = f"C{i}"
+        good = [y if drawable(y, log) else math.nan for y in ys]
+        bad = [x for x, y in zip(xs, ys) if not drawable(y, log)]
+        label = f"{name}: {fmt(ys[-1])}" if ys else name
+        ax.plot(xs, good, marker="o", markersize=5 if len(xs) < 30 else 3, color=colour, label=label)
+        if bad:  # just under the top edge: x in data units, y in axes units (0 bottom, 1 top)
+            ax.plot(bad, [0.96] * len(bad), marker="x", markersize=8, linestyle="none", color=colour,
+                    transform=ax.get_xaxis_transform())
+            marked = True
+        points = [(x, y) for x, y in zip(xs, good) if not math.isnan(y)]
+        if len(points) == 1:
+            # Right of the marker, the series' labels 12 points apart: equal values stay readable.
+            ax.annotate(fmt(points[0][1]), points[0], xytext=(9, 6 * (len(series) - 1) - 12 * i),
+                        textcoords="offset points", va="center", color=colour)
+            ax.margins(y=0.15)
+    if series:
+        from matplotlib.lines import Line2D
+        handles, names = ax.get_legend_handles_labels()
+        if marked:
+            handles.append(Line2D([], [], marker="x", linestyle="none", color="grey"))
+            names.append("x: NaN, inf or off the scale")
+        ax.legend(handles, names, fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", va="center", color="grey")
+    if xs:
+        pad = max(0.5, 0.03 * (max(xs) - min(xs)))
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers, one too
+    ax.set_title(title)
+    ax.set_ylabel(ylabel + (" (log scale)" if log else ""))
+    ax.grid(True, alpha=0.3)
+
+
+def bar_chart(path, labels: list[str], values: list[float], title: str = "", xlabel: str = "",
+              groups: list[str] | None = None, notes: list[str] | None = None):
+    """A PNG of horizontal bars, one per label, top to bottom in the given order, each with its value (and
+    its note) written at its end. `groups` (one name per bar, e.g. the mode, which the labels also say)
+    colours the bars by group. A value that cannot be drawn gets no bar and the words "not measured".
+    Returns the figure."""
+    n = len(labels)
+    fig, ax = figure(9, 1.4 + 0.32 * max(n, 3))
+    values = [number(v) for v in values]
+    names = list(dict.fromkeys(groups or []))
+    colours = [f"C{names.index(g)}" for g in groups] if groups else ["C0"] * n
+    widths = [v if drawable(v) else 0.0 for v in values]
+    bars = ax.barh(range(n), widths, color=colours)
+    texts = [(fmt(v) if drawable(v) else "not measured") + (f"  {notes[i]}" if notes and notes[i] else "")
+             for i, v in enumerate(values)]
+    ax.bar_label(bars, labels=texts, padding=3, fontsize="small")
+    ax.set_yticks(range(n), labels)
+    ax.invert_yaxis()  # the first label on top, as in the table bench.py prints
+    ax.margins(x=0.3)  # room for the value labels
+    ax.set_xlim(left=0)
+    if not n:
+        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", va="center", color="grey")
+        ax.set_xticks([])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x", alpha=0.3)
+    save(fig, path)
+    return fig

@@ -1,4 +1,5 @@
-"""What a run leaves to look at: RUN/metrics.csv (one row per epoch), RUN/curves.png, RUN/conv1_kernels.png.
+"""What a run leaves to look at: RUN/metrics.csv (one row per epoch), RUN/curves.png (drawn with matplotlib),
+RUN/conv1_kernels.png (drawn with PIL).
 
 conv1_kernels.png shows the 96 conv1 kernels as two tower grids of 48, like the paper's Figure 3, where
 tower 0's kernels came out largely colour-agnostic and tower 1's colour-specific (§6.1). `colourfulness`
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from alexnet2gpu.files import atomic_write
 
-from .plot import line_chart
+from .plot import drawable, figure, line_chart, number, save
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s", "seconds",
            "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1", "steps", "corrupt_images",
@@ -52,19 +53,50 @@ def _cell(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def _columns(rows: list[dict], names: dict[str, str]) -> dict[str, list]:
+    """{label: column} for each metrics column ({label: key}) that some row has: older runs' rows lack the
+    newer columns, which are left out rather than drawn as gaps."""
+    out = {label: [r.get(key) for r in rows] for label, key in names.items()}
+    return {label: ys for label, ys in out.items() if any(y not in (None, "") for y in ys)}
+
+
+def curves_figure(rows: list[dict], title: str = ""):
+    """Four panels by epoch: train and val loss, val top-1 and top-5 error, the lr (log scale), images/s."""
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, ((loss, error), (lr, speed)) = figure(12, 7.5, nrows=2, ncols=2, sharex=True)
+    losses = _columns(rows, {"train loss": "train_loss", "val loss": "val_loss"})
+    positive = [y for ys in losses.values() for y in map(number, ys) if drawable(y, log=True)]
+    # A loss that grows by orders of magnitude (divergence) would flatten the others against the axis.
+    line_chart(loss, epochs, losses, "loss", "cross-entropy",
+               log=bool(positive) and max(positive) > 1e3 * min(positive))
+    # No top-5 column with 5 classes or fewer (engine.has_top5): _columns leaves it out.
+    errors = _columns(rows, {"val top-1 error": "val_top1_error", "val top-5 error": "val_top5_error"})
+    line_chart(error, epochs, errors, "validation error", "error (%)")
+    line_chart(lr, epochs, _columns(rows, {"lr": "lr"}), "learning rate", "lr", log=True)
+    speeds = _columns(rows, {"training images/s": "images_per_s"})
+    line_chart(speed, epochs, speeds, "throughput", "images/s")
+    rates = [y for ys in speeds.values() for y in map(number, ys) if drawable(y)]
+    if rates and min(rates) >= 0:
+        speed.set_ylim(0, 1.15 * max(rates) or 1)  # a rate is read from zero
+    for ax in (lr, speed):
+        ax.set_xlabel("epoch")
+    fig.suptitle(title)
+    return fig
+
+
+def curves_title(run_name: str, rows: list[dict]) -> str:
+    """The run, its epochs, and its best epoch by val top-1 error."""
+    done = f"{run_name}: {len(rows)} epoch{'s' * (len(rows) != 1)}"
+    scored = [r for r in rows if drawable(number(r.get("val_top1_error")))]
+    if not scored:
+        return done
+    best = min(scored, key=lambda r: number(r["val_top1_error"]))
+    return f"{done}, best val top-1 error {number(best['val_top1_error']):.2f} % at epoch {best['epoch']}"
+
+
 def save_curves(path: Path, rows: list[dict]) -> None:
-    """Loss (left) and error rates (right) by epoch, side by side in one PNG."""
-    epochs = [r["epoch"] for r in rows]
-    a = line_chart(None, {"train loss": (epochs, [r["train_loss"] for r in rows]),
-                          "val loss": (epochs, [r["val_loss"] for r in rows])}, "loss", "epoch", "cross-entropy")
-    errors = {"val top-1 error": (epochs, [r["val_top1_error"] for r in rows])}
-    if any(r.get("val_top5_error") is not None for r in rows):  # none with 5 classes or fewer (engine.has_top5)
-        errors["val top-5 error"] = (epochs, [r.get("val_top5_error", math.nan) for r in rows])
-    b = line_chart(None, errors, "validation error", "epoch", "%")
-    both = Image.new("RGB", (a.width + b.width, max(a.height, b.height)), "white")
-    both.paste(a, (0, 0))
-    both.paste(b, (a.width, 0))
-    atomic_write(path, lambda tmp: both.save(tmp, format="PNG"))
+    """curves.png in the run folder `path` lies in, written whole or not at all."""
+    save(curves_figure(rows, curves_title(Path(path).parent.name, rows)), path)
 
 
 def save_conv1_kernels(path: Path, conv1_weight: torch.Tensor, towers: int = 2, scale: int = 4) -> None:

@@ -83,14 +83,46 @@ def test_on_cuda_the_default_is_the_goal_rows_in_training_at_batch_256():
 
 
 def test_plot_draws_images_per_second(monkeypatch, tmp_path):
+    """Every measured row's images/s as a bar, training rows first, each with its ratio to merged; skipped rows
+    and the matmul rate left out; the device and batch in the title."""
     from alexnet2gpu.train import plot
     calls = []
-    monkeypatch.setattr(plot, "bar_chart", lambda path, labels, values, title="", ylabel="":
-                        calls.append((labels, values, ylabel)))
-    rows = [{"variant": "merged", "mode": "train", "batch_size": 8, "images_per_s": 3.0, "device": "cpu"},
-            {"variant": "merged", "mode": "infer", "batch_size": 8, "images_per_s": 9.0, "device": "cpu"}]
+    monkeypatch.setattr(plot, "bar_chart", lambda path, labels, values, **kw: calls.append((labels, values, kw)))
+    rows = [{"variant": "merged", "mode": "infer", "batch_size": 8, "images_per_s": 9.0, "device": "cpu"},
+            {"variant": "merged", "mode": "train", "batch_size": 8, "images_per_s": 3.0, "device": "cpu"},
+            {"variant": "two-device", "mode": "train", "batch_size": 8, "images_per_s": 2.4, "device": "cpu"},
+            {"variant": "input-pipeline", "mode": "load", "batch_size": 8, "images_per_s": 6.0, "device": "cpu"},
+            {"variant": "matmul-float32", "mode": "matmul", "batch_size": 8, "images_per_s": 0.0, "device": "cpu"},
+            {"variant": "train-loop-graphs", "mode": "skipped", "batch_size": 8, "device": "cpu"}]
     report.write_plot(tmp_path / "p.png", rows)
-    assert calls == [(["merged"], [3.0], "images/s")]
+    (labels, values, kw), = calls
+    assert labels == ["merged (train)", "two-device (train)", "merged (infer)", "input-pipeline (load)"]
+    assert values == [3.0, 2.4, 9.0, 6.0]
+    assert kw["notes"] == ["", "(0.80x merged)", "", "(2.00x merged)"]  # the loader against the training step
+    assert kw["groups"] == ["training", "training", "inference", "input pipeline"]
+    assert kw["title"] == "AlexNet images/s on cpu, batch 8" and kw["xlabel"] == "images/s"
+
+
+def test_plot_of_several_batch_sizes_is_a_png(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from alexnet2gpu.train import plot
+    drawn, bar_chart = [], plot.bar_chart
+    monkeypatch.setattr(plot, "bar_chart", lambda *a, **kw: drawn.append(bar_chart(*a, **kw)))
+    rows = [{"variant": v, "mode": "train", "batch_size": b, "images_per_s": x, "device": "cpu"}
+            for b in (8, 16) for v, x in (("merged", 3.0 * b), ("torchvision", 2.0 * b))]
+    report.write_plot(tmp_path / "p.png", rows)
+    ax, = drawn[0].axes
+    assert ax.get_title() == "AlexNet images/s on cpu, batches 8, 16"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["merged (train, batch 8)", "torchvision (train, batch 8)",
+                                                            "merged (train, batch 16)", "torchvision (train, batch 16)"]
+    assert [p.get_width() for p in ax.patches] == [24.0, 16.0, 48.0, 32.0]
+    with Image.open(tmp_path / "p.png") as img:
+        img.load()
+        assert img.format == "PNG" and img.width > img.height
+    report.write_plot(tmp_path / "none.png", rows[:0])  # every row skipped: an empty chart that says so
+    assert Image.open(tmp_path / "none.png").format == "PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["none.png", "p.png"]
 
 
 @pytest.mark.slow
