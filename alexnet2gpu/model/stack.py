@@ -4,6 +4,11 @@ paper's figure reads (Krizhevsky et al. 2012, Fig. 2), and `StackOptions`, how i
 `TowerStack(towers=1)` is a tower of the two-device and tower-parallel layouts; `TowerStack(towers=2)` holds both
 towers with grouped convolutions, as caffe's bvlc_alexnet does (the merged layout). Nothing here knows about
 processes or devices beyond the one a module sits on.
+
+While torch.fx traces a stack (symbolic tracing: torchvision's feature extraction), each layer takes its
+portable form, the one every device runs and a graph can hold: each layer's module called by name, ReLU,
+torch's LRN on each tower's maps, F.max_pool2d. The same function to rounding; the choices of `StackOptions`
+and of the device (Triton kernels, conv1's forms) are eager-mode speed and are left out of the graph.
 """
 from __future__ import annotations
 
@@ -12,12 +17,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from alexnet2gpu.ops.conv import conv1_space_to_depth, conv2d_chunked_weight_grad
 from alexnet2gpu.ops.lrn import LRN_IMPLS, relu_local_response_norm, runs_triton
 from alexnet2gpu.ops.lrn_pool import fuses, relu_lrn_max_pool
 from alexnet2gpu.ops.maps import memory_format_of
-from alexnet2gpu.ops.pool import overlapping_max_pool
+from alexnet2gpu.ops.pool import KERNEL as POOL_KERNEL, STRIDE as POOL_STRIDE, overlapping_max_pool
 
 from .layers import LAYERS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, Layer, check_dropout, layer_in_features
 
@@ -110,7 +116,7 @@ class TowerStack(nn.Module):
     def _bias_in_lrn(self, layer: Layer, h: torch.Tensor) -> bool:
         """Whether `layer`'s bias is added by the fused ReLU + LRN kernels rather than by its convolution: one
         pass fewer over conv1's and conv2's outputs each way."""
-        return "lrn" in layer.lrn_pool and runs_triton(self.options.lrn, h.device)
+        return not is_fx_symbolic_tracing() and "lrn" in layer.lrn_pool and runs_triton(self.options.lrn, h.device)
 
     def _conv(self, h: torch.Tensor, layer: Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`layer`'s convolution of `h`, and the bias it leaves to the ReLU + LRN kernels (None: added)."""
@@ -122,6 +128,8 @@ class TowerStack(nn.Module):
     def _lrn_pool(self, h: torch.Tensor, layer: Layer, bias: torch.Tensor | None = None) -> torch.Tensor:
         """ReLU, the LRN and the max-pool as `layer` has them; `bias`: the convolution's, when it ran without it
         (`_bias_in_lrn`)."""
+        if is_fx_symbolic_tracing():
+            return self._traced_lrn_pool(h, layer)
         if layer.lrn_pool == "lrn+pool" and fuses(h, self.options.lrn):
             return relu_lrn_max_pool(h, h.shape[1] // layer.out, LRN_ALPHA, LRN_BETA, LRN_K, bias)
         if "lrn" in layer.lrn_pool:  # per tower: h holds layer.out maps of each tower (of one, with "towers")
@@ -133,6 +141,17 @@ class TowerStack(nn.Module):
             h = overlapping_max_pool(h)  # paper §3.4
         return h
 
+    def _traced_lrn_pool(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
+        """`_lrn_pool` in the portable form a torch.fx graph holds: torch's LRN (alpha / n, as here) on each tower's
+        `layer.out` maps, whose count the graph cannot ask of `h`."""
+        h = F.relu(h)
+        if "lrn" in layer.lrn_pool:
+            h = torch.cat([F.local_response_norm(h[:, t * layer.out:(t + 1) * layer.out], LRN_SIZE, LRN_ALPHA,
+                                                 LRN_BETA, LRN_K) for t in range(self.towers)], dim=1)
+        if "pool" in layer.lrn_pool:
+            h = F.max_pool2d(h, POOL_KERNEL, POOL_STRIDE)  # paper §3.4
+        return h
+
     def _block(self, h: torch.Tensor, layer: Layer) -> torch.Tensor:
         """One layer on maps that are all its own: convolution, ReLU, and the LRN and max-pool it has."""
         h, bias = self._conv(h, layer)
@@ -142,7 +161,7 @@ class TowerStack(nn.Module):
         """`layers` (convolutions on own maps) on every tower's maps in `h`: one grouped convolution each, or
         with convs "towers" one dense convolution per tower on its own maps and its rows of each weight, the
         towers' maps cut apart once before and joined again after."""
-        if self.options.convs == "grouped" or self.towers == 1:
+        if self.options.convs == "grouped" or self.towers == 1 or is_fx_symbolic_tracing():
             for layer in layers:
                 h = self._block(h, layer)
             return h
@@ -157,6 +176,8 @@ class TowerStack(nn.Module):
 
     def _conv1(self, x: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """conv1 of the image `x` (right/bottom zero padding `pad`), and the bias it leaves to the LRN."""
+        if is_fx_symbolic_tracing():  # `pad` is a graph node: check_input's, computed as the graph runs
+            return self.conv1(F.pad(x, (0, pad, 0, pad))), None
         form = self.options.conv1
         if form == "auto":  # space-to-depth was faster on an H100, direct on the CPU (docs/kernels.md)
             form = "space-to-depth" if x.is_cuda else "direct"
@@ -178,5 +199,5 @@ class TowerStack(nn.Module):
 
     def fully_connected(self, h: torch.Tensor, name: str) -> torch.Tensor:
         """fc6 or fc7 (both read both towers), ReLU, dropout on the outputs (paper §4.2). -> N x 2048t"""
-        h = h.flatten(1) if h.dim() > 2 else h  # (C, H, W) order, as the canonical fc6 weight expects
+        h = h.flatten(1)  # (C, H, W) order, as the canonical fc6 weight expects; fc7's input stays as it is
         return self.dropout(F.relu(getattr(self, name)(h)))

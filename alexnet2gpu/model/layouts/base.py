@@ -52,6 +52,12 @@ class Layout(nn.Module):
             check_state_dict(dict(state_dict), self.num_classes, self.in_channels)
         return super().load_state_dict(state_dict, strict, assign)
 
+    def extra_repr(self) -> str:
+        # print(model) lists module names (stack.conv1, towers.0.conv1); a user comparing them with a
+        # checkpoint's keys is told here, where they look, that the state dict speaks another name.
+        return (f"num_classes={self.num_classes}, in_channels={self.in_channels}; state_dict() keys are canonical, "
+                "conv1.weight ... fc8.bias (alexnet2gpu.canonical_shapes), not the module names below")
+
     def placement(self) -> list[tuple[nn.Module, torch.device]]:
         """(module, device) pairs for `built_on_meta`: by default the whole layout on the CPU."""
         return [(self, torch.device("cpu"))]

@@ -52,7 +52,8 @@ class TowerParallelAlexNet(Layout):
     def _received(self, layer: str, maps: torch.Tensor, towers_sending: int) -> None:
         self.exchanges.append((layer, maps.numel() * maps.element_size() * towers_sending))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _fc7(self, x: torch.Tensor) -> torch.Tensor:
+        """This tower's fc7 output (after ReLU and dropout), N x 2048; `exchanges` starts afresh."""
         pad = check_input(x, self.in_channels, self.stack.conv1.weight, moved=True)
         self.exchanges = []
         h = self.stack.features(x.to(self.device, non_blocking=True), pad)
@@ -61,6 +62,17 @@ class TowerParallelAlexNet(Layout):
         for fc in ("fc6", "fc7"):
             self._received(fc, h, TOWERS - 1)
             h = self.stack.fully_connected(gather_from_towers(h, self.group), fc)
+        return h
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What fc8 reads, N x 4096, on every rank: both towers' fc7 outputs, gathered as before conv3, fc6 and
+        fc7 (gradients summed back to each tower). Collective, like `forward`."""
+        h = self._fc7(x)
+        self._received("features", h, TOWERS - 1)
+        return gather_from_towers(h, self.group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._fc7(x)
         first = self.tower == 0
         self._received(FC8, h, TOWERS - 1 if first else 0)
         h = gather_to_first_tower(h, self.group)

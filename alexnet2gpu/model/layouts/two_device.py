@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from alexnet2gpu.distributed.comm import gather_local
 from alexnet2gpu.distributed.device import check_device
@@ -15,6 +16,8 @@ from alexnet2gpu.distributed.device import check_device
 from ..layers import FC8, LAYERS, TOWERS, check_input
 from ..stack import StackOptions, TowerStack
 from .base import Layout
+
+torch.fx.wrap("check_input")  # a leaf of torch.fx graphs, as in merged.py
 
 
 def split_towers(canonical: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -71,11 +74,14 @@ class TwoTowerAlexNet(Layout):
         return [*zip(self.towers, self.devices), (self.fc8, self.devices[0])]
 
     def _gather(self, layer: str, maps: list[torch.Tensor], tower: int) -> torch.Tensor:
-        received = sum(m.numel() * m.element_size() for t, m in enumerate(maps) if t != tower)
-        self.exchanges.append((layer, received))
+        if not is_fx_symbolic_tracing():  # a graph has no sizes to count, and would not update the list
+            received = sum(m.numel() * m.element_size() for t, m in enumerate(maps) if t != tower)
+            self.exchanges.append((layer, received))
         return gather_local(maps, self.devices[tower])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What fc8 reads: both towers' fc7 outputs after ReLU (and dropout in training), N x 4096 on the first
+        device."""
         pad = check_input(x, self.in_channels, self.towers[0].conv1.weight, moved=True)
         self.exchanges = []
         towers = list(enumerate(self.towers))
@@ -83,7 +89,10 @@ class TwoTowerAlexNet(Layout):
         maps = [tower.conv_cross(self._gather("conv3", maps, t)) for t, tower in towers]
         for fc in ("fc6", "fc7"):
             maps = [tower.fully_connected(self._gather(fc, maps, t), fc) for t, tower in towers]
-        return self.fc8(self._gather(FC8, maps, 0))
+        return self._gather(FC8, maps, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.forward_features(x))
 
     def to_canonical(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Tensors keyed by this module's parameter names -> canonical names (merged, on the CPU)."""
