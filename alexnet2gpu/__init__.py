@@ -5,6 +5,7 @@ from alexnet2gpu.model.layouts.merged import AlexNet
 from alexnet2gpu.model.layouts.tower_parallel import TowerParallelAlexNet
 from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet, merge_towers, split_towers
 from alexnet2gpu.model.stack import StackOptions
+from alexnet2gpu.weights.hub import load, transforms
 
 __all__ = ["AlexNet", "StackOptions", "TowerParallelAlexNet", "TwoTowerAlexNet", "canonical_shapes", "init_weights",
-           "merge_towers", "split_towers"]
+           "load", "merge_towers", "split_towers", "transforms"]

@@ -1,5 +1,7 @@
-"""The network with (or without) trained weights, in one call: what hubconf.py's `alexnet` entry returns.
+"""The network with (or without) trained weights, in one call: what hubconf.py's `alexnet` entry and
+`alexnet2gpu.load` return; and `alexnet2gpu.transforms`, the evaluation input for those weights.
 
+    net = alexnet2gpu.load("runs/RUN/checkpoints/best.pt").eval()
     torch.hub.load("path/to/alexnet2gpu", "alexnet", source="local", weights="runs/RUN/checkpoints/best.pt")
 
 `weights` is anything `io.load_weights` reads: a train.py checkpoint, a run folder or a .safetensors
@@ -7,6 +9,8 @@ file. With weights, the module also carries what using them needs: `classes` (na
 `mean` (per channel, on 0..255, to subtract from the input) and `crop` (224 or 227).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from torch import nn
 
@@ -45,3 +49,24 @@ def load_network(weights=None, num_classes: int | None = None, in_channels: int 
         model.load_state_dict(loaded.model)
         model.classes, model.mean, model.crop = loaded.classes, loaded.mean, loaded.crop
     return model
+
+
+load = load_network  # alexnet2gpu.load: torchvision's and timm's users look for a loader at the top level
+
+
+def transforms(weights):
+    """The evaluation input for `weights` (data.preprocess.EvalTransform: shorter side to 256, the centre
+    256x256, the centre crop, minus the mean): `weights` is a network from `load` or torch.hub, a `Weights`,
+    or anything `io.load_weights` reads. A network without weights carries no mean: build
+    EvalTransform(mean, crop) with the numbers instead."""
+    from alexnet2gpu.data.preprocess import EvalTransform  # data/ and torchvision's v2 only when asked for
+
+    if isinstance(weights, (str, Path)):
+        weights = load_weights(weights)
+    mean, crop = getattr(weights, "mean", None), getattr(weights, "crop", None)
+    if mean is None or crop is None:
+        what = (f"{weights.path} carry" if isinstance(weights, Weights)
+                else f"this {type(weights).__name__} carries")
+        raise ValueError(f"{what} no training mean: load the network with its weights, alexnet2gpu.load(WEIGHTS), or "
+                         "pass the numbers to alexnet2gpu.data.preprocess.EvalTransform(mean, crop).")
+    return EvalTransform(list(mean), crop)
