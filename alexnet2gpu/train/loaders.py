@@ -26,9 +26,12 @@ class RunData:
     corrupt: CorruptLog  # the unreadable images met so far
 
 
-def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False, trained: dict | None = None) -> RunData:
-    """The folders of --data (the built-in set without it), their classes and their mean. `trained`: the
-    checkpoint resumed or evaluated, whose classes the folders must have (by name, not only by count)."""
+def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False, trained: dict | None = None,
+              mean: list[float] | None = None) -> RunData:
+    """The folders of --data (the built-in set without it), their classes and their mean: --mean, else `mean`
+    (the one --init-from's weights were trained with), else the training images' (computed once, cached in the
+    data folder where it can be written). `trained`: the checkpoint resumed or evaluated, whose classes the
+    folders must have (by name, not only by count)."""
     root = cfg.data
     if root is None:
         root = ensure_synthetic(cfg.num_classes or 10, cfg.train_per_class, cfg.val_per_class, log=say)
@@ -42,7 +45,8 @@ def open_data(cfg: Config, corrupt: CorruptLog, say, resumed: bool = False, trai
     if len(splits.classes) < 2:
         raise TrainError(f"{Path(root) / 'train'} has one class folder ({splits.classes[0]}): {ONE_CLASS}; add the "
                          "folders of the other classes (at least 2).")
-    mean = cfg.mean or dataset_mean(root, splits.train, cfg.in_channels, cfg.mean_images, cfg.workers, corrupt, say)
+    mean = cfg.mean or mean or dataset_mean(root, splits.train, cfg.in_channels, cfg.mean_images, cfg.workers, corrupt,
+                                            say)
     return RunData(Path(root), splits, len(splits.classes), mean, corrupt)
 
 

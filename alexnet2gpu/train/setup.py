@@ -105,9 +105,13 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer, scored: dict 
         cfg.data = given["data"] if moved else cfg.data
         cfg.mean = state.get("mean") or cfg.mean  # the input the weights were trained on, wherever the data is
     check_config(cfg)
+    start_weights = load_weights(cfg.init_from) if cfg.init_from is not None and not state else None
     # Each pair reads its own shard: the first rank of each pair names the unreadable images it meets.
     corrupt = CorruptLog(cfg.max_corrupt, Printer(ctx.tower in (None, 0)))
-    data = open_data(cfg, corrupt, say, resumed=state is not None, trained=state or scored)
+    # Fine-tuning keeps the mean the weights were trained with (the network learned on inputs less that mean),
+    # so nothing is computed, nor written into the data folder.
+    data = open_data(cfg, corrupt, say, resumed=state is not None, trained=state or scored,
+                     mean=start_weights.mean if start_weights else None)
     if state:
         if moved:
             say(f"note: the data moved: {state['config'].get('data') or 'the built-in set'} -> {data.root}, "
@@ -125,12 +129,23 @@ def plan_run(cfg: Config, given: dict, ctx: Context, say: Printer, scored: dict 
             raise TrainError(str(error)) from None
     plan = Plan(cfg, state, data, layout, device, resolve_decode(cfg.decode, device, data.root), given=given,
                 resume_dir=resume_dir, changes=changes)
-    if cfg.init_from is not None and not state:  # checked here, before any model is built
-        plan.start_weights = load_weights(cfg.init_from)
+    if start_weights is not None:  # checked here, before any model is built
+        plan.start_weights = start_weights
         shapes = canonical_shapes(data.num_classes, cfg.in_channels)
         plan.init_note = initial_weights({k: torch.empty(v, device="meta") for k, v in shapes.items()},
-                                         plan.start_weights)[1]
+                                         start_weights)[1] + "\n" + mean_note(cfg, start_weights, data)
     return plan
+
+
+def mean_note(cfg: Config, weights: Weights, data: RunData) -> str:
+    """Which mean a fine-tuning run subtracts, and where it came from, for the banner."""
+    mean = [round(m, 2) for m in data.mean]
+    if cfg.mean:
+        theirs = f"; the weights were trained with {[round(m, 2) for m in weights.mean]}" if weights.mean else ""
+        return f"input mean {mean} from --mean{theirs}"
+    if weights.mean:
+        return f"input mean {mean} from the weights, the one they were trained with (--mean R,G,B overrides it)"
+    return f"input mean {mean} computed from the training images of {data.root}: the weights carry none"
 
 
 @dataclass
