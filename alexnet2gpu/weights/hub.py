@@ -65,7 +65,7 @@ def transforms(weights):
         weights = load_weights(weights)
     mean, crop = getattr(weights, "mean", None), getattr(weights, "crop", None)
     if mean is None or crop is None:
-        what = (f"{weights.path} carry" if isinstance(weights, Weights)
+        what = (f"the weights in {weights.path} carry" if isinstance(weights, Weights)
                 else f"this {type(weights).__name__} carries")
         raise ValueError(f"{what} no training mean: load the network with its weights, alexnet2gpu.load(WEIGHTS), or "
                          "pass the numbers to alexnet2gpu.data.preprocess.EvalTransform(mean, crop).")

@@ -41,7 +41,11 @@ def test_transforms_of_the_loaded_network_feed_it_what_evaluation_does(checkpoin
         assert (transform.mean, transform.crop) == (net.mean, 224)
 
 
-def test_a_network_without_weights_has_no_transforms_and_says_why():
+def test_a_network_without_weights_has_no_transforms_and_says_why(checkpoint):
     with pytest.raises(ValueError, match=r"this AlexNet carries no training mean: load the network with its weights, "
                                          r"alexnet2gpu.load\(WEIGHTS\), or pass the numbers to .*EvalTransform"):
         alexnet2gpu.transforms(alexnet2gpu.AlexNet(num_classes=4))
+    bare = load_weights(checkpoint)
+    bare.mean = None  # weights another tool wrote may carry none
+    with pytest.raises(ValueError, match=f"the weights in {bare.path} carry no training mean"):
+        alexnet2gpu.transforms(bare)
