@@ -79,7 +79,8 @@ class EvalTransform(torch.nn.Module):
     def _as_pil(t: torch.Tensor) -> Image.Image:
         if t.dtype != torch.uint8 or t.dim() != 3 or t.shape[0] not in (1, 3, 4):
             shape = " x ".join(map(str, t.shape))
-            raise ValueError(f"the transform takes one image as a C x H x W uint8 tensor (C 1, 3 or 4), got {t.dtype} "
-                             f"{shape}: pass 0..255 pixels (torchvision.io.decode_image's output), one image at a time.")
+            raise ValueError(f"the transform takes one image as a C x H x W uint8 tensor (C 1, 3 or 4), got "
+                             f"{t.dtype} {shape}: pass 0..255 pixels (torchvision.io.decode_image's output), one "
+                             "image at a time.")
         from torchvision.transforms.v2.functional import to_pil_image
         return to_pil_image(t.cpu())

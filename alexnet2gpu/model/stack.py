@@ -20,10 +20,11 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from alexnet2gpu.ops.conv import conv1_space_to_depth, conv2d_chunked_weight_grad
+from alexnet2gpu.ops.kernels.sizes import POOL_KERNEL, POOL_STRIDE
 from alexnet2gpu.ops.lrn import LRN_IMPLS, relu_local_response_norm, runs_triton
 from alexnet2gpu.ops.lrn_pool import fuses, relu_lrn_max_pool
 from alexnet2gpu.ops.maps import memory_format_of
-from alexnet2gpu.ops.pool import KERNEL as POOL_KERNEL, STRIDE as POOL_STRIDE, overlapping_max_pool
+from alexnet2gpu.ops.pool import overlapping_max_pool
 
 from .layers import LAYERS, LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, Layer, check_dropout, layer_in_features
 

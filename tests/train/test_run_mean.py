@@ -47,8 +47,8 @@ def test_mean_overrides_the_weights_mean(weights, tmp_path):
     data = tiny_data(tmp_path / "data")
     plan = planned("--data", data, "--init-from", weights, "--mean", "1,2,3", *TINY)
     assert plan.data.mean == [1.0, 2.0, 3.0]
-    assert plan.init_note.splitlines()[-1] == f"input mean [1.0, 2.0, 3.0] from --mean; the weights were trained with " \
-                                              f"{TRAINED_WITH}"
+    assert plan.init_note.splitlines()[-1] == ("input mean [1.0, 2.0, 3.0] from --mean; the weights were trained "
+                                               f"with {TRAINED_WITH}")
     assert not (data / MEAN_FILE).exists()
 
 
