@@ -1,5 +1,5 @@
 """How a benchmark measures: the timed training and inference steps, synchronisation, round-robin timing,
-the matrix-multiply rate, FLOP and exchange counts, and peak memory.
+the matrix-multiply rate, FLOP and exchange counts, peak memory, and the machine's load while it ran.
 
 Method: warm-up steps, then the median over timed steps, each step bracketed by a device
 synchronisation. Variants in one process are timed round-robin (one step of each in turn, repeated), so a
@@ -7,6 +7,7 @@ neighbour process that slows the machine for a while slows every variant alike a
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -235,6 +236,58 @@ def usable_cpus() -> list[int]:
         return sorted(os.sched_getaffinity(0))
     except AttributeError:
         return list(range(os.cpu_count() or 1))
+
+
+LOAD_MARGIN = 0.5  # cores of other work let pass: daemons and a shell keep an idle machine's load near 0.1
+LOAD_WINDOW_S = 60.0  # the time constant of the kernel's 1-minute load average
+
+
+def machine_load() -> tuple[float, int] | None:
+    """The 1-minute load average and the cores it counts (the whole machine's), or None where there is none."""
+    try:
+        return os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):
+        return None
+
+
+class LoadWatch:
+    """Readings of the machine's load during a run (`read` before, between and after rows), each saying
+    whether other work shared the cores that bench's `threads` use.
+
+    The load average counts every runnable thread of the machine, bench's own included, and follows a change
+    with a 60 s time constant. Bench's share is taken as `threads` busy since the first reading, averaged the
+    same way: an upper bound (its threads also wait), so `others` is a lower bound on the other work. That
+    work shares bench's cores when it exceeds the cores bench leaves free by more than LOAD_MARGIN.
+    """
+
+    def __init__(self, threads: int, log=None, clock=time.perf_counter):
+        self.threads, self.log, self.clock, self.readings, self.start = threads, log, clock, [], None
+
+    def read(self, when: str) -> dict | None:
+        now = self.clock()
+        self.start = now if self.start is None else self.start
+        seen = machine_load()
+        if seen is None:
+            return None
+        load, cores = seen
+        own = self.threads * (1.0 - math.exp(-(now - self.start) / LOAD_WINDOW_S))
+        others = max(0.0, load - own)
+        reading = {"when": when, "seconds": round(now - self.start, 1), "load_1min": round(load, 2),
+                   "machine_cores": cores, "bench_threads": self.threads, "bench_share": round(own, 2),
+                   "others": round(others, 2), "shared": others > max(0, cores - self.threads) + LOAD_MARGIN}
+        if reading["shared"] and self.log and not self.shared:
+            self.log(f"other work shares the cores ({when}: 1-minute load {load:.2f} on {cores} cores, at most "
+                     f"{own:.2f} of it bench's own {self.threads} thread(s)): its times will be unreliable")
+        self.readings.append(reading)
+        return reading
+
+    @property
+    def shared(self) -> bool:
+        return any(r["shared"] for r in self.readings)
+
+    def summary(self) -> dict:
+        """The run's `load` field: whether other work shared the cores, and every reading."""
+        return {"shared": self.shared, "margin_cores": LOAD_MARGIN, "readings": self.readings}
 
 
 def cpu_name() -> str:

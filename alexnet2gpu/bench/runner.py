@@ -3,7 +3,8 @@
 A record: variant, mode ("train"/"infer"/"matmul"), device, batch_size, processes, threads, ms_per_step,
 images_per_s, gflops, peak_fraction (of the matrix-multiply rate measured in the same run on the same
 device and dtype), peak_memory_mb (per process: a list for two-process rows), exchange_mb (bytes one
-process or tower sends the other per step), note.
+process or tower sends the other per step), note, settings, dtype (of the matmul it is compared with), load
+(the run's load readings, the same in every record: measure.LoadWatch).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from alexnet2gpu.distributed.world import first_line
 
 from .allocator import keep_freed_memory
 from .loop import GRAPHS_ROW as LOOP_GRAPHS_ROW, ROW as LOOP_ROW, measure_train_loop, reference_variant
-from .measure import (PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median, step_flops,
-                      synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus)
+from .measure import (LoadWatch, PeakMemory, device_name, make_infer_step, make_train_step, matmul_step, median,
+                      step_flops, synthetic_batch, time_round_robin, time_steps, tower_exchange_bytes, usable_cpus)
 from .pipeline import GPU_ROW as PIPELINE_GPU_ROW, ROW as PIPELINE_ROW, measure_input_pipeline
 from .processes import KINDS, PROCESSES, run_two_process, split_cpus
 from .variants import VARIANTS, available, build_variant, variant_multiply_adds
@@ -85,22 +86,33 @@ def run(opts: Options) -> list[dict]:
     torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: as train.py does, for every row alike
+    # Bench's own busy threads: on CUDA the one that launches the kernels.
+    load = LoadWatch(threads if device.type == "cpu" else 1, log=opts.log)
+    load.read("before timing")
     records = []
     for batch in opts.batch_sizes:
         records += _single_process_rows(opts, device, batch, threads)
+        load.read(f"after the one-process rows at batch {batch}")
         rate = next((r["gflops"] for r in records if r["variant"] == "matmul-float32" and r["batch_size"] == batch), 0.0)
         for row, graphs in ((LOOP_ROW, False), (LOOP_GRAPHS_ROW, True)):
             if row in opts.rows:
                 records.append(_or_skip(row, device, batch,
                                         lambda: _loop_row(opts, device, batch, threads, records, graphs)))
+                load.read(f"after {row} at batch {batch}")
         for kind in (k for k in KINDS if k in opts.rows):
             records += _or_skip(kind, device, batch, lambda: _two_process_row(
                 opts, device, batch, kind, cpus, threads, rate or _matmul_rate(device)), rows=True)
+            load.read(f"after {kind} at batch {batch}")
         if PIPELINE_ROW in opts.rows:
             records.append(_or_skip(PIPELINE_ROW, device, batch, lambda: _pipeline_row(opts, device, batch)))
+            load.read(f"after {PIPELINE_ROW} at batch {batch}")
         if PIPELINE_GPU_ROW in opts.rows:
             records.append(_or_skip(PIPELINE_GPU_ROW, device, batch,
                                     lambda: _pipeline_row(opts, device, batch, decode="gpu")))
+            load.read(f"after {PIPELINE_GPU_ROW} at batch {batch}")
+    summary = load.summary()
+    for r in records:
+        r["load"] = summary
     return records
 
 
@@ -142,18 +154,19 @@ def _loop_row(opts: Options, device: torch.device, batch: int, threads: int, rec
     flops = step_flops(variant_multiply_adds(VARIANTS["merged"], opts.num_classes), batch, "train")
     rate = base["gflops"] / base["peak_fraction"] if base and base["peak_fraction"] else 0.0  # its dtype's matmul
     return _record(row, "train", device, batch, seconds, flops, rate, threads,
-                   note=f"engine.train_one_epoch on in-memory uint8 batches, as {reference}")
+                   note=f"engine.train_one_epoch on in-memory uint8 batches, as {reference}",
+                   dtype=base["dtype"] if base else "float32")
 
 
 def _record(variant, mode, device, batch, seconds, flops, rate, threads, processes=1, peak=None, exchange=0,
-            note="") -> dict:
+            note="", dtype="float32") -> dict:
     gflops = flops / seconds / 1e9
     return {"variant": variant, "mode": mode, "device": device_name(device), "device_type": device.type,
             "batch_size": batch,
             "processes": processes, "threads": threads, "ms_per_step": seconds * 1e3,
             "images_per_s": batch / seconds if mode != "matmul" else 0.0, "gflops": gflops,
             "peak_fraction": gflops / rate if rate else 0.0, "peak_memory_mb": peak,
-            "exchange_mb": exchange / 1e6, "note": note, "settings": settings()}
+            "exchange_mb": exchange / 1e6, "note": note, "settings": settings(), "dtype": dtype}
 
 
 def settings() -> str:
@@ -215,14 +228,15 @@ def _single_process_rows(opts: Options, device: torch.device, batch: int, thread
             dtype = getattr(torch, mode)
             records.append(_record(f"matmul-{mode}", "matmul", device, batch, median(ts), matmul_flops[dtype],
                                    rates[dtype], threads, peak=peaks[(name, mode)],
-                                   note="square matrix multiply: the reference rate"))
+                                   note="square matrix multiply: the reference rate", dtype=mode))
             continue
         variant = meta[(name, mode)]
         flops = step_flops(variant_multiply_adds(variant, opts.num_classes), batch, mode)
         exchange = tower_exchange_bytes(batch, mode) if variant.layout == "two-device" else 0
-        rate = rates[AMP_DTYPES[variant.amp] or torch.float32]
-        records.append(_record(name, mode, device, batch, median(ts), flops, rate, threads,
-                               peak=peaks[(name, mode)], exchange=exchange))
+        dtype = AMP_DTYPES[variant.amp] or torch.float32
+        records.append(_record(name, mode, device, batch, median(ts), flops, rates[dtype], threads,
+                               peak=peaks[(name, mode)], exchange=exchange,
+                               dtype=str(dtype).removeprefix("torch.")))
     return records + [_skip_record(n, device, batch, why) for n, why in skipped]
 
 

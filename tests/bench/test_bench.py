@@ -19,7 +19,7 @@ from tests.helpers import ROOT
 from tests.helpers.child_env import child_env
 
 KEYS = {"variant", "mode", "device", "batch_size", "images_per_s", "ms_per_step", "gflops", "peak_fraction",
-        "processes", "threads", "peak_memory_mb", "exchange_mb"}
+        "processes", "threads", "peak_memory_mb", "exchange_mb", "dtype", "load"}
 
 
 def test_flops_come_from_the_layer_table():
