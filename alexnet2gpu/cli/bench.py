@@ -14,7 +14,9 @@ data-parallel (DDP, half the batch each), which bench starts itself; and the loa
 input-pipeline-gpu). Synthetic input: the loader is not measured except in its own row. Single-process
 rows are timed round-robin in one process; the median step over --steps timed steps after --warmup, each
 bracketed by a device synchronisation. GFLOP/s counts 2 x forward multiply-adds (x3 for training) from the
-layer table; %matmul compares it with a square matrix multiply timed in the same run. See docs/benchmarks.md.
+layer table; %matmul compares it with a square matrix multiply timed in the same run. A line before the
+table warns when other work shared the cores (the load average, read before, between and after the rows);
+a speed goal that its figures cannot decide says "not judged" and why. See docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -91,6 +93,9 @@ def main(argv=None) -> int:
     try:
         opts = options(args)
         records = runner.run(opts)
+        warning = report.load_warning(records)
+        if warning:
+            print(warning)
         print(report.table(records))
         print()
         print(report.goals_text(report.goals(records)))
