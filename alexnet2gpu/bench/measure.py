@@ -238,7 +238,7 @@ def usable_cpus() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-LOAD_MARGIN = 0.5  # cores of other work let pass: daemons and a shell keep an idle machine's load near 0.1
+LOAD_MARGIN = 0.5  # cores of other work let pass: daemons, a shell, an editor
 LOAD_WINDOW_S = 60.0  # the time constant of the kernel's 1-minute load average
 
 
