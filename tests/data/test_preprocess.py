@@ -35,8 +35,8 @@ def evaluation_input(path: str, crop: int, mean=MEAN) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
+def photos(module_tmp):
+    folder = module_tmp("photos")
     # landscape; portrait whose longer side rounds up (457 * 256/300 = 389.97: torchvision's Resize would take
     # 389); a prepared 256x256 file; one JPEG large enough for load_image's reduced-scale decoding
     sizes = {"landscape": (400, 300), "portrait": (300, 457), "prepared": (256, 256), "large": (1024, 768)}

@@ -19,8 +19,8 @@ TRAINED_WITH = [120.0, 115.0, 100.0]  # the mean tests/helpers/weights.py writes
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return write_untrained_checkpoint(tmp_path_factory.mktemp("run10"), num_classes=10)
+def weights(module_tmp):
+    return write_untrained_checkpoint(module_tmp("run10"), num_classes=10)
 
 
 def planned(*argv):

@@ -13,8 +13,8 @@ from tests.helpers.weights import write_untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_untrained_checkpoint(tmp_path_factory.mktemp("run"), num_classes=4)
+def checkpoint(module_tmp):
+    return write_untrained_checkpoint(module_tmp("run"), num_classes=4)
 
 
 def test_load_is_the_hub_loader(checkpoint):
