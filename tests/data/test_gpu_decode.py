@@ -392,7 +392,8 @@ def test_cpu_decode_share_is_a_train_py_and_bench_flag(tmp_path, capsys):
     assert train.build_config(train.parser().parse_args(["--cpu-decode-share", "0.25"]))[0].cpu_decode_share == 0.25
     assert bench.main(["--device", "cpu", "--rows", "input-pipeline-gpu", "--cpu-decode-share", "2"]) == 2
     assert "bench.py: --cpu-decode-share '2': pass auto" in capsys.readouterr().err
-    note = Run.gpu_decode_note(SimpleNamespace(decode="gpu", cfg=Config(workers=2, cpu_decode_share=0.25)))
+    note = Run.gpu_decode_note(SimpleNamespace(decode="gpu", cfg=Config(workers=2, cpu_decode_share=0.25),
+                                                  record={"cpu_decode_share": 0.25}))
     assert note == (" with nvJPEG (25% of the images decoded by the loader workers, --cpu-decode-share "
                     "0.25)")  # the banner's
     splits = data.Splits(["a"], [("x.jpg", 0)], [("y.jpg", 0)])

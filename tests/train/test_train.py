@@ -133,7 +133,10 @@ def test_a_short_run_leaves_every_output_and_skips_a_corrupt_image(tmp_path, tin
     for column in ("epoch", "train_loss", "val_loss", "val_top1_error", "lr", "images_per_s",
                    "seconds", "loader_images_per_s", "step_images_per_s", "colour_tower0", "colour_tower1"):
         assert rows[0][column] != "", column
-    assert rows[0]["val_top5_error"] == "" and "top-5" not in out  # 2 classes: top-5 would always be right
+    # 2 classes: top-5 would always be right, so no figure; the banner says why
+    assert rows[0]["val_top5_error"] == "" and "2 classes (too few for a top-5 error, which is left out)" in out
+    assert [line for line in out.splitlines() if "top-5" in line] == [next(line for line in out.splitlines()
+                                                                          if line.startswith("data "))]
     assert f"skipped unreadable image {bad}" in out and "epoch 1/" in out and "config:" in out
     assert "layout two-device" in out
     state = load_checkpoint(run / "checkpoints" / "best.pt")
