@@ -7,5 +7,5 @@ from alexnet2gpu.model.layouts.two_device import TwoTowerAlexNet, merge_towers, 
 from alexnet2gpu.model.stack import StackOptions
 from alexnet2gpu.weights.hub import load, transforms
 
-__all__ = ["AlexNet", "StackOptions", "TowerParallelAlexNet", "TwoTowerAlexNet", "canonical_shapes", "init_weights",
-           "load", "merge_towers", "split_towers", "transforms"]
+__all__ = ["AlexNet", "StackOptions", "TowerParallelAlexNet", "TwoTowerAlexNet", "__version__", "canonical_shapes",
+           "init_weights", "load", "merge_towers", "split_towers", "transforms"]

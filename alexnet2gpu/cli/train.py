@@ -39,8 +39,9 @@ def _help(f) -> str:
     """A setting's help with its defaults, from alexnet2gpu/train/config.py (the one place they are stated)."""
     meta = f.metadata
     value = f.default_factory() if f.default is MISSING else f.default
-    default = meta["shown"] or (None if value is None or value is False or value == [] else _flag_text(value))
-    notes = ([f"default {default}"] if default is not None else []) + \
+    default = meta["shown"] if meta["shown"] is not None else \
+        (None if value is None or value is False or value == [] else _flag_text(value))
+    notes = ([f"default {default}"] if default else []) + \
         ([f"demo {_flag_text(meta['demo'])}"] if meta["demo"] is not MISSING else [])
     return f"{meta['help']} ({'; '.join(notes)})" if notes else meta["help"]
 

@@ -41,15 +41,15 @@ def setting(default, help: str, *, group: str, demo=MISSING, parse=None, choices
             hidden: tuple = (), metavar: str | None = None, bare=MISSING, refused: dict | None = None,
             shown: str | None = None, resume: bool = False, evaluate: bool = False, placement: bool = False,
             afresh: bool = False, fixed: str = ""):
-    """One setting. `group`: its group in train.py --help (GROUPS); `demo`: its value without --data (the
-    built-in set); `parse`: how its flag's text is read (default: the type of `default`); `aliases`: other
-    names of its flag, shown beside it (torchvision's and timm's where they mean the same here); `hidden`:
-    old names still accepted, not shown; `metavar`: its value's name in the help; `bare`: the value of the
-    flag given without one; `refused`: {value: why it is not offered}; `shown`: the default as the help says
-    it, where the value itself does not say it; `resume`: a resumed run may change it; `evaluate`: --evaluate
-    may change it; `placement`: where the run computes, chosen afresh on resume; `afresh`: each invocation's
-    own, as given or its default, never the checkpoint's (placement is afresh too); `fixed`: why a resume
-    refuses another value, and what to do instead (CKPT stands for the checkpoint)."""
+    """One setting. `group`: its group in train.py --help (GROUPS); `demo`: its value without --data (the built-in
+    set); `parse`: how its flag's text is read (default: the type of `default`); `aliases`: other names of its flag,
+    shown beside it (torchvision's and timm's where they mean the same here); `hidden`: old names still accepted,
+    not shown; `metavar`: its value's name in the help; `bare`: the value of the flag given without one; `refused`:
+    {value: why it is not offered}; `shown`: the default as the help says it, where the value itself does not say it
+    ("": none, as for a setting only the demo uses); `resume`: a resumed run may change it; `evaluate`: --evaluate
+    may change it; `placement`: where the run computes, chosen afresh on resume; `afresh`: each invocation's own, as
+    given or its default, never the checkpoint's (placement is afresh too); `fixed`: why a resume refuses another
+    value, and what to do instead (CKPT stands for the checkpoint)."""
     if group not in GROUPS:
         raise ValueError(f"setting group {group!r} is not one of {', '.join(GROUPS)}")
     meta = dict(help=help, group=group, demo=demo, parse=parse, choices=choices, aliases=aliases, hidden=hidden,
@@ -152,9 +152,9 @@ class Config:
                              resume=True)
     max_corrupt: int = setting(100, "unreadable images skipped before giving up", resume=True, group="data")
     keep: int = setting(2, "epoch checkpoints kept besides best.pt", resume=True, group="run")
-    train_per_class: int = setting(0, "built-in set: training images per class", group="data", demo=40,
+    train_per_class: int = setting(0, "built-in set: training images per class", group="data", shown="", demo=40,
                                    fixed=_BUILT_IN)
-    val_per_class: int = setting(0, "built-in set: validation images per class", group="data", demo=10,
+    val_per_class: int = setting(0, "built-in set: validation images per class", group="data", shown="", demo=10,
                                  fixed=_BUILT_IN)
     dist_timeout: float = setting(300.0, "torchrun: seconds a rank waits on a silent peer before it stops",
                                   resume=True, group="torchrun")

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from alexnet2gpu.train import engine, run_log
+from alexnet2gpu.train import engine
 from alexnet2gpu.train.batch_log import StepLog
 from alexnet2gpu.train.run_log import LOG, attach, capture, file_writer
 from tests.helpers.runs import TINY, read_metrics, run_main
