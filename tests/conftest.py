@@ -45,7 +45,7 @@ def _seed():
 @pytest.fixture(scope="module")
 def module_tmp(tmp_path_factory):
     """Folders for one test file's shared files (`module_tmp("name")`), removed after its last test: a full-size
-    checkpoint is about 0.5 GB, and pytest keeps its own folders to the end of the session."""
+    checkpoint is about 0.5 GB, and pytest keeps its own folders until the whole run ends."""
     made = []
 
     def mktemp(name: str):
