@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alexnet2gpu.model.layers import CROPS
+
 from .folders import load_image
 from .imaging import RESIZE, resize_center, to_grey, to_rgb
-
-CROPS = (224, 227)  # the paper's, caffe's (docs/paper.md §3)
 
 
 class EvalTransform(torch.nn.Module):

@@ -21,6 +21,7 @@ LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 # Input geometry (docs/paper.md §3): 224 crops are padded right/bottom by 3 like the original code's rounding,
 # 227 crops (caffe) need nothing; both give 55x55 after conv1.
 INPUT_PAD = {224: 3, 227: 0}
+CROPS = tuple(INPUT_PAD)  # the crop sizes the network takes: the paper's, caffe's
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from alexnet2gpu.data.folders import PCA_NOISE
 from alexnet2gpu.data.gpu.decode import resolve_cpu_share
 from alexnet2gpu.errors import TrainError
+from alexnet2gpu.model.layers import CROPS
 
 ONE_CLASS = "a softmax over one class gives it probability 1 whatever the weights, so the network learns nothing"
 MAX_SEED = 2**32 - 1  # NumPy's legacy seed range (dist.seed_all seeds every generator alike)
@@ -84,7 +85,7 @@ def check_config(cfg) -> None:
         raise TrainError(f"--pca {cfg.pca!r}: choose paper, original or none.")
     if cfg.pca != "none" and cfg.in_channels != 3:
         raise TrainError("PCA colour noise needs RGB input: pass --pca none with --in-channels 1.")
-    if cfg.crop not in (224, 227):
+    if cfg.crop not in CROPS:
         raise TrainError(f"--crop {cfg.crop}: AlexNet takes 224 (paper) or 227 (caffe) crops.")
     check_values(cfg)
     if cfg.mean is not None and len(cfg.mean) != cfg.in_channels:

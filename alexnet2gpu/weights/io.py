@@ -23,14 +23,13 @@ import torch
 
 from alexnet2gpu.distributed.world import first_line
 from alexnet2gpu.errors import TrainError
-from alexnet2gpu.model.layers import FC8, check_state_dict
+from alexnet2gpu.model.layers import CROPS, FC8, check_state_dict
 from alexnet2gpu.optional import require
 
 from . import checkpoint as ckpt
 
 SAFETENSORS = ".safetensors"
 WEIGHTS_FORMAT = "alexnet2gpu-weights-v1"
-CROPS = (224, 227)
 TAKES = "a train.py checkpoint (.pt), a run folder or a .safetensors file"  # what load_weights reads
 ELSEWHERE = "docs/using-weights.md shows how"  # running an exported .onnx or .pt2 file
 # First bytes of the images a user may pass where the weights go (predict WEIGHTS IMAGE, swapped).
