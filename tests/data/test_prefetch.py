@@ -16,6 +16,16 @@ def made_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "made_ahead"]
 
 
+def threads_end(seconds: float = 10.0) -> bool:
+    """Whether every made_ahead thread has ended within `seconds`. A thread that has handed on its last item
+    still runs its own end (stopping the thread before it in a chain), and a busy machine can hold it there
+    past a short join: wait for it rather than look once."""
+    deadline = time.monotonic() + seconds
+    while made_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not made_threads()
+
+
 @pytest.mark.parametrize("depth", [1, 2, 5])
 def test_results_come_in_order_from_another_thread(depth):
     callers = set()
@@ -28,7 +38,7 @@ def test_results_come_in_order_from_another_thread(depth):
     got = [int(t[0]) for t in made_ahead(range(20), make, CPU, depth)]
     assert got == list(range(20))
     assert callers and threading.get_ident() not in callers
-    assert not made_threads()
+    assert threads_end()
 
 
 def test_an_error_in_the_thread_is_raised_in_the_loop_after_the_items_before_it():
@@ -54,7 +64,7 @@ def test_leaving_the_loop_early_stops_the_thread():
     for i in made_ahead(range(1000), make, CPU, depth=2):
         if i == 4:
             break
-    assert not made_threads()
+    assert threads_end()
     assert len(made) <= 4 + 1 + 2 + 1  # the items taken, the one in hand, a full queue, one being put
 
 
@@ -76,10 +86,7 @@ def test_a_chain_of_two_threads_keeps_order_errors_and_stops_both():
     for i in chain(1000):
         if i == 30:
             break
-    deadline = time.monotonic() + 5
-    while made_threads() and time.monotonic() < deadline:  # the first thread is stopped by the second's end
-        time.sleep(0.01)
-    assert not made_threads()
+    assert threads_end()  # the first thread is stopped by the second's end
 
 
 def test_the_clock_tells_waiting_for_items_from_making_them():
@@ -136,8 +143,8 @@ def test_a_new_pass_never_runs_beside_the_last_ones_thread(monkeypatch):
     with pytest.raises(TrainError, match="the GPU decoding thread of the last pass still waits for a loader worker"):
         iter(loader)
     release.set()
-    assert loader.finished.wait(5)  # that pass's decoding thread ends once its loader goes on
+    assert loader.finished.wait(10)  # that pass's decoding thread ends once its loader goes on
     assert list(loader) == [1, 2]  # then a new pass runs
-    assert loader.finished.wait(5) and not made_threads()
+    assert loader.finished.wait(10) and threads_end()
     iter(loader)  # a pass never started has no thread: the next one need not wait
     assert list(loader) == [1, 2]
